@@ -1,0 +1,48 @@
+// swift-tools-version:5.10
+//
+// tt — time-travel analysis of virtual machines.
+//
+// Dependency rule: Symbolize, BTS and the backend-neutral XenTT never import CXen;
+// only XenBackend does. No C type leaks past CXen's and CLibDW's Swift wrappers.
+import PackageDescription
+
+let package = Package(
+    name: "tt",
+    products: [
+        .executable(name: "tt", targets: ["tt"]),
+        .library(name: "XenTT", targets: ["XenTT"]),
+        .library(name: "BTS", targets: ["BTS"]),
+        .library(name: "Symbolize", targets: ["Symbolize"]),
+        // The QEMU TCG plugin, loaded by QEMU with -plugin; QEMU resolves qemu_plugin_* at load.
+        .library(name: "ttplugin", type: .dynamic, targets: ["TTQemuPlugin"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        // C worlds, each behind a thin Swift wrapper.
+        .systemLibrary(name: "CXen", path: "Sources/CXen"),
+        .systemLibrary(name: "CLibDW", path: "Sources/CLibDW"),
+        .target(name: "TTQemuPlugin", path: "Sources/TTQemuPlugin",
+                cSettings: [.unsafeFlags(["-O2", "-fvisibility=hidden"])]),
+
+        // Syscall-level helpers: mapped files, byte output buffers, errors, process spawning.
+        .target(name: "TTSystem", dependencies: [
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
+        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize"]),
+        .target(name: "XenBackend", dependencies: ["CXen", "XenTT", "TTSystem"]),
+        .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
+        // Every command type; the executables below are one-line entry points into it.
+        .target(name: "TTCommands", dependencies: [
+            "XenTT", "XenBackend", "BTS", "Symbolize", "TTSystem",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "tt", dependencies: ["TTCommands"]),
+
+        .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
+        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+    ]
+)

@@ -1,0 +1,1 @@
+// Branch records: reading, extraction, dumping, call trees, exports.

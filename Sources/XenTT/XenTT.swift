@@ -1,0 +1,1 @@
+// Backend-neutral replay sessions, locations and the replay log.

@@ -1,0 +1,15 @@
+import XCTest
+@testable import TTCommands
+
+final class ExitStatusTests: XCTestCase {
+    struct DataProblem: Error, ExitStatusProviding, CustomStringConvertible {
+        var exitStatus: Int32 { ExitStatus.dataError }
+        var description: String { "log.bin: byte 48, entry 2: bad\nsecond line" }
+    }
+
+    func testReportUsesErrorsStatus() {
+        XCTAssertEqual(reportAndExit(DataProblem()).rawValue, ExitStatus.dataError)
+        struct Plain: Error {}
+        XCTAssertEqual(reportAndExit(Plain()).rawValue, ExitStatus.failure)
+    }
+}

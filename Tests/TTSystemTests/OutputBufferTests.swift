@@ -1,0 +1,56 @@
+import XCTest
+import TTSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class OutputBufferTests: XCTestCase {
+    /// Runs `body` with an OutputBuffer on a pipe and returns what was written.
+    private func captured(_ body: (OutputBuffer) throws -> Void) throws -> String {
+        var fds: [Int32] = [0, 0]
+        XCTAssertEqual(pipe(&fds), 0)
+        do {
+            let out = OutputBuffer(fd: fds[1], capacity: 16)
+            try body(out)
+            try out.flush()
+        }
+        close(fds[1])
+        var data = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fds[0], &chunk, chunk.count)
+            if n <= 0 { break }
+            data += chunk[0..<n]
+        }
+        close(fds[0])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    func testHexMatchesStringRadix() throws {
+        let values: [UInt64] = [0, 1, 0xf, 0x10, 0xdeadbeef, 0xffff_ffff_ffff_ffff, 0x1234_5678_9abc]
+        for v in values {
+            for width in [1, 8, 16] {
+                let got = try captured { try $0.appendHex(v, minDigits: width) }
+                var expected = String(v, radix: 16)
+                if expected.count < width { expected = String(repeating: "0", count: width - expected.count) + expected }
+                XCTAssertEqual(got, expected, "value \(v) width \(width)")
+            }
+        }
+    }
+
+    func testDecimalMatchesDescription() throws {
+        let values: [UInt64] = [0, 9, 10, 12345, UInt64.max]
+        for v in values {
+            XCTAssertEqual(try captured { try $0.appendDecimal(v) }, String(v))
+            let padded = try captured { try $0.appendDecimal(v, minDigits: 12) }
+            XCTAssertEqual(UInt64(padded), v)
+            XCTAssertGreaterThanOrEqual(padded.count, 12)
+        }
+        XCTAssertEqual(try captured { try $0.appendDecimal(Int64(-42)) }, "-42")
+    }
+
+    func testLongAppendLargerThanCapacity() throws {
+        let long = String(repeating: "abc", count: 1000)
+        XCTAssertEqual(try captured { try $0.append(long); try $0.endLine() }, long + "\n")
+    }
+}
