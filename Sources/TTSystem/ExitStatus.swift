@@ -1,0 +1,19 @@
+/// Exit statuses and the protocol by which library errors name theirs.
+
+/// Exit statuses shared by every command (sysexits.h values where one fits).
+public enum ExitStatus {
+    public static let failure: Int32 = 1
+    /// Malformed input: a corrupt log, a bad location, an unknown symbol.
+    public static let dataError: Int32 = 65
+    /// An input file that does not exist or cannot be opened.
+    public static let noInput: Int32 = 66
+    /// A needed service is not there (no hypervisor, no QEMU).
+    public static let unavailable: Int32 = 69
+    /// Reading or writing failed.
+    public static let ioError: Int32 = 74
+}
+
+/// An error that knows which exit status it deserves.
+public protocol ExitStatusProviding: Error {
+    var exitStatus: Int32 { get }
+}
