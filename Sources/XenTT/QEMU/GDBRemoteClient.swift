@@ -94,6 +94,8 @@ final class GDBRemoteClient {
         return out
     }
 
+    func socketReadable(timeoutMS: Int32) throws -> Bool { try socket.waitReadable(timeoutMS: timeoutMS) }
+
     /// Execute one instruction; returns the stop reply.
     func step() throws -> String { try request("s") }
 }
