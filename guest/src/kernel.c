@@ -10,11 +10,11 @@
 #include "guest.h"
 
 #define ROUNDS 32
-#define FIB_N 10            /* fib(10) = 55, computed with 2*fib(11)-1 = 177 calls of fib */
-#define FIB_EXPECTED 55
-#define BLOCK_SIZE 256
+#define FIB_N 12            /* fib(12) = 144, computed with 2*fib(13)-1 = 465 calls of fib */
+#define FIB_EXPECTED 144
+#define BLOCK_SIZE 1024
 #define COPY_BASE 40        /* copy_block copies COPY_BASE + round bytes: 41 .. 72 iterations */
-#define PIT_HZ_DIVISOR 1193 /* 1.193182 MHz / 1193 = ~1000 Hz */
+#define PIT_HZ_DIVISOR 119  /* 1.193182 MHz / 119 = ~10 kHz: ticks also land mid-round */
 
 #define COM1 0x3f8
 #define DEBUG_EXIT_PORT 0xf4
