@@ -220,6 +220,17 @@ public final class QEMUReplayBackend: ReplayBackend {
     public func interrupt() { interruptRequested = true }
 
     public func continueUntilStop(hintBrctr: UInt64?, progress: ((UInt64) -> Void)?) throws -> StopReason {
+        do {
+            return try continueUntilStopOrExit(progress: progress)
+        } catch is UnixSocket.PeerClosed {
+            // QEMU closed its sockets: the guest ended (isa-debug-exit) or the replay did.
+            try? drainRing()
+            markEnded()
+            return .ended
+        }
+    }
+
+    private func continueUntilStopOrExit(progress: ((UInt64) -> Void)?) throws -> StopReason {
         // QEMU's stub re-hits a breakpoint at once when continued on it: step off first.
         if try step() == .ended { return .ended }
         let here = try readRegs().linearIP
