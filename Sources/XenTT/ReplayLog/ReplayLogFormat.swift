@@ -395,7 +395,8 @@ public struct ReplayLogSalvageReport: Sendable {
         public var entry: UInt64
         public var reason: String
         public var description: String {
-            "bytes \(start)..<\(end) (\(end - start) bytes) at entry \(entry): \(reason)"
+            if start == end { return "nothing at byte \(start), entry \(entry): \(reason)" }
+            return "bytes \(start)..<\(end) (\(end - start) bytes) at entry \(entry): \(reason)"
         }
     }
 
