@@ -19,6 +19,7 @@ public struct TT: ParsableCommand {
             Where.self,
             RunUntil.self,
             SymbolizeCommand.self,
+            Log.self,
         ]
     )
 
