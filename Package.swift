@@ -52,6 +52,7 @@ let package = Package(
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
+        .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
