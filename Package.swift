@@ -53,6 +53,8 @@ let package = Package(
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
+        // Real QEMU and the bundled guest; needs the tt executable and libttplugin.so built.
+        .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

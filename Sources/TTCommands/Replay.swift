@@ -10,7 +10,7 @@ struct Replay: ParsableCommand {
             and tt run-until drive it; tt replay -K kills it, keeping the state.
             """)
 
-    @Flag(name: .customShort("c"), help: "Show the guest console (replay output so far) when done.")
+    @Flag(name: .customShort("c"), help: "Show the guest console: follow the replay's serial output until the replay ends or ^C (the VM keeps running).")
     var console = false
     @Flag(name: .customShort("d"), help: "Debug output.")
     var debug = false
@@ -26,7 +26,7 @@ struct Replay: ParsableCommand {
         try reporting {
             let dir = try state.resolve()
             try dir.requireRecording()
-            let lock = try dir.lock()
+            var lock: StateLock? = try dir.lock()
             defer { withExtendedLifetime(lock) {} }
             QEMURecorder.cleanStale(dir)
             let backend = try SessionBackends.backend(for: dir, debug: debug)
@@ -59,6 +59,10 @@ struct Replay: ParsableCommand {
             try session.detach()
             let pid = (backend as? QEMUReplayBackend)?.vmPID ?? 0
             printLine("tt: replaying \(dir.name) (QEMU pid \(pid)), \(paused ? "paused at" : "started from") \(session.describe(position))")
+            if console && !paused {
+                lock = nil // others may drive the replay meanwhile
+                QEMURecorder.followConsole(dir.file(QEMUMachine.File.replayConsole), whileAlive: pid)
+            }
         }
     }
 }

@@ -52,7 +52,13 @@ final class UnixSocket {
         fd = s
     }
 
-    deinit { close(fd) }
+    /// Receive area, reused for every read.
+    private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+
+    deinit {
+        close(fd)
+        chunk.deallocate()
+    }
 
     func send(_ bytes: [UInt8]) throws {
         var off = 0
@@ -91,15 +97,14 @@ final class UnixSocket {
             buffer.removeAll(keepingCapacity: true)
             start = 0
         }
-        var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            let n = recv(fd, chunk.baseAddress!, chunk.count, 0)
             if n < 0 {
                 if errno == EINTR { continue }
                 throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "recv")
             }
             if n == 0 { throw PeerClosed(path: path) }
-            buffer.append(contentsOf: chunk[0..<n])
+            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
             return
         }
     }
