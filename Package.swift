@@ -33,7 +33,10 @@ let package = Package(
         ]),
         .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
         .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize"]),
-        .target(name: "XenBackend", dependencies: ["CXen", "XenTT", "TTSystem"]),
+        .target(name: "XenBackend", dependencies: [
+            "CXen", "XenTT", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
         .target(name: "TTCommands", dependencies: [
@@ -44,5 +47,9 @@ let package = Package(
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        .testTarget(name: "XenBackendTests", dependencies: [
+            "XenBackend", "XenTT", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], resources: [.copy("Golden")]),
     ]
 )
