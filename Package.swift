@@ -32,7 +32,9 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
-        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize"]),
+        // C helpers: atomics on memory shared with the QEMU plugin, posix_spawn with GNU extensions.
+        .target(name: "CTTShims", path: "Sources/CTTShims"),
+        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CTTShims"]),
         .target(name: "XenBackend", dependencies: [
             "CXen", "XenTT", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system"),
@@ -52,5 +54,7 @@ let package = Package(
             "XenBackend", "XenTT", "TTSystem", "CXen",
             .product(name: "SystemPackage", package: "swift-system"),
         ], resources: [.copy("Golden")]),
+        .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
     ]
 )
