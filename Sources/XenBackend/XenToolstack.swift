@@ -180,12 +180,15 @@ public enum XenError: Error, ExitStatusProviding, CustomStringConvertible, Equat
     case timedOut(String)
     case unsupported(String)
     case invalidConfig(String)
+    /// A signal or `interrupt()` arrived while tt waited for a step.
+    case interrupted(String)
 
     public var exitStatus: Int32 {
         switch self {
         case .unavailable, .noTimeTravel, .unsupported: return ExitStatus.unavailable
         case .invalidConfig: return ExitStatus.dataError
         case .domainNotFound: return ExitStatus.noInput
+        case .interrupted: return 130
         default: return ExitStatus.failure
         }
     }
@@ -207,6 +210,7 @@ public enum XenError: Error, ExitStatusProviding, CustomStringConvertible, Equat
         case .timedOut(let what): return "timed out \(what)"
         case .unsupported(let what): return what
         case .invalidConfig(let what): return "domain configuration: \(what)"
+        case .interrupted(let what): return "interrupted \(what)"
         }
     }
 }
