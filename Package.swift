@@ -26,6 +26,8 @@ let package = Package(
         .systemLibrary(name: "CLibDW", path: "Sources/CLibDW"),
         .target(name: "TTQemuPlugin", path: "Sources/TTQemuPlugin",
                 cSettings: [.unsafeFlags(["-O2", "-fvisibility=hidden"])]),
+        // CRC-32C for the replay log's entry checksums (SSE4.2 when present, a table otherwise).
+        .target(name: "CCRC32C", path: "Sources/CCRC32C", cSettings: [.unsafeFlags(["-O2"])]),
 
         // Syscall-level helpers: mapped files, byte output buffers, errors, process spawning.
         .target(name: "TTSystem", dependencies: [
@@ -34,7 +36,9 @@ let package = Package(
         .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
         // C helpers: atomics on memory shared with the QEMU plugin, posix_spawn with GNU extensions.
         .target(name: "CTTShims", path: "Sources/CTTShims"),
-        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CTTShims"]),
+        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C", "CTTShims",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .target(name: "XenBackend", dependencies: [
             "CXen", "XenTT", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system"),
@@ -56,5 +60,9 @@ let package = Package(
         ], resources: [.copy("Golden")]),
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
+        .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
+        .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
     ]
 )

@@ -132,9 +132,7 @@ public enum TTInstallation {
     public static func bundledGuest(_ arch: QEMUMachine.Arch) throws -> (kernel: FilePath, symbols: FilePath) {
         var dirs: [String] = []
         if let e = getenv("TT_GUEST_DIR") { dirs.append(String(cString: e)) }
-        if let exe = TTConfiguration.executableDirectory() {
-            dirs.append(exe.removingLastComponent().removingLastComponent().appending("guest/build").string)
-        }
+        for root in TTConfiguration.packageRootCandidates() { dirs.append(root.appending("guest/build").string) }
         dirs.append("/usr/share/tt/guest")
         let (kernel, symbols) = arch == .i386 ? ("guest32.elf", "guest32.elf") : ("guest64.mb.elf", "guest64.elf")
         for d in dirs where access(d + "/" + kernel, R_OK) == 0 {

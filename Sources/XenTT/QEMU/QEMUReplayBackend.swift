@@ -140,15 +140,24 @@ public final class QEMUReplayBackend: ReplayBackend {
         var rcx: UInt64 { u64(16) }
         var cs: UInt64 { u32(140) }
         var cr0: UInt64? { bytes.count >= 196 ? u64(188) : nil }
-        /// The linear address of the next instruction, as the plugin sees addresses
-        /// (real mode: cs * 16 + ip; protected and long mode guests here use flat code segments).
-        var linearIP: UInt64 {
-            if let cr0, cr0 & 1 == 0 { return (cs << 4) &+ (rip & 0xffff) }
-            return rip
-        }
+        var realMode: Bool { cr0.map { $0 & 1 == 0 } ?? false }
     }
 
     private func readRegs() throws -> Regs { Regs(bytes: try requireVM().1.readRegisterBytes()) }
+
+    /// The linear address of the next instruction, as the plugin sees addresses
+    /// (cs base + ip). Protected and long mode guests here use flat code segments; in
+    /// real mode the base is not always cs * 16 (after reset it is 0xffff0000), so it is
+    /// read from the monitor's register dump.
+    private func linearIP(_ regs: Regs) throws -> UInt64 {
+        guard regs.realMode else { return regs.rip }
+        let dump = try requireVM().0.human("info registers")
+        for line in dump.split(whereSeparator: \.isNewline) where line.hasPrefix("CS =") {
+            let fields = line.dropFirst(4).split(separator: " ")
+            if fields.count >= 2, let base = UInt64(fields[1], radix: 16) { return base &+ (regs.rip & 0xffff) }
+        }
+        return (regs.cs << 4) &+ (regs.rip & 0xffff)
+    }
 
     public func position() throws -> Position {
         if ended, let shm {
@@ -158,7 +167,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
         let (qmp, _, shm) = try requireVM()
         let regs = try readRegs()
-        let ip = regs.linearIP
+        let ip = try linearIP(regs)
         try drainRing()
         if let arrival = shm.completeArrival(at: ip), let sink, shm.tracing,
            arrival.brctr > shm.load(PluginControlBlock.Offset.traceAfter) {
@@ -220,9 +229,20 @@ public final class QEMUReplayBackend: ReplayBackend {
     public func interrupt() { interruptRequested = true }
 
     public func continueUntilStop(hintBrctr: UInt64?, progress: ((UInt64) -> Void)?) throws -> StopReason {
+        do {
+            return try continueUntilStopOrExit(progress: progress)
+        } catch is UnixSocket.PeerClosed {
+            // QEMU closed its sockets: the guest ended (isa-debug-exit) or the replay did.
+            try? drainRing()
+            markEnded()
+            return .ended
+        }
+    }
+
+    private func continueUntilStopOrExit(progress: ((UInt64) -> Void)?) throws -> StopReason {
         // QEMU's stub re-hits a breakpoint at once when continued on it: step off first.
         if try step() == .ended { return .ended }
-        let here = try readRegs().linearIP
+        let here = try linearIP(try readRegs())
         if breakpoints.contains(here) { return .breakpoint }
         let (qmp, gdb, shm) = try requireVM()
         qmp.discardEvents()
@@ -266,7 +286,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         try gdb.drainUnsolicited()
         try drainRing()
         if interruptRequested { return .interrupted }
-        let ip = try readRegs().linearIP
+        let ip = try linearIP(try readRegs())
         return breakpoints.contains(ip) ? .breakpoint : .ended
     }
 

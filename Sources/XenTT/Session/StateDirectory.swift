@@ -256,11 +256,20 @@ public enum TTConfiguration {
         var files: [String] = []
         if let c = getenv("TT_CONFIG") { files.append(String(cString: c)) }
         files.append("/etc/xentt/tt.conf")
-        if let exe = executableDirectory() {
-            // .build/<config>/tt → the package's etc/xentt/tt.conf
-            files.append(exe.removingLastComponent().removingLastComponent().appending("etc/xentt/tt.conf").string)
-        }
+        for root in packageRootCandidates() { files.append(root.appending("etc/xentt/tt.conf").string) }
         return files
+    }
+
+    /// Directories above the executable that may be the package's root, for a tt run
+    /// from its build directory (.build/<triple>/<config>/tt).
+    public static func packageRootCandidates() -> [FilePath] {
+        guard var dir = executableDirectory() else { return [] }
+        var out: [FilePath] = []
+        for _ in 0..<4 {
+            dir = dir.removingLastComponent()
+            if dir.lastComponent?.string != ".build" && !dir.isEmpty { out.append(dir) }
+        }
+        return out
     }
 
     /// The directory of the running executable (/proc/self/exe).
