@@ -53,7 +53,7 @@ public final class XenReplayBackend: ReplayBackend {
     static let int3: UInt8 = 0xCC
     static let trapFlag: UInt64 = 1 << 8
 
-    private(set) var domid: XenDomainID?
+    public private(set) var domid: XenDomainID?
     private var isHVM = false
     private var armed = false
     /// HVM: address -> the original byte under the int3. PV: address -> DR slot.
