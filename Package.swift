@@ -43,6 +43,9 @@ let package = Package(
             "CXen", "XenTT", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // Intel PT (Xen vmtrace) decoding into branch records, through libipt.
+        .systemLibrary(name: "CIpt", path: "Sources/CIpt"),
+        .target(name: "IntelPT", dependencies: ["CIpt", "XenTT", "TTSystem"]),
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
         .target(name: "TTCommands", dependencies: [
@@ -58,6 +61,7 @@ let package = Package(
             "XenBackend", "XenTT", "TTSystem", "CXen",
             .product(name: "SystemPackage", package: "swift-system"),
         ], resources: [.copy("Golden")]),
+        .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
