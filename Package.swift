@@ -40,7 +40,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "XenBackend", dependencies: [
-            "CXen", "XenTT", "TTSystem",
+            "CXen", "XenTT", "TTSystem", "IntelPT",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // Intel PT (Xen vmtrace) decoding into branch records, through libipt.
@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
         // CXen only for the libxl JSON oracle (libxl's own parser checks our JSON).
         .testTarget(name: "XenBackendTests", dependencies: [
-            "XenBackend", "XenTT", "TTSystem", "CXen",
+            "XenBackend", "XenTT", "TTSystem", "CXen", "CIpt",
             .product(name: "SystemPackage", package: "swift-system"),
         ], resources: [.copy("Golden")]),
         .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
