@@ -3,6 +3,7 @@ import Foundation
 import SystemPackage
 @testable import XenBackend
 import XenTT
+import CXen
 
 /// On a machine without Xen (this one): every Xen-backed path fails with the one-line
 /// "no hypervisor" error and status 69, and the Xen libraries print nothing.
@@ -117,5 +118,43 @@ final class XenRecordTests: XCTestCase {
             XCTAssertEqual("\(error)", "domain 2 crashed")
         }
         XCTAssertEqual(fake.liveDomains.count, 0)
+    }
+}
+
+/// tt's logger with each Xen library directly: no crash (libxl dereferences its logger),
+/// no stderr, the libraries' messages caught.
+final class XenLoggerTests: XCTestCase {
+    override func setUpWithError() throws {
+        try XCTSkipIf(access("/dev/xen/privcmd", F_OK) == 0, "this machine runs Xen")
+    }
+
+    func testLibxlContextAllocationLogsThroughTT() {
+        let log = XenLibraryLog()
+        var ctx: OpaquePointer?
+        let (rc, stderrText) = capturingStderr { libxl_ctx_alloc(&ctx, LIBXL_VERSION, 0, log.logger) }
+        XCTAssertNotEqual(rc, 0)
+        XCTAssertNil(ctx)
+        XCTAssertEqual(stderrText, "")
+        XCTAssertTrue(log.messages.contains { $0.text.contains("cannot open libxc handle") }, "\(log.messages)")
+    }
+
+    func testForeignMemoryAndEventChannelOpenSilently() {
+        let log = XenLibraryLog()
+        let (handles, stderrText) = capturingStderr { () -> (OpaquePointer?, OpaquePointer?) in
+            (xenforeignmemory_open(log.logger, 0), xenevtchn_open(log.logger, 0))
+        }
+        XCTAssertNil(handles.0)
+        XCTAssertNil(handles.1)
+        XCTAssertEqual(stderrText, "")
+        XCTAssertTrue(log.messages.contains { $0.context == "xenforeignmemory" }, "\(log.messages)")
+    }
+
+    func testMessagesKeepTheirLevelAndErrno() {
+        let log = XenLibraryLog()
+        _ = capturingStderr { xc_interface_open(log.logger, log.logger, 0) }
+        let message = try? XCTUnwrap(log.lastError)
+        XCTAssertEqual(message?.level, .error)
+        XCTAssertEqual(message?.context, "xencall")
+        XCTAssertTrue(message?.text.hasSuffix(": No such file or directory") ?? false, "\(String(describing: message))")
     }
 }
