@@ -402,6 +402,11 @@ public final class XenReplayBackend: ReplayBackend {
             }
             if isHVM {
                 if let event = try toolstack.monitorNextEvent(id, timeoutMilliseconds: 50) {
+                    if case .other = event.kind {
+                        // Not a stop tt asked for: let the vCPU go on.
+                        try toolstack.monitorResume(id, event: event, toggleSingleStep: false)
+                        continue
+                    }
                     try toolstack.pauseDomain(id)
                     try toolstack.monitorResume(id, event: event, toggleSingleStep: false)
                     return .event(event)
