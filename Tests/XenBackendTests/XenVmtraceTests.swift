@@ -102,6 +102,25 @@ final class XenVmtraceTests: XCTestCase {
         XCTAssertEqual(fake.violations, [])
     }
 
+    /// A breakpoint of tt's still in the traced code when tracing ends: the decoder must
+    /// read the guest's instruction, not tt's int3 (on the jne: an int3 there would not
+    /// match the TNT bits; on the ret it would, by coincidence, as a far call).
+    func testTTsOwnInt3IsNotDecodedAsGuestCode() throws {
+        let (session, fake, root) = try makeSession(program: Self.program())
+        try session.start(paused: true)
+        try load(fake)
+        let sink = CollectingSink()
+        try session.setTracing(sink)
+        try session.runUntil(ResolvedLocation(address: 0x1030, condition: .next))
+        try session.backend.insertBreakpoint(at: 0x100c)
+        XCTAssertEqual(try XCTUnwrap(fake.liveDomains.first).memory[0x100c], 0xCC)
+        try session.setTracing(nil)
+        XCTAssertEqual(sink.transfers.map { [$0.from, $0.to] }, Self.expected)
+        try session.destroy()
+        withExtendedLifetime(root) {}
+        XCTAssertEqual(fake.violations, [])
+    }
+
     func testACountThatDisagreesWithTheBranchCounterIsAnError() throws {
         let (session, fake, root) = try makeSession(program: Self.program(extraBranch: true))
         try session.start(paused: true)
