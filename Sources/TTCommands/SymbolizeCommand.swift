@@ -156,24 +156,6 @@ private struct Printer {
     }
 }
 
-private func jsonString(_ s: String) -> String {
-    var r = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": r += "\\\""
-        case "\\": r += "\\\\"
-        case "\n": r += "\\n"
-        default:
-            if u.value < 0x20 {
-                let h = String(u.value, radix: 16)
-                r += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-            } else {
-                r.unicodeScalars.append(u)
-            }
-        }
-    }
-    return r + "\""
-}
 
 /// Hex with or without 0x.
 func parseAddress(_ text: Substring) -> UInt64? {
