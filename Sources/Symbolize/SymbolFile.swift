@@ -83,7 +83,12 @@ public final class SymbolFile {
         return t
     }
 
-    public init(path: FilePath) throws {
+    /// The directories searched for separate debug files.
+    public static let defaultDebugDirectories: [FilePath] = ["/usr/lib/debug"]
+
+    /// Loads `path`; when it has no DWARF, a separate debug file is looked up by build-id
+    /// and .gnu_debuglink under `debugDirectories`.
+    public init(path: FilePath, debugDirectories: [FilePath] = SymbolFile.defaultDebugDirectories) throws {
         self.path = path
         let image = try ELFImage(path: path)
         self.image = image
@@ -91,7 +96,7 @@ public final class SymbolFile {
 
         var debugImage: ELFImage? = nil
         if !image.hasDebugInfo {
-            for candidate in image.separateDebugCandidates() where candidate != path {
+            for candidate in image.separateDebugCandidates(debugDirectories: debugDirectories) where candidate != path {
                 if let d = try? ELFImage(path: candidate), d.hasDebugInfo {
                     debugImage = d
                     break
@@ -189,13 +194,6 @@ public final class SymbolFile {
             id = inl.parent
         }
         return chain
-    }
-
-    /// Innermost inlined instance at `address`: name, entry (no call-site lookup).
-    func innermostInline(at address: UInt64) -> (name: String, entry: UInt64)? {
-        guard let id = index.inlineTable.item(containing: address) else { return nil }
-        let inl = index.inlines[Int(id)]
-        return (index.names[Int(inl.name)], inl.entry)
     }
 
     private func unitDIE(_ unit: Int32) -> Dwarf_Die? {
