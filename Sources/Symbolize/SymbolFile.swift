@@ -197,10 +197,18 @@ public final class SymbolFile {
     }
 
     private func unitDIE(_ unit: Int32) -> Dwarf_Die? {
-        guard let dwarf, unit >= 0, Int(unit) < index.units.count else { return nil }
-        var die = Dwarf_Die()
-        guard dwarf_offdie(dwarf, Dwarf_Off(index.units[Int(unit)].dieOffset), &die) != nil else { return nil }
-        return die
+        guard dwarf != nil, unit >= 0, Int(unit) < index.units.count else { return nil }
+        return index.units[Int(unit)].die
+    }
+
+    /// File names by libdw's string pointer: one String per distinct file.
+    private var fileNames: [UnsafePointer<CChar>: String] = [:]
+
+    private func fileName(_ p: UnsafePointer<CChar>) -> String {
+        if let s = fileNames[p] { return s }
+        let s = String(cString: p)
+        fileNames[p] = s
+        return s
     }
 
     private func callSite(of inl: DWARFIndex.Inline) -> SourceLocation? {
@@ -229,7 +237,7 @@ public final class SymbolFile {
         var number: Int32 = 0, column: Int32 = 0
         guard let file = dwarf_linesrc(line, nil, nil), dwarf_lineno(line, &number) == 0 else { return nil }
         _ = dwarf_linecol(line, &column)
-        return SourceLocation(file: String(cString: file), line: Int(number), column: Int(column))
+        return SourceLocation(file: fileName(file), line: Int(number), column: Int(column))
     }
 
     // MARK: code bytes

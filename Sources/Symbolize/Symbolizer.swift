@@ -63,6 +63,12 @@ public final class Symbolizer {
         return (m, m.file.function(containing: m.fileAddress(address)))
     }
 
+    /// The source line at `address`, through its map's image.
+    public func sourceLocation(_ address: UInt64) -> SourceLocation? {
+        guard let m = map(for: address) else { return nil }
+        return m.file.sourceLocation(at: m.fileAddress(address))
+    }
+
     /// Writes `0x<addr, at least 8 digits> <...>`, or the bare hex when no name applies.
     /// No newline.
     public func append(_ address: UInt64, style: SymbolStyle, to out: OutputBuffer) throws {

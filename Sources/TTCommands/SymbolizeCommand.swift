@@ -147,9 +147,11 @@ private struct Printer {
             return
         }
         try symbolizer.append(address, style: style, to: out)
-        if lines, let (entry, _) = symbolizer.resolve(address),
-           let loc = entry.file.sourceLocation(at: address &- UInt64(bitPattern: entry.bias)) {
-            try out.append(" at \(loc.file):\(loc.line)")
+        if lines, let loc = symbolizer.sourceLocation(address) {
+            try out.append(" at ")
+            try out.append(loc.file)
+            try out.append(byte: UInt8(ascii: ":"))
+            try out.appendDecimal(UInt64(loc.line))
         }
         try out.endLine()
     }
