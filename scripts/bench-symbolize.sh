@@ -61,13 +61,17 @@ for _ in range(count):
 echo "input: $count addresses ($(wc -l < "$addrs") lines) from $(nm -S --defined-only "$binary" | awk '$3 ~ /^[tTwW]$/' | wc -l) function symbols"
 
 limit=${TT_BENCH_TIMEOUT:-900}
-declare -A wall rss
+# Wall time is what the goal is about; CPU time (user+sys) is printed too because on a
+# shared machine wall time mostly measures the other processes.
+declare -A wall cpu rss
 run() { # name, command...
     local name=$1; shift
     local t="$bench_dir/time-$name"
-    if timeout "$limit" /usr/bin/time -f '%e %M' -o "$t" "$@" < "$addrs" > "$bench_dir/out-$name" 2>"$bench_dir/err-$name"; then
-        read -r wall[$name] rss[$name] < "$t"
-        printf '%-22s %8.2f s  %8d MB RSS  %d lines\n' "$name" "${wall[$name]}" $((rss[$name] / 1024)) "$(wc -l < "$bench_dir/out-$name")"
+    if timeout "$limit" /usr/bin/time -f '%e %U %S %M' -o "$t" "$@" < "$addrs" > "$bench_dir/out-$name" 2>"$bench_dir/err-$name"; then
+        local u s
+        read -r wall[$name] u s rss[$name] < "$t"
+        cpu[$name]=$(python3 -c "print('%.2f' % ($u + $s))")
+        printf '%-22s %8.2f s wall  %8.2f s cpu  %6d MB peak RSS  %d lines\n' "$name" "${wall[$name]}" "${cpu[$name]}" $((rss[$name] / 1024)) "$(wc -l < "$bench_dir/out-$name")"
     else
         wall[$name]=""
         printf '%-22s failed or exceeded %ss\n' "$name" "$limit"
@@ -81,17 +85,24 @@ run addr2line-f       addr2line -f -e "$binary"
 run eu-addr2line-f    eu-addr2line -f -e "$binary"
 run llvm-symbolizer   llvm-symbolizer --obj="$binary" --no-inlines --output-style=GNU
 
-fastest=""; fastest_name=""
-for n in addr2line-f eu-addr2line-f llvm-symbolizer; do
-    w=${wall[$n]:-}
-    [ -n "$w" ] || continue
-    if [ -z "$fastest" ] || python3 -c "import sys; sys.exit(0 if $w < $fastest else 1)"; then fastest=$w; fastest_name=$n; fi
-done
 echo
-if [ -n "$fastest" ]; then
-    for n in tt-gdb-style tt-with-lines tt-inline-lines; do
-        [ -n "${wall[$n]:-}" ] || continue
-        python3 -c "print('%-22s %.2fx faster than the fastest baseline (%s, %.2f s)' % ('$n', $fastest / ${wall[$n]}, '$fastest_name', $fastest))"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
+for metric in wall cpu; do
+    declare -n m=$metric
+    fastest=""; fastest_name=""
+    for n in addr2line-f eu-addr2line-f llvm-symbolizer; do
+        w=${m[$n]:-}
+        [ -n "$w" ] || continue
+        if [ -z "$fastest" ] || python3 -c "import sys; sys.exit(0 if $w < $fastest else 1)"; then fastest=$w; fastest_name=$n; fi
     done
-    python3 -c "import sys; sys.exit(0 if $fastest / ${wall[tt-gdb-style]:-1e9} >= 2 else 1)" && echo "goal (>= 2x): met" || echo "goal (>= 2x): NOT met"
-fi
+    [ -n "$fastest" ] || continue
+    for n in tt-gdb-style tt-with-lines tt-inline-lines; do
+        [ -n "${m[$n]:-}" ] || continue
+        python3 -c "print('%-5s %-18s %.2fx faster than the fastest baseline (%s, %.2f s)' % ('$metric', '$n', $fastest / ${m[$n]}, '$fastest_name', $fastest))"
+    done
+    if python3 -c "import sys; sys.exit(0 if $fastest / ${m[tt-gdb-style]:-1e9} >= 2 else 1)"; then
+        echo "$metric goal (>= 2x, gdb style): met"
+    else
+        echo "$metric goal (>= 2x, gdb style): NOT met"
+    fi
+done
