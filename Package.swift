@@ -46,7 +46,11 @@ let package = Package(
         ]),
         .executableTarget(name: "tt", dependencies: ["TTCommands"]),
 
+        // Test support: QEMU's own exec log as an independent branch-trace oracle.
+        .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle"),
+
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
+        .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
