@@ -34,7 +34,9 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
-        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C",
+        // C helpers: atomics on memory shared with the QEMU plugin, posix_spawn with GNU extensions.
+        .target(name: "CTTShims", path: "Sources/CTTShims"),
+        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C", "CTTShims",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "XenBackend", dependencies: ["CXen", "XenTT", "TTSystem"]),
@@ -52,10 +54,11 @@ let package = Package(
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
+        .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
-            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
     ]
 )

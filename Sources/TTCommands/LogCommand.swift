@@ -278,7 +278,7 @@ struct LogSummary: ParsableCommand {
 
 }
 
-/// A JSON string literal.
+
 
 struct LogIndex: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -14,8 +14,12 @@ public struct TT: ParsableCommand {
         version: TTVersion.string,
         subcommands: [
             Doctor.self,
-            Log.self,
+            Record.self,
+            Replay.self,
+            Where.self,
+            RunUntil.self,
             SymbolizeCommand.self,
+            Log.self,
         ]
     )
 
