@@ -39,7 +39,10 @@ let package = Package(
         .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C", "CTTShims",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .target(name: "XenBackend", dependencies: ["CXen", "XenTT", "TTSystem"]),
+        .target(name: "XenBackend", dependencies: [
+            "CXen", "XenTT", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
         .target(name: "TTCommands", dependencies: [
@@ -54,6 +57,11 @@ let package = Package(
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        // CXen only for the libxl JSON oracle (libxl's own parser checks our JSON).
+        .testTarget(name: "XenBackendTests", dependencies: [
+            "XenBackend", "XenTT", "TTSystem", "CXen",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], resources: [.copy("Golden")]),
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
