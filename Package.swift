@@ -10,6 +10,7 @@ let package = Package(
     name: "tt",
     products: [
         .executable(name: "tt", targets: ["tt"]),
+        .executable(name: "bts-dump", targets: ["bts-dump"]),
         .library(name: "XenTT", targets: ["XenTT"]),
         .library(name: "BTS", targets: ["BTS"]),
         .library(name: "Symbolize", targets: ["Symbolize"]),
@@ -41,8 +42,11 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tt", dependencies: ["TTCommands"]),
+        // The original XenTT tool names, as entry points into the same commands.
+        .executableTarget(name: "bts-dump", dependencies: ["TTCommands"]),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem"]),
     ]
 )

@@ -14,6 +14,7 @@ public struct TT: ParsableCommand {
         version: TTVersion.string,
         subcommands: [
             Doctor.self,
+            Bts.self,
         ]
     )
 
