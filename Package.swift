@@ -27,13 +27,17 @@ let package = Package(
         .systemLibrary(name: "CLibDW", path: "Sources/CLibDW"),
         .target(name: "TTQemuPlugin", path: "Sources/TTQemuPlugin",
                 cSettings: [.unsafeFlags(["-O2", "-fvisibility=hidden"])]),
+        // CRC-32C for the replay log's entry checksums (SSE4.2 when present, a table otherwise).
+        .target(name: "CCRC32C", path: "Sources/CCRC32C", cSettings: [.unsafeFlags(["-O2"])]),
 
         // Syscall-level helpers: mapped files, byte output buffers, errors, process spawning.
         .target(name: "TTSystem", dependencies: [
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
-        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize"]),
+        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .target(name: "XenBackend", dependencies: ["CXen", "XenTT", "TTSystem"]),
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
@@ -48,5 +52,8 @@ let package = Package(
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
         .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem"]),
+        .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
     ]
 )
