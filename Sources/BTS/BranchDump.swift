@@ -4,15 +4,14 @@ import TTSystem
 /// files the branch counter as 12 zero-padded decimal digits in place of N.
 /// Addresses have at least 8 hex digits, as the original printed them.
 public struct BranchDump {
-    /// Writes the symbolic form of an address (after its hex), e.g. ` <fn+0x12>`;
-    /// nil prints bare hex.
-    public typealias Annotator = (UInt64, inout LineSink) throws -> Void
+    /// Writes an address's whole text (e.g. `0x…` and ` <fn+18>`); nil prints bare hex.
+    public typealias AddressWriter = (UInt64, inout LineSink) throws -> Void
 
-    public var annotate: Annotator?
+    public var annotate: AddressWriter?
     /// Treat the format field as the branch counter even without the magic record.
     public var forceExtended = false
 
-    public init(annotate: Annotator? = nil, forceExtended: Bool = false) {
+    public init(annotate: AddressWriter? = nil, forceExtended: Bool = false) {
         self.annotate = annotate
         self.forceExtended = forceExtended
     }
@@ -24,11 +23,9 @@ public struct BranchDump {
                 try sink.beginLine()
                 if extended { sink.decimal(r.format, minDigits: 12) } else { sink.decimal(UInt64(i)) }
                 sink.ascii(": ")
-                sink.hex(r.from)
                 try annotate(r.from, &sink)
                 try sink.beginLine()
                 sink.ascii(" -> ")
-                sink.hex(r.to)
                 try annotate(r.to, &sink)
                 try sink.beginLine()
                 sink.newline()
