@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "tt", targets: ["tt"]),
         .executable(name: "bts-dump", targets: ["bts-dump"]),
+        .executable(name: "bts-trace", targets: ["bts-trace"]),
         .library(name: "XenTT", targets: ["XenTT"]),
         .library(name: "BTS", targets: ["BTS"]),
         .library(name: "Symbolize", targets: ["Symbolize"]),
@@ -48,6 +49,7 @@ let package = Package(
         .executableTarget(name: "tt", dependencies: ["TTCommands"]),
         // The original XenTT tool names, as entry points into the same commands.
         .executableTarget(name: "bts-dump", dependencies: ["TTCommands"]),
+        .executableTarget(name: "bts-trace", dependencies: ["TTCommands"]),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),

@@ -1,6 +1,7 @@
 // `tt bts …`: branch records — extraction from the replay log, dumps, call trees, exports.
 import ArgumentParser
 import BTS
+import Symbolize
 import SystemPackage
 import TTSystem
 #if canImport(Glibc)
@@ -11,7 +12,7 @@ public struct Bts: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "bts",
         abstract: "Branch Trace Store records: extract, dump, call trees, exports, statistics.",
-        subcommands: [BtsDump.self, BtsStats.self])
+        subcommands: [BtsDump.self, BtsTrace.self, BtsStats.self])
 
     public init() {}
 }
@@ -26,6 +27,47 @@ func openBTS(_ path: String) throws -> BTSFile {
     let file = try BTSFile(path: FilePath(path))
     if let w = file.warning { printError(w) }
     return file
+}
+
+/// Where addresses get their names: `--symbols` for everything not covered otherwise
+/// (the guest kernel, no prefix), `-U` for user space (`User:` prefix, the lower half of
+/// the address space: below 0xc0000000 for a 32-bit image, below 0x800000000000 for 64-bit),
+/// and `--map` for any other image (e.g. `--map ffff830000000000-ffff87ffffffffff=xen-syms,prefix=Xen:`).
+/// The first map containing an address wins: `--map`s, then `-U`, then `--symbols`.
+struct BtsSymbolOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Debug-symbol file (e.g. vmlinux) for addresses no other map covers.", valueName: "file"))
+    var symbols: String?
+    @Option(name: [.customShort("U"), .customLong("user")], help: ArgumentHelp("Debug-symbol file for user-space addresses (names prefixed `User:`).", valueName: "file"))
+    var user: String?
+    @Option(name: .customLong("map"), help: ArgumentHelp("An image for the range LO-HI (hex), with a name prefix and a load bias.", valueName: "LO-HI=FILE[,prefix=P][,bias=B]"))
+    var maps: [String] = []
+
+    var any: Bool { symbols != nil || user != nil || !maps.isEmpty }
+
+    func symbolizer() throws -> Symbolizer? {
+        guard any else { return nil }
+        var entries: [SymbolMapEntry] = []
+        var opened: [String: SymbolFile] = [:]
+        func load(_ path: String) throws -> SymbolFile {
+            if let f = opened[path] { return f }
+            let f = try SymbolFile(path: FilePath(path))
+            opened[path] = f
+            return f
+        }
+        for spec in maps {
+            let m = try MapSpec(parsing: spec)
+            entries.append(SymbolMapEntry(range: m.range, file: try load(m.file), prefix: m.prefix, bias: m.bias))
+        }
+        if let user {
+            let f = try load(user)
+            let top: UInt64 = f.is64Bit ? 0x7fff_ffff_ffff : 0xbfff_ffff
+            entries.append(SymbolMapEntry(range: 0...top, file: f, prefix: "User:"))
+        }
+        if let symbols {
+            entries.append(SymbolMapEntry(range: 0...UInt64.max, file: try load(symbols)))
+        }
+        return Symbolizer(maps: entries)
+    }
 }
 
 public struct BtsDump: ParsableCommand {
@@ -43,8 +85,11 @@ public struct BtsDump: ParsableCommand {
     var debug = false
     @Flag(name: .short, help: "Treat the third field as the branch counter even without the magic record.")
     var extended = false
+    @Flag(name: [.customShort("G"), .customLong("gdb")], help: "Name addresses as GDB does (containing function only), not showing inlining.")
+    var gdbStyle = false
     @Flag(help: "One JSON object per record instead of text.")
     var json = false
+    @OptionGroup var symbolOptions: BtsSymbolOptions
     @Argument(help: "BTS files (raw or extended).")
     var files: [String]
 
@@ -55,7 +100,13 @@ public struct BtsDump: ParsableCommand {
             let out = OutputBuffer(fd: 1, capacity: 1 << 20)
             var sink = LineSink(out)
             defer { sink.deallocate() }
-            let dumper = BranchDump(forceExtended: extended)
+            let symbolic = try symbolOptions.symbolizer().map {
+                SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline)
+            }
+            var dumper = BranchDump(forceExtended: extended)
+            if let symbolic {
+                dumper.annotate = { a, sink in try symbolic.write(a, into: &sink) }
+            }
             for path in files {
                 let file = try openBTS(path)
                 if debug {
@@ -66,7 +117,7 @@ public struct BtsDump: ParsableCommand {
                     try sink.string("==> \(path) <==\n")
                 }
                 if json {
-                    try dumper.dumpJSONLines(file, to: &sink)
+                    try dumper.dumpJSONLines(file, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
                 } else {
                     try dumper.dump(file, to: &sink)
                 }
@@ -114,6 +165,51 @@ public struct BtsStats: ParsableCommand {
             }
             try sink.flush()
             try out.flush()
+        }
+    }
+}
+
+public struct BtsTrace: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "trace",
+        abstract: "Rebuild the call tree of a branch trace.",
+        discussion: """
+            A branch from a call instruction to a function's entry is a call (`Call to f`,
+            indented by depth); a branch to the byte after a call instruction on the stack is a
+            return (`Return from f`, several levels at once after tail calls); a jump to a
+            function's entry is a tail call; any other branch leaving the current function's
+            DWARF ranges prints `*** branch from X to Y out of range [lo-hi]`. Extended files
+            add ` (bctr=N)` to each line.
+            """)
+
+    @Flag(name: .short, help: "Also print each branch record (as `# N: from -> to`).")
+    var debug = false
+    @Flag(name: .customShort("I"), help: "Treat inlined functions as frames.")
+    var inlines = false
+    @OptionGroup var symbolOptions: BtsSymbolOptions
+    @Argument(help: "A BTS file (raw or extended).")
+    var file: String
+
+    public init() {}
+
+    public func validate() throws {
+        if !symbolOptions.any { throw ValidationError("a call tree needs symbols: give --symbols FILE (or -U/--map)") }
+    }
+
+    public func run() throws {
+        try reporting {
+            guard let symbolizer = try symbolOptions.symbolizer() else { return }
+            let bts = try openBTS(file)
+            let out = OutputBuffer(fd: 1, capacity: 1 << 20)
+            var sink = LineSink(out)
+            defer { sink.deallocate() }
+            let tree = CallTree(symbolizer: symbolizer, inlineFrames: inlines)
+            try CallTreePrinter(showCounter: bts.isExtended, debug: debug).run(bts, tree: tree, to: &sink)
+            try sink.flush()
+            try out.flush()
+            if tree.undecodableCallSites > 0 {
+                printError("\(file): warning: \(tree.undecodableCallSites) branch sources had no code in the symbol files; branches from them to function entries were taken as jumps")
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ public struct TT: ParsableCommand {
         subcommands: [
             Doctor.self,
             Bts.self,
+            SymbolizeCommand.self,
         ]
     )
 
