@@ -53,7 +53,8 @@ let package = Package(
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
-        .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem"]),
+        .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -15,7 +15,7 @@ func makeTempDir() throws -> String {
 }
 
 func removeTree(_ path: String) {
-    _ = try? run(["/bin/rm", "-rf", path])
+    _ = try? spawn(["/bin/rm", "-rf", path])
 }
 
 func writeFile(_ path: String, _ bytes: [UInt8]) throws {
@@ -53,7 +53,7 @@ func readAll(_ path: String) throws -> [UInt8] {
 
 /// Run a program (argument vector, no shell); returns stdout, stderr and status.
 @discardableResult
-func run(_ argv: [String], cwd: String? = nil) throws -> (out: String, err: String, status: Int32) {
+func spawn(_ argv: [String], cwd: String? = nil) throws -> (out: String, err: String, status: Int32) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: argv[0])
     p.arguments = Array(argv.dropFirst())
