@@ -121,11 +121,7 @@ public final class CallTree {
 
     /// Feed one branch; `emit` receives what it means, in order.
     public func process(_ r: BranchRecord, emit: (Event) throws -> Void) rethrows {
-        if stack.isEmpty {
-            stack.append(Frame(function: function(containing: r.from), returnAddress: nil))
-            try emit(.enter(stack[0].function, depth: 0, how: .root))
-        }
-        if inlineFrames { try syncInlines(at: r.from, emit: emit) }
+        try enterSource(of: r, emit: emit)
 
         let target = function(containing: r.to)
         let isEntry = target.map { $0.entry == r.to } ?? false
@@ -161,6 +157,17 @@ public final class CallTree {
             }
         }
         if inlineFrames { try syncInlines(at: r.to, emit: emit) }
+    }
+
+    /// The first half of `process`: make the frames at the branch's source current (the root
+    /// frame on the first record, inlined instances around `from`). Calling it first lets a
+    /// caller see the stack the branch was taken in.
+    public func enterSource(of r: BranchRecord, emit: (Event) throws -> Void) rethrows {
+        if stack.isEmpty {
+            stack.append(Frame(function: function(containing: r.from), returnAddress: nil))
+            try emit(.enter(stack[0].function, depth: 0, how: .root))
+        }
+        if inlineFrames { try syncInlines(at: r.from, emit: emit) }
     }
 
     /// Close every open frame (end of the stream), innermost first.

@@ -12,7 +12,7 @@ public struct Bts: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "bts",
         abstract: "Branch Trace Store records: extract, dump, call trees, exports, statistics.",
-        subcommands: [BtsDump.self, BtsTrace.self, BtsStats.self])
+        subcommands: [BtsDump.self, BtsTrace.self, BtsExport.self, BtsStats.self])
 
     public init() {}
 }
@@ -135,6 +135,7 @@ public struct BtsStats: ParsableCommand {
 
     @Option(name: .short, help: "How many of the hottest entries to list.")
     var top = 10
+    @OptionGroup var symbolOptions: BtsSymbolOptions
     @Argument(help: "A BTS file.")
     var file: String
 
@@ -142,6 +143,7 @@ public struct BtsStats: ParsableCommand {
 
     public func run() throws {
         try reporting {
+            let symbolizer = try symbolOptions.symbolizer()
             let bts = try openBTS(file)
             var stats = BranchStats()
             bts.forEach { _, r in stats.add(r) }
@@ -155,13 +157,28 @@ public struct BtsStats: ParsableCommand {
             }
             try sink.string("unique targets: \(stats.uniqueTargets)\n")
             try sink.string("unique edges: \(stats.uniqueEdges)\n")
+            let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: .gdb) }
+            func address(_ a: UInt64) throws {
+                if let symbolic { try symbolic.write(a, into: &sink) } else { sink.hex(a) }
+            }
+            if let symbolizer {
+                // Branches *into* each function (calls, returns, jumps within it), by target.
+                let tree = CallTree(symbolizer: symbolizer)
+                let byFunction = stats.hottest(top) { a -> String? in
+                    tree.function(containing: a).map { $0.name }
+                }
+                try sink.string("hottest functions (branches landing in them):\n")
+                for (name, c) in byFunction {
+                    try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try sink.string(name); try sink.beginLine(); sink.newline()
+                }
+            }
             try sink.string("hottest targets:\n")
             for (a, c) in stats.hottestTargets(top) {
-                try sink.beginLine(); sink.decimal(UInt64(c), minDigits: 1); sink.ascii(" "); sink.hex(a); sink.newline()
+                try sink.beginLine(); sink.decimal(UInt64(c), minDigits: 1); sink.ascii(" "); try address(a); try sink.beginLine(); sink.newline()
             }
             try sink.string("hottest edges:\n")
             for (e, c) in stats.hottestEdges(top) {
-                try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); sink.hex(e.from); sink.ascii(" -> "); sink.hex(e.to); sink.newline()
+                try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try address(e.from); try sink.beginLine(); sink.ascii(" -> "); try address(e.to); try sink.beginLine(); sink.newline()
             }
             try sink.flush()
             try out.flush()
@@ -210,6 +227,62 @@ public struct BtsTrace: ParsableCommand {
             if tree.undecodableCallSites > 0 {
                 printError("\(file): warning: \(tree.undecodableCallSites) branch sources had no code in the symbol files; branches from them to function entries were taken as jumps")
             }
+        }
+    }
+}
+
+public struct BtsExport: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Export a branch trace for viewers: Chrome trace JSON, folded stacks, JSON lines.",
+        discussion: """
+            chrome: trace-event JSON for ui.perfetto.dev or chrome://tracing; calls are nested
+              slices on a timeline of branch counts (the branch counter in extended files, the
+              record number otherwise; one branch shows as 1 µs).
+            folded: `outer;inner;leaf N` lines for flamegraph.pl or speedscope, N the branches
+              taken in that stack.
+            jsonl: one JSON object per record, with symbols when given.
+            chrome and folded rebuild the call tree as `tt bts trace` does and need symbols.
+            """)
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case chrome, folded, jsonl }
+
+    @Option(help: "chrome, folded or jsonl.")
+    var format: Format
+    @Flag(name: .customShort("I"), help: "Treat inlined functions as frames.")
+    var inlines = false
+    @Flag(name: [.customShort("G"), .customLong("gdb")], help: "jsonl: name addresses as GDB does, not showing inlining.")
+    var gdbStyle = false
+    @OptionGroup var symbolOptions: BtsSymbolOptions
+    @Argument(help: "A BTS file (raw or extended).")
+    var file: String
+
+    public init() {}
+
+    public func validate() throws {
+        if format != .jsonl && !symbolOptions.any {
+            throw ValidationError("--format \(format.rawValue) needs symbols: give --symbols FILE (or -U/--map)")
+        }
+    }
+
+    public func run() throws {
+        try reporting {
+            let symbolizer = try symbolOptions.symbolizer()
+            let bts = try openBTS(file)
+            let out = OutputBuffer(fd: 1, capacity: 1 << 20)
+            var sink = LineSink(out)
+            defer { sink.deallocate() }
+            switch format {
+            case .jsonl:
+                let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline) }
+                try BranchDump().dumpJSONLines(bts, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
+            case .chrome:
+                try BranchExport.chrome(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
+            case .folded:
+                try BranchExport.folded(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
+            }
+            try sink.flush()
+            try out.flush()
         }
     }
 }

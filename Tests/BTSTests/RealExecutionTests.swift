@@ -157,4 +157,51 @@ final class RealExecutionTests: XCTestCase {
             XCTAssertEqual(line, "\(i): \(oracle[2 * i]) -> \(oracle[2 * i + 1])")
         }
     }
+
+    func testExportsAreWellFormedAndBalanced() throws {
+        let f = try fixture()
+        let path = try writeStream(f, extended: false)
+        let tt = productsDirectory + "/tt"
+        let chrome = try spawn([tt, "bts", "export", "--format", "chrome", "--symbols", f.binary, path])
+        XCTAssertEqual(chrome.status, 0, chrome.err)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(chrome.out.utf8)) as? [String: Any])
+        let events = try XCTUnwrap(json["traceEvents"] as? [[String: Any]])
+        var open: [String] = []
+        var lastTs = -1
+        var fibSlices = 0
+        for e in events where (e["ph"] as? String) != "M" {
+            let ts = try XCTUnwrap(e["ts"] as? Int)
+            XCTAssertGreaterThanOrEqual(ts, lastTs, "timestamps go back")
+            lastTs = ts
+            let name = try XCTUnwrap(e["name"] as? String)
+            switch e["ph"] as? String {
+            case "B": open.append(name); if name == "fib" { fibSlices += 1 }
+            case "E": XCTAssertEqual(open.popLast(), name)
+            default: XCTFail("unexpected event \(e)")
+            }
+        }
+        XCTAssertEqual(open, [])
+        XCTAssertEqual(fibSlices, 15)
+
+        let folded = try spawn([tt, "bts", "export", "--format", "folded", "--symbols", f.binary, path])
+        XCTAssertEqual(folded.status, 0, folded.err)
+        var total = 0
+        var deepest = 0
+        for line in folded.out.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            XCTAssertEqual(parts.count, 2, String(line))
+            total += Int(parts[1]) ?? -1_000_000
+            XCTAssertTrue(parts[0].hasPrefix("_start"), String(line))
+            deepest = max(deepest, parts[0].split(separator: ";").filter { $0 == "fib" }.count)
+        }
+        XCTAssertEqual(total, f.transfers.count, "every branch counted once")
+        XCTAssertEqual(deepest, 5)
+
+        let jsonl = try spawn([tt, "bts", "export", "--format", "jsonl", "--symbols", f.binary, path])
+        let rows = jsonl.out.split(separator: "\n")
+        XCTAssertEqual(rows.count, f.transfers.count)
+        let first = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(rows[0].utf8)) as? [String: Any])
+        XCTAssertEqual(first["to"] as? String, "0x" + String(f.transfers[0].to, radix: 16))
+        XCTAssertEqual(first["to_sym"] as? String, "fib")
+    }
 }
