@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "tt", targets: ["tt"]),
         .executable(name: "bts-dump", targets: ["bts-dump"]),
         .executable(name: "bts-trace", targets: ["bts-trace"]),
+        .executable(name: "bts-extract", targets: ["bts-extract"]),
         .library(name: "XenTT", targets: ["XenTT"]),
         .library(name: "BTS", targets: ["BTS"]),
         .library(name: "Symbolize", targets: ["Symbolize"]),
@@ -50,6 +51,7 @@ let package = Package(
         // The original XenTT tool names, as entry points into the same commands.
         .executableTarget(name: "bts-dump", dependencies: ["TTCommands"]),
         .executableTarget(name: "bts-trace", dependencies: ["TTCommands"]),
+        .executableTarget(name: "bts-extract", dependencies: ["TTCommands"]),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),

@@ -4,6 +4,7 @@ import BTS
 import Symbolize
 import SystemPackage
 import TTSystem
+import XenTT
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,7 +13,7 @@ public struct Bts: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "bts",
         abstract: "Branch Trace Store records: extract, dump, call trees, exports, statistics.",
-        subcommands: [BtsDump.self, BtsTrace.self, BtsExport.self, BtsStats.self])
+        subcommands: [BtsExtract.self, BtsDump.self, BtsTrace.self, BtsExport.self, BtsStats.self])
 
     public init() {}
 }
@@ -83,7 +84,7 @@ public struct BtsDump: ParsableCommand {
 
     @Flag(name: .short, help: "Print a summary of each file on stderr.")
     var debug = false
-    @Flag(name: .short, help: "Treat the third field as the branch counter even without the magic record.")
+    @Flag(name: .customShort("x"), help: "Treat the third field as the branch counter even without the magic record.")
     var extended = false
     @Flag(name: [.customShort("G"), .customLong("gdb")], help: "Name addresses as GDB does (containing function only), not showing inlining.")
     var gdbStyle = false
@@ -283,6 +284,88 @@ public struct BtsExport: ParsableCommand {
             }
             try sink.flush()
             try out.flush()
+        }
+    }
+}
+
+/// `VALUE[:RADIUS]`, each decimal or 0x-hex: a branch counter and how far around it to reach.
+struct CounterWithRadius: ExpressibleByArgument {
+    var value: UInt64
+    var radius: UInt64 = 0
+
+    init?(argument: String) {
+        func number(_ t: Substring) -> UInt64? {
+            if t.hasPrefix("0x") || t.hasPrefix("0X") { return UInt64(t.dropFirst(2), radix: 16) }
+            return UInt64(t)
+        }
+        let parts = argument.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let v = number(parts[0]) else { return nil }
+        value = v
+        if parts.count == 2 {
+            guard let r = number(parts[1]) else { return nil }
+            radius = r
+        }
+    }
+}
+
+public struct BtsExtract: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "extract",
+        abstract: "Copy the branch records of a replay log in a branch-counter range into a BTS file.",
+        discussion: """
+            Takes the records of the log's hardware-branch entries whose own branch counter lies
+            in [S-radius, E+radius] (bounds included, clamped at 0 and at the maximum). The
+            filter is exact per record: an entry straddling a bound contributes only its records
+            inside the range. Counters are per vCPU; without --vcpu every vCPU's records are taken,
+            each judged by its own counter. With a sidecar index (LOG.idx, from `tt log index`)
+            the scan starts at the range instead of the log's beginning.
+            """)
+
+    @Flag(name: .short, help: "Print the entries and records found and the counter ranges on stderr.")
+    var debug = false
+    @Flag(name: .customShort("x"), help: "Write an extended file: a magic record, then each record's branch counter in its third field.")
+    var extended = false
+    @Option(name: .customShort("S"), help: ArgumentHelp("First branch counter, and how many before it to include too.", valueName: "val[:radius]"))
+    var start: CounterWithRadius?
+    @Option(name: .customShort("E"), help: ArgumentHelp("Last branch counter, and how many after it to include too.", valueName: "val[:radius]"))
+    var end: CounterWithRadius?
+    @Option(help: "Only this vCPU's records.")
+    var vcpu: UInt16?
+    @Option(name: .short, help: ArgumentHelp("Output file (default: standard output).", valueName: "file"))
+    var output: String?
+    @Argument(help: "The replay log.")
+    var log: String
+
+    public init() {}
+
+    public func run() throws {
+        try reporting {
+            guard let range = BranchExtractor.bounds(start: start?.value, startRadius: start?.radius ?? 0,
+                                                     end: end?.value, endRadius: end?.radius ?? 0) else {
+                throw BTSError.badArgument("empty range: -S (minus its radius) is above -E (plus its radius)")
+            }
+            if output == nil && isatty(1) == 1 {
+                throw BTSError.badArgument("refusing to write binary records to a terminal: give -o FILE or redirect")
+            }
+            let reader = try ReplayLogReader(path: FilePath(log))
+            if let vcpu, vcpu >= reader.header.vcpuCount {
+                throw BTSError.badArgument("\(log): --vcpu \(vcpu): the log has \(reader.header.vcpuCount) vCPUs")
+            }
+            let writer = try output.map { try BTSWriter(creating: FilePath($0), extended: extended) }
+                ?? BTSWriter(fd: 1, extended: extended)
+            let extractor = BranchExtractor(lower: range.lowerBound, upper: range.upperBound, vcpu: vcpu, extended: extended)
+            let summary = try extractor.extract(from: reader, logPath: FilePath(log), to: writer)
+            try writer.close()
+            if debug {
+                printError("\(log): \(summary.branchEntriesRead) branch entries read, \(summary.branchEntriesUsed) in range, \(summary.records) records written\(summary.usedIndex ? " (started through the index)" : "")")
+                for (v, r) in summary.counterRangeSeen.sorted(by: { $0.key < $1.key }) {
+                    let w = summary.counterRange[v].map { "\($0.lowerBound)-\($0.upperBound)" } ?? "none"
+                    printError("  vcpu \(v): counters seen \(r.lowerBound)-\(r.upperBound), written \(w)")
+                }
+            }
+            if extended && vcpu == nil && summary.counterRange.count > 1 {
+                printError("\(log): warning: records of \(summary.counterRange.count) vCPUs are interleaved in one file and their counters are per vCPU; use --vcpu N for one")
+            }
         }
     }
 }
