@@ -100,6 +100,7 @@ final class RealExecutionTests: XCTestCase {
         XCTAssertEqual(open, [], "frames left open")
         // No branch of this program leaves a function other than by call/return/tail jump.
         XCTAssertFalse(r.out.contains("***"), r.out)
+        XCTAssertFalse(r.out.contains("(inlined)"), "no inline frames without -I")
 
         // The tail call: tail jumps to leaf, leaf's ret pops both at once.
         let tailAt = try XCTUnwrap(text.firstIndex(of: "Call to tail"))
@@ -113,7 +114,7 @@ final class RealExecutionTests: XCTestCase {
         }
         // Returns printed = frames popped; every popping branch is a `ret` per objdump.
         let rets = f.transfers.filter { f.mnemonics[$0.from] == "ret" }.count
-        XCTAssertEqual(rets, 15 + 3 + 1 + 1) // fib, leaf ×3, via_pointer, via_table (tail's frame has no ret)
+        XCTAssertEqual(rets, 15 + 3 + 1 + 1 + 1) // fib, leaf ×3, via_pointer, via_table, outer (tail's frame has no ret)
         XCTAssertEqual(text.filter { $0.hasPrefix("Return from") }.count, rets + 1)
     }
 
@@ -203,5 +204,29 @@ final class RealExecutionTests: XCTestCase {
         let first = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(rows[0].utf8)) as? [String: Any])
         XCTAssertEqual(first["to"] as? String, "0x" + String(f.transfers[0].to, radix: 16))
         XCTAssertEqual(first["to_sym"] as? String, "fib")
+    }
+
+    func testInlinedFramesWithDashI() throws {
+        let f = try fixture()
+        let path = try writeStream(f, extended: false)
+        // Oracle: addr2line -i says which branch sources lie in sum_to inlined into outer.
+        let sources = Array(Set(f.transfers.map { $0.from })).sorted()
+        var args = ["/usr/bin/addr2line", "-i", "-f", "-e", f.binary]
+        args += sources.map { "0x" + String($0, radix: 16) }
+        let a2l = try spawn(args)
+        XCTAssertEqual(a2l.status, 0, a2l.err)
+        // Output per address: pairs of lines (function, file:line), innermost first, one pair per
+        // inline level; count the sources whose innermost is sum_to (needs at least one).
+        let inSumTo = a2l.out.split(separator: "\n").enumerated().filter { $0.offset % 2 == 0 && $0.element == "sum_to" }.count
+        XCTAssertGreaterThan(inSumTo, 0, "the fixture's loop branches should be in the inlined sum_to")
+
+        let r = try spawn([productsDirectory + "/bts-trace", "-I", "--symbols", f.binary, path])
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = r.out.split(separator: "\n").map(String.init)
+        let text = lines.map { $0.trimmingCharacters(in: .whitespaces) }
+        let at = try XCTUnwrap(text.firstIndex(of: "Call to outer"))
+        XCTAssertEqual(Array(text[at..<at + 4]), ["Call to outer", "Call to sum_to (inlined)", "Return from sum_to (inlined)", "Return from outer"])
+        XCTAssertEqual(lines[at + 1].prefix { $0 == " " }.count, 4, "the inlined frame is one level below outer")
+        XCTAssertEqual(text.filter { $0.hasSuffix("(inlined)") }.count, 2, r.out)
     }
 }

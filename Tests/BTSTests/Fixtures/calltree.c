@@ -5,7 +5,8 @@
  *   fib(5) makes 15 calls of fib in all (C(n) = 1 + C(n-1) + C(n-2), C(0) = C(1) = 1),
  *   nested at most 5 deep; tail() reaches leaf() by a jump, so leaf's return pops both;
  *   via_pointer() calls leaf through a register; via_table() through a memory operand
- *   (7 bytes: FF 14 xx disp32). */
+ *   (7 bytes: FF 14 xx disp32); outer() holds sum_to() inlined, whose loop branches
+ *   stay inside the inlined instance. */
 
 static volatile long sink;
 
@@ -52,12 +53,31 @@ __attribute__((noinline)) long via_table(long i, long x)
     return r;
 }
 
+/* Inlined into outer(): its loop's branches lie inside the inlined instance. */
+static inline __attribute__((always_inline)) long sum_to(long n)
+{
+    long s = 0;
+    for (long i = 0; i < n; i++) {
+        s += i;
+        __asm__ volatile("" : "+r"(s));
+    }
+    return s;
+}
+
+__attribute__((noinline)) long outer(long n)
+{
+    long r = sum_to(n);
+    __asm__ volatile("" : "+r"(r));
+    return r + 1;
+}
+
 void _start(void)
 {
     long r = fib(5);
     r += tail(r);
     r += via_pointer(leaf, 2);
     r += via_table(0, 4);
+    r += outer(4);
     __asm__ volatile("syscall" : : "a"(60L), "D"(r & 0x7f) : "rcx", "r11", "memory");
     __builtin_unreachable();
 }
