@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import SystemPackage
+import XenBackend
+import XenTT
 
 /// `tt doctor`: one line per capability, "yes" or "no — why and what to do".
 struct Doctor: ParsableCommand {
@@ -24,10 +26,11 @@ struct Doctor: ParsableCommand {
                 encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
+                let width = report.checks.map(\.name.count).max() ?? 0
                 for check in report.checks {
                     let verdict = check.ok ? "yes" : "no — \(check.detail)" + (check.advice.map { "; \($0)" } ?? "")
                     let detail = check.ok ? " (\(check.detail))" : ""
-                    print("\(check.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(verdict)\(detail)")
+                    print("\(check.name.padding(toLength: width, withPad: " ", startingAt: 0)) \(verdict)\(detail)")
                 }
                 print("backends: " + (report.backends.isEmpty ? "none can run a session" : report.backends.joined(separator: ", ")))
             }
@@ -58,28 +61,20 @@ public struct DoctorReport: Codable {
 }
 
 extension DoctorEnvironment {
-    /// tt's default state base: TT_STATE_BASE, else /var/lib/tt for root, else ~/.local/state/tt.
-    public static func defaultStateBase() -> FilePath {
-        let environment = ProcessInfo.processInfo.environment
-        if let base = environment["TT_STATE_BASE"], !base.isEmpty { return FilePath(base) }
-        if geteuid() == 0 { return "/var/lib/tt" }
-        return FilePath(environment["HOME"] ?? "/tmp").appending(".local/state/tt")
-    }
+    /// The state base every session command uses (tt.conf, TT_STATE_BASE).
+    public static func defaultStateBase() -> FilePath { FilePath(TTConfiguration.stateBase()) }
 }
 
 extension DoctorProbes {
     public struct XenReport { public var checks: [DoctorCheck]; public var canRunSessions: Bool }
 
-    /// Placeholder until the Xen backend's host probe lands: reports what the file system says.
+    /// The Xen backend's host probe: privcmd, hypervisor type, dom0, root, library versions,
+    /// time-travel extensions, Intel PT and vmtrace. Library messages are caught by tt's logger.
     public static func xen(_ env: DoctorEnvironment) -> XenReport {
-        let type = (try? String(contentsOfFile: env.resolve("/sys/hypervisor/type").string, encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        let privcmd = access(env.resolve("/dev/xen/privcmd").string, F_OK) == 0
-        if type == "xen" && privcmd {
-            return XenReport(checks: [DoctorCheck(name: "xen hypervisor", ok: true, detail: "privcmd present")], canRunSessions: false)
+        let report = XenHostProbe.probe(root: env.root)
+        let checks = report.capabilities.map {
+            DoctorCheck(name: $0.name, ok: $0.available, detail: $0.detail, advice: $0.advice)
         }
-        return XenReport(checks: [DoctorCheck(name: "xen hypervisor", ok: false,
-            detail: "this machine is not running under Xen (/dev/xen/privcmd missing, /sys/hypervisor/type \(type ?? "absent"))",
-            advice: "run tt as root in dom0 of a Xen host, or use --backend qemu")], canRunSessions: false)
+        return XenReport(checks: checks, canRunSessions: report.canRunSessions)
     }
 }
