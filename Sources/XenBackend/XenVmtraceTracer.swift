@@ -16,7 +16,7 @@ final class XenVmtraceTracer {
     let domid: XenDomainID
     let vcpu: UInt32
     private let buffer: XenTraceBuffer
-    private var collected: [UInt8] = []
+    private(set) var collected: [UInt8] = []
     private var lastPosition = 0
 
     /// RTIT_CTL bits Xen accepts from the toolstack (TRACE_EN is vmtrace_enable's job):

@@ -314,15 +314,20 @@ final class FakeXenToolstack: XenToolstack {
         vmtraceControl = value
     }
 
+    /// When set, successive output positions are taken from here (ring-buffer tests).
+    var scriptedVmtracePositions: [UInt64] = []
+    var vmtraceBufferSize = 65536
+
     func vmtraceOutputPosition(_ id: XenDomainID, vcpu: UInt32) throws -> UInt64 {
         let d = try domain(id, "vmtraceOutputPosition")
+        if !scriptedVmtracePositions.isEmpty { return scriptedVmtracePositions.removeFirst() }
         guard let stream = vmtraceStream, let start = vmtraceEnabledAt else { return 0 }
         return d.index > start ? UInt64(stream.count) : 0
     }
 
     func vmtraceMapBuffer(_ id: XenDomainID, vcpu: UInt32) throws -> XenTraceBuffer {
         guard let stream = vmtraceStream else { throw XenError.call("xenforeignmemory_map_resource", errno: EOPNOTSUPP, message: nil) }
-        let buffer = FakeTraceBuffer(size: 65536, content: stream)
+        let buffer = FakeTraceBuffer(size: vmtraceBufferSize, content: stream)
         traceBuffer = buffer
         return buffer
     }

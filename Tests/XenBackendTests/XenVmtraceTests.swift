@@ -135,4 +135,22 @@ final class XenVmtraceTests: XCTestCase {
         try session.destroy()
         withExtendedLifetime(root) {}
     }
+
+    /// The buffer is a ring: what lies between two stops is copied in order, across the wrap.
+    func testTheRingIsCopiedInOrderAcrossTheWrap() throws {
+        let fake = FakeXenToolstack(program: Self.program())
+        fake.vmtraceStream = Array(0..<16)
+        fake.vmtraceBufferSize = 16
+        let id = try fake.createDomain(configJSON: #"{"c_info": {"name": "ring", "type": "hvm"}}"#)
+        fake.scriptedVmtracePositions = [10, 14, 3, 3, 17]
+        let tracer = try XenVmtraceTracer(toolstack: fake, domid: id, vcpu: 0)  // starts at 10
+        try tracer.collect()  // 10..<14
+        try tracer.collect()  // 14..<16, then 0..<3
+        try tracer.collect()  // nothing new
+        XCTAssertEqual(tracer.collected, [10, 11, 12, 13, 14, 15, 0, 1, 2])
+        XCTAssertThrowsError(try tracer.collect()) { error in
+            XCTAssertEqual("\(error)", "vmtrace output position 17 lies beyond the 16-byte buffer")
+        }
+        XCTAssertEqual(fake.violations, [])
+    }
 }
