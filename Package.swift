@@ -10,6 +10,9 @@ let package = Package(
     name: "tt",
     products: [
         .executable(name: "tt", targets: ["tt"]),
+        .executable(name: "bts-dump", targets: ["bts-dump"]),
+        .executable(name: "bts-trace", targets: ["bts-trace"]),
+        .executable(name: "bts-extract", targets: ["bts-extract"]),
         .library(name: "XenTT", targets: ["XenTT"]),
         .library(name: "BTS", targets: ["BTS"]),
         .library(name: "Symbolize", targets: ["Symbolize"]),
@@ -39,7 +42,13 @@ let package = Package(
         .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C", "CTTShims",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .target(name: "XenBackend", dependencies: ["CXen", "XenTT", "TTSystem"]),
+        .target(name: "XenBackend", dependencies: [
+            "CXen", "XenTT", "TTSystem", "IntelPT",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // Intel PT (Xen vmtrace) decoding into branch records, through libipt.
+        .systemLibrary(name: "CIpt", path: "Sources/CIpt"),
+        .target(name: "IntelPT", dependencies: ["CIpt", "XenTT", "TTSystem"]),
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
         .target(name: "TTCommands", dependencies: [
@@ -47,14 +56,30 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tt", dependencies: ["TTCommands"]),
+        // The original XenTT tool names, as entry points into the same commands.
+        .executableTarget(name: "bts-dump", dependencies: ["TTCommands"]),
+        .executableTarget(name: "bts-trace", dependencies: ["TTCommands"]),
+        .executableTarget(name: "bts-extract", dependencies: ["TTCommands"]),
+
+        // Test support: QEMU's own exec log as an independent branch-trace oracle.
+        .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle"),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
+        .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        // CXen only for the libxl JSON oracle (libxl's own parser checks our JSON).
+        .testTarget(name: "XenBackendTests", dependencies: [
+            "XenBackend", "XenTT", "TTSystem", "CXen", "CIpt",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], resources: [.copy("Golden")]),
+        .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
         // Real QEMU and the bundled guest; needs the tt executable and libttplugin.so built.
         .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem"]),
+        .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -49,6 +49,30 @@ enum Fixtures {
         return out
     }
 
+    /// A stripped copy with a build-id whose debug file sits in `<root>/.build-id/xx/rest.debug`.
+    /// Returns the stripped file and the debug root.
+    static func withBuildID(bits: Int) throws -> (file: String, root: String) {
+        let dir = buildDir.appendingPathComponent("buildid\(bits)")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let full = dir.appendingPathComponent("fx-full").path
+        _ = try runTool(["gcc", "-g", "-O2", "-ffreestanding", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-m\(bits)",
+                         "-Wl,--build-id=sha1", sourceDir.appendingPathComponent("unit_a.c").path,
+                         sourceDir.appendingPathComponent("unit_b.c").path, "-o", full])
+        // The build-id as readelf shows it: "    Build ID: <hex>".
+        let notes = try runTool(["readelf", "-n", full])
+        guard let line = notes.split(separator: "\n").first(where: { $0.contains("Build ID:") }),
+              let id = line.split(separator: " ").last.map(String.init), id.count > 2 else {
+            throw CocoaError(.fileReadCorruptFile)
+        }
+        let root = dir.appendingPathComponent("debugroot")
+        let idDir = root.appendingPathComponent(".build-id").appendingPathComponent(String(id.prefix(2)))
+        try FileManager.default.createDirectory(at: idDir, withIntermediateDirectories: true)
+        _ = try runTool(["objcopy", "--only-keep-debug", full, idDir.appendingPathComponent(String(id.dropFirst(2)) + ".debug").path])
+        let stripped = dir.appendingPathComponent("fx").path
+        _ = try runTool(["objcopy", "--strip-debug", full, stripped])
+        return (stripped, root.path)
+    }
+
     /// A stripped copy whose DWARF and symbols live in a separate file named by .gnu_debuglink.
     static func withDebugLink(bits: Int) throws -> String {
         let dir = buildDir.appendingPathComponent("debuglink\(bits)")

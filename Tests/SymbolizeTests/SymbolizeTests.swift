@@ -59,6 +59,30 @@ final class GDBStyleTests: XCTestCase {
         XCTAssertTrue(addresses.contains { !symbols.inlineChain(at: $0).isEmpty }, "no inline instances from the debug file")
     }
 
+    func testSeparateDebugFileThroughBuildID() throws {
+        let (file, root) = try Fixtures.withBuildID(bits: 64)
+        XCTAssertFalse(try SymbolFile(path: FilePath(file), debugDirectories: []).hasDebugInfo)
+        let symbols = try SymbolFile(path: FilePath(file), debugDirectories: [FilePath(root)])
+        XCTAssertTrue(symbols.hasDebugInfo)
+        XCTAssertTrue(symbols.debugPath?.string.hasPrefix(root) ?? false)
+        let addresses = try objdumpInstructions(file).map(\.address)
+        // gdb given the same debug directory is the oracle.
+        let cmds = Fixtures.buildDir.appendingPathComponent("cmds-buildid")
+        try (["set debug-file-directory \(root)", "file \(file)"] + addresses.map { "print/a 0x\(String($0, radix: 16))" })
+            .joined(separator: "\n").appending("\n").write(to: cmds, atomically: true, encoding: .utf8)
+        let out = try runTool(["gdb", "-batch", "-nx", "-x", cmds.path])
+        let expected = out.split(separator: "\n").filter { $0.hasPrefix("$") }.map { line -> String in
+            guard let open = line.firstIndex(of: "<"), line.hasSuffix(">") else { return "" }
+            return String(line[line.index(after: open)..<line.index(before: line.endIndex)])
+        }
+        XCTAssertEqual(expected.count, addresses.count)
+        let sym = Symbolizer(symbols: symbols)
+        for (a, want) in zip(addresses, expected) {
+            XCTAssertEqual(sym.symbolicName(a, style: .gdb) ?? "", want, "0x\(String(a, radix: 16))")
+        }
+        XCTAssertTrue(addresses.contains { !symbols.inlineChain(at: $0).isEmpty }, "no inline instances from the debug file")
+    }
+
     func testIs64Bit() throws {
         XCTAssertTrue(try SymbolFile(path: FilePath(try Fixtures.binary(bits: 64))).is64Bit)
         XCTAssertFalse(try SymbolFile(path: FilePath(try Fixtures.binary(bits: 32))).is64Bit)

@@ -149,6 +149,7 @@ public struct ReplayEventType: RawRepresentable, Hashable, Sendable, CustomStrin
     }
 
     /// Bytes per branch record for the two branch flavours, nil for other types.
+    @inlinable
     public var branchRecordSize: Int? {
         switch rawValue {
         case 16: return 12
