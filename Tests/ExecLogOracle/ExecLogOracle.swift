@@ -101,6 +101,21 @@ public enum ExecLogOracle {
         public var executed: [Instruction] = []
     }
 
+    /// One point of the run: the `index`-th executed instruction (from 0), at `address`, about
+    /// to execute with the branch counter at `counter` (the transfers taken before it, counted
+    /// from the first logged instruction). When the log starts mid-run (`-dfilter`, a window),
+    /// add the counter the branch counter had at the log's first instruction.
+    public struct Point: Hashable {
+        public let index: Int
+        public let address: UInt64
+        public let counter: Int
+        public init(index: Int, address: UInt64, counter: Int) {
+            self.index = index
+            self.address = address
+            self.counter = counter
+        }
+    }
+
     public struct LogError: Error, CustomStringConvertible, ExitStatusProviding {
         public let path: String
         public let line: Int
@@ -375,5 +390,46 @@ private struct Parser {
             throw error("block \(hex(host.value)) runs at pc \(hex(pc.value)), but was translated for \(hex(instructions.first?.address ?? 0))")
         }
         pending = (instructions, host.value, pc.value, lineNumber)
+    }
+}
+
+// MARK: - Landmarks in an analysed run (needs `keepingInstructions: true`)
+
+extension ExecLogOracle.Run {
+    /// The `n`-th execution (from 1) of the instruction at `address` — `WHERE#N` — with the
+    /// branch counter at that moment. Each iteration of a rep-prefixed instruction is an
+    /// execution. Nil when it executes fewer than `n` times.
+    public func execution(of address: UInt64, occurrence n: Int) -> ExecLogOracle.Point? {
+        precondition(n >= 1, "occurrences count from 1")
+        var counter = ExecLogOracle.TransferCounter()
+        var seen = 0
+        for (i, insn) in executed.enumerated() {
+            _ = counter.execute(insn)
+            if insn.address == address {
+                seen += 1
+                if seen == n { return .init(index: i, address: address, counter: counter.transferCount) }
+            }
+        }
+        return nil
+    }
+
+    /// The first execution of `address` with the branch counter at `counter` — `WHERE:brctr`
+    /// (for a rep instruction, its first iteration at that count).
+    public func execution(of address: UInt64, atCounter target: Int) -> ExecLogOracle.Point? {
+        var counter = ExecLogOracle.TransferCounter()
+        for (i, insn) in executed.enumerated() {
+            _ = counter.execute(insn)
+            if counter.transferCount > target { return nil }
+            if insn.address == address && counter.transferCount == target {
+                return .init(index: i, address: address, counter: target)
+            }
+        }
+        return nil
+    }
+
+    /// The transfers between two points: those numbered `from.counter + 1 … to.counter`, the
+    /// records a branch trace from `from` to `to` must hold.
+    public func transfers(from start: ExecLogOracle.Point, to end: ExecLogOracle.Point) -> ArraySlice<ExecLogOracle.Transfer> {
+        transfers[start.counter..<end.counter]
     }
 }

@@ -76,6 +76,8 @@ final class GuestExecLogTests: XCTestCase {
     func testReplayPrintsTheRecordedOutputAndEndsWithSuccess64() throws { try checkReplayPrintsTheRecordedOutputAndEndsWithSuccess(.guest64) }
     func testEveryCallOfFibIsOneTransferInAndOneReturnOut32() throws { try checkEveryCallOfFibIsOneTransferInAndOneReturnOut(.guest32) }
     func testEveryCallOfFibIsOneTransferInAndOneReturnOut64() throws { try checkEveryCallOfFibIsOneTransferInAndOneReturnOut(.guest64) }
+    func testLandmarksDelimitOneRoundOfFib32() throws { try checkLandmarksDelimitOneRoundOfFib(.guest32) }
+    func testLandmarksDelimitOneRoundOfFib64() throws { try checkLandmarksDelimitOneRoundOfFib(.guest64) }
     func testTailCallIsOneJumpIntoTheCalleePerRound32() throws { try checkTailCallIsOneJumpIntoTheCalleePerRound(.guest32) }
     func testTailCallIsOneJumpIntoTheCalleePerRound64() throws { try checkTailCallIsOneJumpIntoTheCalleePerRound(.guest64) }
     func testRepIterationsAreNotTransfers32() throws { try checkRepIterationsAreNotTransfers(.guest32) }
@@ -136,6 +138,22 @@ final class GuestExecLogTests: XCTestCase {
             let text = r.code.instructions[t.from] ?? "?"
             XCTAssertTrue(text.hasPrefix("call") || iret.contains(t.from), "\(t): \(text)")
         }
+    }
+
+    /// Between the first call of fib in round 1 (fib#1) and the first of round 2, the branch
+    /// trace holds exactly the 465 calls of round 1's fib(12) into fib (the last one being
+    /// the transfer into the end point itself).
+    func checkLandmarksDelimitOneRoundOfFib(_ guest: Guest) throws {
+        let r = try GuestRecording.of(guest)
+        let fib = try r.code.address("fib")
+        let perRound = fibCalls(r.rounds[0].fibN)
+        let start = try XCTUnwrap(r.run.execution(of: fib, occurrence: 1))
+        let end = try XCTUnwrap(r.run.execution(of: fib, occurrence: perRound + 1))
+        XCTAssertEqual(r.run.execution(of: fib, atCounter: end.counter), end)
+        let trace = r.run.transfers(from: start, to: end)
+        XCTAssertEqual(trace.count, end.counter - start.counter)
+        XCTAssertEqual(trace.filter { $0.to == fib }.count, perRound)
+        XCTAssertEqual(trace.last?.to, fib)
     }
 
     func checkTailCallIsOneJumpIntoTheCalleePerRound(_ guest: Guest) throws {
