@@ -78,6 +78,18 @@ final class GuestExecLogTests: XCTestCase {
     func testEveryCallOfFibIsOneTransferInAndOneReturnOut64() throws { try checkEveryCallOfFibIsOneTransferInAndOneReturnOut(.guest64) }
     func testLandmarksDelimitOneRoundOfFib32() throws { try checkLandmarksDelimitOneRoundOfFib(.guest32) }
     func testLandmarksDelimitOneRoundOfFib64() throws { try checkLandmarksDelimitOneRoundOfFib(.guest64) }
+    func testWindowInTheFirmwareHasExactlyTheIcountInstructions32() throws {
+        try checkWindowHasExactlyTheIcountInstructions(.guest32, from: 2_000_000, to: 2_400_000)
+    }
+    func testWindowInTheGuestHasExactlyTheIcountInstructions32() throws {
+        try checkWindowHasExactlyTheIcountInstructions(.guest32, from: 6_700_000, to: 7_000_000)
+    }
+    func testWindowInTheFirmwareHasExactlyTheIcountInstructions64() throws {
+        try checkWindowHasExactlyTheIcountInstructions(.guest64, from: 2_000_000, to: 2_400_000)
+    }
+    func testWindowInTheGuestHasExactlyTheIcountInstructions64() throws {
+        try checkWindowHasExactlyTheIcountInstructions(.guest64, from: 6_700_000, to: 7_000_000)
+    }
     func testTailCallIsOneJumpIntoTheCalleePerRound32() throws { try checkTailCallIsOneJumpIntoTheCalleePerRound(.guest32) }
     func testTailCallIsOneJumpIntoTheCalleePerRound64() throws { try checkTailCallIsOneJumpIntoTheCalleePerRound(.guest64) }
     func testRepIterationsAreNotTransfers32() throws { try checkRepIterationsAreNotTransfers(.guest32) }
@@ -224,6 +236,60 @@ final class GuestExecLogTests: XCTestCase {
         }
         XCTAssertEqual(checked, r.run.transfers.count)
         XCTAssertGreaterThan(checked, 30_000)
+    }
+
+    // MARK: QEMU's instruction counter
+
+    /// A log window opened with the HMP `log` command while the replay is stopped at icount
+    /// `first` (QMP `replay-break`) and closed at icount `last` holds exactly `last - first`
+    /// instructions, and its first one is where the vCPU stood (`info registers`: CS base +
+    /// EIP/RIP). In the firmware this covers real mode, MMIO (`cpu_io_recompile`) and icount
+    /// limits ("Stopped execution"); in the guest, interrupts and rep.
+    func checkWindowHasExactlyTheIcountInstructions(_ guest: Guest, from first: Int, to last: Int) throws {
+        let r = try GuestRecording.of(guest)
+        let socket = Harness.scratch.appendingPathComponent("\(guest.name).qmp.sock").path
+        let log = Harness.scratch.appendingPathComponent("\(guest.name).window.log").path
+        try? FileManager.default.removeItem(atPath: socket)
+        try? FileManager.default.removeItem(atPath: log)
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let serial = Harness.scratch.appendingPathComponent("\(guest.name).window.serial").path
+        let qemu = try Harness.start(guest.qemuArguments(
+            serial: serial, rr: "replay", rrfile: r.rrfile,
+            extra: ["-S", "-qmp", "unix:\(socket),server=on,wait=off", "-D", log]))
+        defer { if qemu.isRunning { qemu.terminate() }; qemu.waitUntilExit() }
+        let qmp = try QMPClient(socketPath: socket)
+
+        try qmp.execute("replay-break", ["icount": first])
+        try qmp.execute("cont")
+        try qmp.waitForStop()
+        XCTAssertEqual(try qmp.icount(), first)
+        let position = try instructionPointer(qmp.hmp("info registers"))
+        _ = try qmp.hmp("log exec,nochain,in_asm")
+        try qmp.execute("replay-break", ["icount": last])
+        try qmp.execute("cont")
+        try qmp.waitForStop()
+        XCTAssertEqual(try qmp.icount(), last)
+        _ = try qmp.hmp("log none")
+        _ = try? qmp.execute("quit")
+        qemu.waitUntilExit()
+
+        let window = try ExecLogOracle.analyze(logAt: log, keepingInstructions: true)
+        XCTAssertEqual(window.instructionCount, last - first)
+        XCTAssertEqual(window.executed.first?.address, position)
+        print("\(guest.name): icount \(first)..\(last): \(window.instructionCount) instructions, \(window.transfers.count) transfers")
+    }
+
+    /// The linear address of the next instruction from `info registers`: CS base + EIP/RIP.
+    func instructionPointer(_ registers: String) throws -> UInt64 {
+        func field(after key: String) -> Substring? {
+            guard let r = registers.range(of: key) else { return nil }
+            return registers[r.upperBound...].prefix { $0.isHexDigit }
+        }
+        guard let ip = field(after: "IP=").flatMap({ UInt64($0, radix: 16) }),
+              let csLine = registers.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("CS =") }),
+              let base = csLine.split(separator: " ").dropFirst(2).first.flatMap({ UInt64($0, radix: 16) })
+        else { throw Harness.Failure(description: "cannot read the instruction pointer from: \(registers)") }
+        return base &+ ip
     }
 
     // MARK: gdb, the second independent oracle

@@ -161,3 +161,100 @@ struct Disassembly {
             .map(\.key).sorted()
     }
 }
+
+/// A minimal QMP client over a unix socket, for the tests: one JSON object per line.
+final class QMPClient {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(socketPath: String, timeout: TimeInterval = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        var lastErrno: Int32 = 0
+        while true {
+            let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            guard s >= 0 else { throw Harness.Failure(description: "socket: errno \(errno)") }
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(socketPath.utf8)
+            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+                close(s)
+                throw Harness.Failure(description: "socket path too long: \(socketPath)")
+            }
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+                for (i, b) in bytes.enumerated() { raw[i] = b }
+            }
+            let ok = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+                }
+            }
+            if ok { fd = s; break }
+            lastErrno = errno
+            close(s)
+            if Date() > deadline { throw Harness.Failure(description: "cannot connect to \(socketPath): errno \(lastErrno)") }
+            usleep(20_000)
+        }
+        _ = try readMessage()   // the greeting
+        _ = try execute("qmp_capabilities")
+    }
+
+    deinit { close(fd) }
+
+    func readMessage() throws -> [String: Any] {
+        while true {
+            if let nl = buffer.firstIndex(of: 0x0A) {
+                let line = Array(buffer[..<nl])
+                buffer.removeSubrange(...nl)
+                guard let obj = try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
+                    throw Harness.Failure(description: "QMP sent no object")
+                }
+                return obj
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = read(fd, &chunk, chunk.count)
+            guard n > 0 else { throw Harness.Failure(description: "QMP connection closed") }
+            buffer += chunk[..<n]
+        }
+    }
+
+    /// Runs a command; returns its "return" value (events that arrive meanwhile are dropped,
+    /// except that `waitForStop` below looks for STOP itself).
+    @discardableResult
+    func execute(_ command: String, _ arguments: [String: Any] = [:]) throws -> Any {
+        var message: [String: Any] = ["execute": command]
+        if !arguments.isEmpty { message["arguments"] = arguments }
+        var data = try JSONSerialization.data(withJSONObject: message)
+        data.append(0x0A)
+        try data.withUnsafeBytes { raw in
+            guard write(fd, raw.baseAddress, raw.count) == raw.count else {
+                throw Harness.Failure(description: "QMP write failed")
+            }
+        }
+        while true {
+            let m = try readMessage()
+            if let r = m["return"] { return r }
+            if let e = m["error"] { throw Harness.Failure(description: "QMP \(command): \(e)") }
+            if m["event"] as? String == "STOP" { pendingStop = true }
+        }
+    }
+
+    private var pendingStop = false
+
+    func waitForStop() throws {
+        if pendingStop { pendingStop = false; return }
+        while true {
+            if try readMessage()["event"] as? String == "STOP" { return }
+        }
+    }
+
+    func icount() throws -> Int {
+        guard let r = try execute("query-replay") as? [String: Any], let n = r["icount"] as? Int else {
+            throw Harness.Failure(description: "query-replay gave no icount")
+        }
+        return n
+    }
+
+    func hmp(_ commandLine: String) throws -> String {
+        (try execute("human-monitor-command", ["command-line": commandLine]) as? String) ?? ""
+    }
+}
