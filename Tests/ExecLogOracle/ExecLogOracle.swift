@@ -95,15 +95,16 @@ public enum ExecLogOracle {
     public struct Run {
         /// The taken transfers in order: `transfers[k-1]` is the k-th.
         public var transfers: [Transfer] = []
-        /// Executed instructions (rep iterations each count once).
+        /// Executed instructions (each iteration of a rep instruction counts as one, as icount).
         public var instructionCount = 0
         /// The executed instructions in order (only when asked for).
         public var executed: [Instruction] = []
     }
 
     /// One point of the run: the `index`-th executed instruction (from 0), at `address`, about
-    /// to execute with the branch counter at `counter` (the transfers taken before it, counted
-    /// from the first logged instruction). When the log starts mid-run (`-dfilter`, a window),
+    /// to execute with the branch counter at `counter`: the transfers taken so far, including
+    /// the one into this instruction, counted from the first logged instruction (tt's landmark
+    /// `(address, brctr)`). When the log starts mid-run (`-dfilter`, a window),
     /// add the counter the branch counter had at the log's first instruction.
     public struct Point: Hashable {
         public let index: Int
