@@ -10,6 +10,9 @@ let package = Package(
     name: "tt",
     products: [
         .executable(name: "tt", targets: ["tt"]),
+        .executable(name: "bts-dump", targets: ["bts-dump"]),
+        .executable(name: "bts-trace", targets: ["bts-trace"]),
+        .executable(name: "bts-extract", targets: ["bts-extract"]),
         .library(name: "XenTT", targets: ["XenTT"]),
         .library(name: "BTS", targets: ["BTS"]),
         .library(name: "Symbolize", targets: ["Symbolize"]),
@@ -26,14 +29,23 @@ let package = Package(
         .systemLibrary(name: "CLibDW", path: "Sources/CLibDW"),
         .target(name: "TTQemuPlugin", path: "Sources/TTQemuPlugin",
                 cSettings: [.unsafeFlags(["-O2", "-fvisibility=hidden"])]),
+        // CRC-32C for the replay log's entry checksums (SSE4.2 when present, a table otherwise).
+        .target(name: "CCRC32C", path: "Sources/CCRC32C", cSettings: [.unsafeFlags(["-O2"])]),
 
         // Syscall-level helpers: mapped files, byte output buffers, errors, process spawning.
         .target(name: "TTSystem", dependencies: [
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
-        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize"]),
-        .target(name: "XenBackend", dependencies: ["CXen", "XenTT", "TTSystem"]),
+        // C helpers: atomics on memory shared with the QEMU plugin, posix_spawn with GNU extensions.
+        .target(name: "CTTShims", path: "Sources/CTTShims"),
+        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C", "CTTShims",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .target(name: "XenBackend", dependencies: [
+            "CXen", "XenTT", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
         .target(name: "TTCommands", dependencies: [
@@ -41,6 +53,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tt", dependencies: ["TTCommands"]),
+        // The original XenTT tool names, as entry points into the same commands.
+        .executableTarget(name: "bts-dump", dependencies: ["TTCommands"]),
+        .executableTarget(name: "bts-trace", dependencies: ["TTCommands"]),
+        .executableTarget(name: "bts-extract", dependencies: ["TTCommands"]),
 
         // Test support: QEMU's own exec log as an independent branch-trace oracle.
         .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle",
@@ -50,5 +66,18 @@ let package = Package(
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        // CXen only for the libxl JSON oracle (libxl's own parser checks our JSON).
+        .testTarget(name: "XenBackendTests", dependencies: [
+            "XenBackend", "XenTT", "TTSystem", "CXen",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], resources: [.copy("Golden")]),
+        .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
+        .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
+        .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
+        .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
     ]
 )

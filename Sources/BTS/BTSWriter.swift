@@ -1,0 +1,73 @@
+import SystemPackage
+import TTSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes branch records, raw or extended, through a large buffer.
+public final class BTSWriter {
+    private let out: OutputBuffer
+    private let ownsDescriptor: Bool
+    public let extended: Bool
+    /// Records written, not counting the magic.
+    public private(set) var count = 0
+    private var closed = false
+
+    /// Write to an open descriptor (e.g. 1 for stdout); the descriptor stays open.
+    public init(fd: Int32, extended: Bool) throws {
+        out = OutputBuffer(fd: fd, capacity: 1 << 20)
+        ownsDescriptor = false
+        self.extended = extended
+        if extended { try writeRaw(.extendedMagic) }
+    }
+
+    /// Create (or truncate) `path`, mode 0644.
+    public convenience init(creating path: FilePath, extended: Bool) throws {
+        let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate],
+                                         permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        try self.init(fd: fd.rawValue, ownsDescriptor: true, extended: extended)
+    }
+
+    private init(fd: Int32, ownsDescriptor: Bool, extended: Bool) throws {
+        out = OutputBuffer(fd: fd, capacity: 1 << 20)
+        self.ownsDescriptor = ownsDescriptor
+        self.extended = extended
+        if extended { try writeRaw(.extendedMagic) }
+    }
+
+    deinit {
+        if !closed { try? close() }
+    }
+
+    @inline(__always)
+    private func writeRaw(_ r: BranchRecord) throws {
+        var words = (r.from.littleEndian, r.to.littleEndian, r.format.littleEndian)
+        try withUnsafeBytes(of: &words) { try out.append(bytes: $0) }
+    }
+
+    /// Append one record. In an extended file `format` must carry the branch counter.
+    @inline(__always)
+    public func append(_ r: BranchRecord) throws {
+        try writeRaw(r)
+        count += 1
+    }
+
+    /// Append records already encoded as 24-byte little-endian records.
+    public func append(encoded bytes: UnsafeRawBufferPointer) throws {
+        precondition(bytes.count % BranchRecord.size == 0)
+        try out.append(bytes: bytes)
+        count += bytes.count / BranchRecord.size
+    }
+
+    public func flush() throws { try out.flush() }
+
+    /// Flush and, if this writer opened the file, close it.
+    public func close() throws {
+        guard !closed else { return }
+        closed = true
+        try out.flush()
+        if ownsDescriptor, Glibc.close(out.fd) != 0 {
+            throw SystemError(path: nil, errno: Errno(rawValue: errno), doing: "close")
+        }
+    }
+}

@@ -1,0 +1,197 @@
+import CLibDW
+
+/// Everything Symbolize needs from DWARF, read once by walking each unit's DIE tree
+/// (skipping types and variables) through libdw: functions with all their ranges,
+/// inlined instances with their ranges and call sites. Line tables stay in libdw and
+/// are read lazily per unit.
+struct DWARFIndex {
+    struct Function {
+        var name: Int32        // index into names
+        var entry: UInt64
+        var firstRange: Int32  // index into ranges
+        var rangeCount: Int32
+        var unit: Int32
+    }
+
+    struct Inline {
+        var name: Int32
+        var entry: UInt64
+        var firstRange: Int32
+        var rangeCount: Int32
+        var parent: Int32      // enclosing inline instance, or -1
+        var function: Int32    // enclosing function
+        var unit: Int32
+        var callFile: UInt32
+        var callLine: UInt32
+        var callColumn: UInt32
+    }
+
+    struct Unit {
+        var dieOffset: UInt64
+        var name: String
+        /// The unit's DIE handle, kept so lookups skip dwarf_offdie's search.
+        var die: Dwarf_Die
+    }
+
+    var names: [String] = []
+    var functions: [Function] = []
+    var inlines: [Inline] = []
+    var ranges: [Range<UInt64>] = []
+    var units: [Unit] = []
+    var functionTable = RangeTable()
+    var inlineTable = RangeTable()
+
+    init() {}
+
+    /// Walks every compile unit of `dwarf`. `dropZero` discards ranges starting at
+    /// address 0 (functions the linker discarded), as GDB does when no section is at 0.
+    init(dwarf: OpaquePointer, dropZero: Bool) {
+        var builder = Builder(dropZero: dropZero)
+        var cu: OpaquePointer? = nil
+        while true {
+            var next: OpaquePointer? = nil
+            var version: Dwarf_Half = 0
+            var unitType: UInt8 = 0
+            var cudie = Dwarf_Die()
+            if dwarf_get_units(dwarf, cu, &next, &version, &unitType, &cudie, nil) != 0 { break }
+            cu = next
+            guard unitType == UInt8(DW_UT_compile) || unitType == UInt8(DW_UT_partial) || unitType == UInt8(DW_UT_skeleton) else { continue }
+            let unitName = dwarf_diename(&cudie).map { String(cString: $0) } ?? "?"
+            builder.unit = Int32(builder.index.units.count)
+            builder.index.units.append(Unit(dieOffset: dwarf_dieoffset(&cudie), name: unitName, die: cudie))
+            builder.walkChildren(of: &cudie, function: -1, inline: -1, depth: 0)
+        }
+        self = builder.finish()
+    }
+
+    private struct Builder {
+        var index = DWARFIndex()
+        var unit: Int32 = 0
+        let dropZero: Bool
+        var nameIDs: [String: Int32] = [:]
+        /// Names by the DIE offset that carries them (abstract origins are shared).
+        var nameByOrigin: [UInt64: Int32] = [:]
+        var functionIntervals: [RangeTable.Interval] = []
+        var inlineIntervals: [RangeTable.Interval] = []
+        var scratch: [Range<UInt64>] = []
+
+        init(dropZero: Bool) { self.dropZero = dropZero }
+
+        mutating func intern(_ s: String) -> Int32 {
+            if let id = nameIDs[s] { return id }
+            let id = Int32(index.names.count)
+            index.names.append(s)
+            nameIDs[s] = id
+            return id
+        }
+
+        /// The DIE's name, following DW_AT_abstract_origin / DW_AT_specification.
+        mutating func nameID(of die: inout Dwarf_Die) -> Int32 {
+            var attr = Dwarf_Attribute()
+            var originKey: UInt64 = 0
+            if dwarf_attr(&die, UInt32(DW_AT_abstract_origin), &attr) != nil || dwarf_attr(&die, UInt32(DW_AT_specification), &attr) != nil {
+                var origin = Dwarf_Die()
+                if dwarf_formref_die(&attr, &origin) != nil {
+                    originKey = dwarf_dieoffset(&origin)
+                    if let id = nameByOrigin[originKey] { return id }
+                }
+            }
+            var nameAttr = Dwarf_Attribute()
+            var name: String
+            if dwarf_attr_integrate(&die, UInt32(DW_AT_name), &nameAttr) != nil, let s = dwarf_formstring(&nameAttr) {
+                name = String(cString: s)
+            } else if dwarf_attr_integrate(&die, UInt32(DW_AT_linkage_name), &nameAttr) != nil, let s = dwarf_formstring(&nameAttr) {
+                name = String(cString: s)
+            } else {
+                name = "??"
+            }
+            let id = intern(name)
+            if originKey != 0 { nameByOrigin[originKey] = id }
+            return id
+        }
+
+        mutating func readRanges(_ die: inout Dwarf_Die) {
+            scratch.removeAll(keepingCapacity: true)
+            var base: Dwarf_Addr = 0, start: Dwarf_Addr = 0, end: Dwarf_Addr = 0
+            var offset = dwarf_ranges(&die, 0, &base, &start, &end)
+            while offset > 0 {
+                if start < end && !(dropZero && start == 0) { scratch.append(start..<end) }
+                offset = dwarf_ranges(&die, offset, &base, &start, &end)
+            }
+        }
+
+        mutating func walkChildren(of parent: inout Dwarf_Die, function: Int32, inline: Int32, depth: Int32) {
+            var child = Dwarf_Die()
+            guard dwarf_child(&parent, &child) == 0 else { return }
+            while true {
+                visit(&child, function: function, inline: inline, depth: depth)
+                var sibling = Dwarf_Die()
+                if dwarf_siblingof(&child, &sibling) != 0 { break }
+                child = sibling
+            }
+        }
+
+        mutating func visit(_ die: inout Dwarf_Die, function: Int32, inline: Int32, depth: Int32) {
+            let tag = dwarf_tag(&die)
+            switch tag {
+            case Int32(DW_TAG_subprogram):
+                readRanges(&die)
+                if scratch.isEmpty {
+                    // A declaration or an abstract instance: nothing at any address, but
+                    // C++ classes may nest definitions; no code below it either way.
+                    return
+                }
+                let id = Int32(index.functions.count)
+                let first = Int32(index.ranges.count)
+                index.ranges.append(contentsOf: scratch)
+                index.functions.append(Function(name: nameID(of: &die), entry: scratch[0].lowerBound,
+                                                firstRange: first, rangeCount: Int32(scratch.count), unit: unit))
+                for r in scratch {
+                    functionIntervals.append(.init(start: r.lowerBound, end: r.upperBound, item: id, depth: depth))
+                }
+                if dwarf_haschildren(&die) != 0 {
+                    walkChildren(of: &die, function: id, inline: -1, depth: depth + 1)
+                }
+            case Int32(DW_TAG_inlined_subroutine):
+                readRanges(&die)
+                var next = inline
+                if !scratch.isEmpty && function >= 0 {
+                    let id = Int32(index.inlines.count)
+                    let first = Int32(index.ranges.count)
+                    index.ranges.append(contentsOf: scratch)
+                    var file: Dwarf_Word = 0, line: Dwarf_Word = 0, column: Dwarf_Word = 0
+                    var attr = Dwarf_Attribute()
+                    if dwarf_attr(&die, UInt32(DW_AT_call_file), &attr) != nil { _ = dwarf_formudata(&attr, &file) }
+                    if dwarf_attr(&die, UInt32(DW_AT_call_line), &attr) != nil { _ = dwarf_formudata(&attr, &line) }
+                    if dwarf_attr(&die, UInt32(DW_AT_call_column), &attr) != nil { _ = dwarf_formudata(&attr, &column) }
+                    index.inlines.append(Inline(name: nameID(of: &die), entry: scratch[0].lowerBound, firstRange: first,
+                                                rangeCount: Int32(scratch.count), parent: inline, function: function, unit: unit,
+                                                callFile: UInt32(truncatingIfNeeded: file), callLine: UInt32(truncatingIfNeeded: line),
+                                                callColumn: UInt32(truncatingIfNeeded: column)))
+                    for r in scratch {
+                        inlineIntervals.append(.init(start: r.lowerBound, end: r.upperBound, item: id, depth: depth))
+                    }
+                    next = id
+                }
+                if dwarf_haschildren(&die) != 0 {
+                    walkChildren(of: &die, function: function, inline: next, depth: depth + 1)
+                }
+            case Int32(DW_TAG_lexical_block), Int32(DW_TAG_try_block), Int32(DW_TAG_catch_block),
+                 Int32(DW_TAG_namespace), Int32(DW_TAG_module):
+                if dwarf_haschildren(&die) != 0 {
+                    walkChildren(of: &die, function: function, inline: inline, depth: depth + 1)
+                }
+            default:
+                return
+            }
+        }
+
+        mutating func finish() -> DWARFIndex {
+            index.functionTable = RangeTable(functionIntervals)
+            index.inlineTable = RangeTable(inlineIntervals)
+            functionIntervals = []
+            inlineIntervals = []
+            return index
+        }
+    }
+}

@@ -1,0 +1,259 @@
+import CLibDW
+import SystemPackage
+import TTSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A function: where it starts and every contiguous part of its code.
+public struct FunctionSymbol: Sendable, Equatable {
+    public var name: String
+    /// The entry point (the start of the first DWARF range, as GDB takes it).
+    public var entry: UInt64
+    /// The contiguous part that contains the queried address.
+    public var range: Range<UInt64>
+    /// All parts (hot and cold), in DWARF order.
+    public var ranges: [Range<UInt64>]
+
+    public init(name: String, entry: UInt64, range: Range<UInt64>, ranges: [Range<UInt64>]) {
+        self.name = name
+        self.entry = entry
+        self.range = range
+        self.ranges = ranges
+    }
+}
+
+/// A position in the source.
+public struct SourceLocation: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+
+    public init(file: String, line: Int, column: Int = 0) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+
+    public var description: String { "\(file):\(line)" }
+}
+
+/// One inlined instance around an address.
+public struct InlineFrame: Sendable, Equatable {
+    public var name: String
+    /// The instance's entry: the start of its first DWARF range (its low pc when contiguous).
+    public var entry: UInt64
+    /// The contiguous part of the instance that contains the queried address.
+    public var range: Range<UInt64>
+    /// Where it was inlined (DW_AT_call_file / DW_AT_call_line).
+    public var callSite: SourceLocation?
+
+    public init(name: String, entry: UInt64, range: Range<UInt64>, callSite: SourceLocation?) {
+        self.name = name
+        self.entry = entry
+        self.range = range
+        self.callSite = callSite
+    }
+}
+
+/// One ELF image (32- or 64-bit) with its symbols and, when available, its DWARF
+/// (from the file itself, or a separate debug file found by build-id or .gnu_debuglink).
+///
+/// All tables are built once at load; lookups are binary searches. Addresses are the
+/// image's link-time addresses (apply a load bias in `SymbolMapEntry`).
+public final class SymbolFile {
+    public let path: FilePath
+    /// The file the DWARF came from, when it is a separate debug file.
+    public let debugPath: FilePath?
+    public let is64Bit: Bool
+
+    let image: ELFImage
+    private let debugImage: ELFImage?
+    private let dwarf: OpaquePointer?
+    let index: DWARFIndex
+    let minimal: MinimalSymbols
+    private let mapped: MappedFile?
+    private var names: NameTable?
+
+    /// Function names, indexed on first use (only name lookups need them).
+    var nameTable: NameTable {
+        if let names { return names }
+        let t = NameTable(index: index, minimal: minimal)
+        names = t
+        return t
+    }
+
+    /// The directories searched for separate debug files.
+    public static let defaultDebugDirectories: [FilePath] = ["/usr/lib/debug"]
+
+    /// Loads `path`; when it has no DWARF, a separate debug file is looked up by build-id
+    /// and .gnu_debuglink under `debugDirectories`.
+    public init(path: FilePath, debugDirectories: [FilePath] = SymbolFile.defaultDebugDirectories) throws {
+        self.path = path
+        let image = try ELFImage(path: path)
+        self.image = image
+        is64Bit = image.is64Bit
+
+        var debugImage: ELFImage? = nil
+        if !image.hasDebugInfo {
+            for candidate in image.separateDebugCandidates(debugDirectories: debugDirectories) where candidate != path {
+                if let d = try? ELFImage(path: candidate), d.hasDebugInfo {
+                    debugImage = d
+                    break
+                }
+            }
+        }
+        self.debugImage = debugImage
+        debugPath = debugImage?.path
+
+        let dwarfSource = debugImage ?? image
+        let dwarf: OpaquePointer? = dwarfSource.hasDebugInfo ? dwarf_begin_elf(dwarfSource.elf, DWARF_C_READ, nil) : nil
+        self.dwarf = dwarf
+
+        var raw = image.symbols()
+        if raw.isEmpty, let d = debugImage { raw = d.symbols() }
+        let sections = image.sections
+        minimal = MinimalSymbols(raw: raw, sections: sections)
+        let sectionAtZero = sections.contains { $0.isAllocated && $0.address == 0 && $0.size > 0 }
+        index = dwarf.map { DWARFIndex(dwarf: $0, dropZero: !sectionAtZero) } ?? DWARFIndex()
+        mapped = try? MappedFile(path: path)
+    }
+
+    deinit {
+        if let dwarf { dwarf_end(dwarf) }
+    }
+
+    /// Whether the image has DWARF (its own or a separate debug file's).
+    public var hasDebugInfo: Bool { dwarf != nil }
+
+    // MARK: functions
+
+    func functionSymbol(_ id: Int32, containing address: UInt64?) -> FunctionSymbol {
+        let f = index.functions[Int(id)]
+        let ranges = Array(index.ranges[Int(f.firstRange)..<Int(f.firstRange + f.rangeCount)])
+        let part = address.flatMap { a in ranges.first { $0.contains(a) } } ?? ranges[0]
+        return FunctionSymbol(name: index.names[Int(f.name)], entry: f.entry, range: part, ranges: ranges)
+    }
+
+    /// The DWARF function (not an inlined instance) whose code contains `address`.
+    func dwarfFunction(containing address: UInt64) -> Int32? {
+        index.functionTable.item(containing: address)
+    }
+
+    /// The real (not inlined) function containing `address`: from DWARF, or from the
+    /// ELF symbol table (respecting symbol sizes) when DWARF does not cover it.
+    public func function(containing address: UInt64) -> FunctionSymbol? {
+        if let id = dwarfFunction(containing: address) {
+            return functionSymbol(id, containing: address)
+        }
+        guard let i = minimal.lookup(pc: address) else { return nil }
+        let s = minimal.symbols[i]
+        guard s.kind.isText else { return nil }
+        let end = s.size > 0 ? s.address &+ s.size : nextSymbolAddress(after: i) ?? (address &+ 1)
+        guard address < end else { return nil }
+        let r = s.address..<end
+        return FunctionSymbol(name: s.name, entry: s.address, range: r, ranges: [r])
+    }
+
+    private func nextSymbolAddress(after i: Int) -> UInt64? {
+        var j = i + 1
+        let syms = minimal.symbols
+        while j < syms.count {
+            if syms[j].address > syms[i].address && syms[j].section == syms[i].section { return syms[j].address }
+            j += 1
+        }
+        return nil
+    }
+
+    /// The function whose entry point is `address`.
+    public func function(startingAt address: UInt64) -> FunctionSymbol? {
+        if let id = dwarfFunction(containing: address), index.functions[Int(id)].entry == address {
+            return functionSymbol(id, containing: address)
+        }
+        for i in minimal.indexes(at: address).reversed() where minimal.symbols[i].kind.isText {
+            if let f = function(containing: address), f.entry == address { return f }
+            let s = minimal.symbols[i]
+            let r = s.address..<(s.address &+ max(s.size, 1))
+            return FunctionSymbol(name: s.name, entry: s.address, range: r, ranges: [r])
+        }
+        return nil
+    }
+
+    // MARK: inlining
+
+    /// The inlined instances containing `address`, innermost first (empty outside any).
+    public func inlineChain(at address: UInt64) -> [InlineFrame] {
+        guard var id = index.inlineTable.item(containing: address) else { return [] }
+        var chain: [InlineFrame] = []
+        while id >= 0 {
+            let inl = index.inlines[Int(id)]
+            let ranges = index.ranges[Int(inl.firstRange)..<Int(inl.firstRange + inl.rangeCount)]
+            let part = ranges.first { $0.contains(address) } ?? ranges[ranges.startIndex]
+            chain.append(InlineFrame(name: index.names[Int(inl.name)], entry: inl.entry, range: part,
+                                     callSite: callSite(of: inl)))
+            id = inl.parent
+        }
+        return chain
+    }
+
+    private func unitDIE(_ unit: Int32) -> Dwarf_Die? {
+        guard dwarf != nil, unit >= 0, Int(unit) < index.units.count else { return nil }
+        return index.units[Int(unit)].die
+    }
+
+    /// File names by libdw's string pointer: one String per distinct file.
+    private var fileNames: [UnsafePointer<CChar>: String] = [:]
+
+    private func fileName(_ p: UnsafePointer<CChar>) -> String {
+        if let s = fileNames[p] { return s }
+        let s = String(cString: p)
+        fileNames[p] = s
+        return s
+    }
+
+    private func callSite(of inl: DWARFIndex.Inline) -> SourceLocation? {
+        guard inl.callLine != 0, var cudie = unitDIE(inl.unit) else { return nil }
+        var files: OpaquePointer? = nil
+        var count = 0
+        guard dwarf_getsrcfiles(&cudie, &files, &count) == 0, let files, Int(inl.callFile) < count,
+              let name = dwarf_filesrc(files, Int(inl.callFile), nil, nil) else { return nil }
+        return SourceLocation(file: String(cString: name), line: Int(inl.callLine), column: Int(inl.callColumn))
+    }
+
+    // MARK: lines
+
+    /// The source line of the instruction at `address` (from the unit's line table).
+    public func sourceLocation(at address: UInt64) -> SourceLocation? {
+        guard let dwarf else { return nil }
+        var cudie: Dwarf_Die
+        if let id = dwarfFunction(containing: address), let die = unitDIE(index.functions[Int(id)].unit) {
+            cudie = die
+        } else {
+            var die = Dwarf_Die()
+            guard dwarf_addrdie(dwarf, address, &die) != nil else { return nil }
+            cudie = die
+        }
+        guard let line = dwarf_getsrc_die(&cudie, address) else { return nil }
+        var number: Int32 = 0, column: Int32 = 0
+        guard let file = dwarf_linesrc(line, nil, nil), dwarf_lineno(line, &number) == 0 else { return nil }
+        _ = dwarf_linecol(line, &column)
+        return SourceLocation(file: fileName(file), line: Int(number), column: Int(column))
+    }
+
+    // MARK: code bytes
+
+    /// `count` bytes of the loaded image at `address`, from the allocated sections with
+    /// file contents; nil when any of them is outside such a section.
+    public func code(at address: UInt64, count: Int) -> [UInt8]? {
+        guard count >= 0, let mapped else { return nil }
+        guard let s = image.sections.first(where: {
+            $0.isAllocated && $0.hasFileBytes && address >= $0.address && address < $0.address &+ $0.size
+        }) else { return nil }
+        let offsetInSection = address - s.address
+        guard offsetInSection + UInt64(count) <= s.size else { return nil }
+        let start = s.fileOffset + offsetInSection
+        guard start + UInt64(count) <= UInt64(mapped.count) else { return nil }
+        let bytes = mapped.bytes
+        return Array(UnsafeRawBufferPointer(rebasing: bytes[Int(start)..<Int(start) + count]))
+    }
+}

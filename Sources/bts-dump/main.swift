@@ -1,0 +1,3 @@
+import TTCommands
+
+BtsDump.main()

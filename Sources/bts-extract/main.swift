@@ -1,0 +1,3 @@
+import TTCommands
+
+BtsExtract.main()

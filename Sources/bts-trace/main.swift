@@ -1,0 +1,3 @@
+import TTCommands
+
+BtsTrace.main()
