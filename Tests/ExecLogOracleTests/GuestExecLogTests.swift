@@ -433,7 +433,12 @@ final class GuestExecLogTests: XCTestCase {
         let gdbReturns = out.split(separator: "\n").compactMap { line in
             line.hasPrefix("INTERRUPTED ") ? UInt64(line.dropFirst("INTERRUPTED ".count), radix: 16) : nil
         }
-        let oracleReturns = r.run.transfers.filter { iret.contains($0.from) }.map(\.to)
+        // Where each iret returns; an iret straight into the handler again is a second
+        // interrupt pending at the same place (it pushed the same return address).
+        var oracleReturns = r.run.transfers.filter { iret.contains($0.from) }.map(\.to)
+        for i in oracleReturns.indices.reversed() where oracleReturns[i] == irq && i + 1 < oracleReturns.count {
+            oracleReturns[i] = oracleReturns[i + 1]
+        }
         XCTAssertEqual(gdbReturns.count, r.timerInterrupts)
         XCTAssertEqual(gdbReturns, oracleReturns)
     }
