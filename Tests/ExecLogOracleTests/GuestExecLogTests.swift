@@ -247,49 +247,13 @@ final class GuestExecLogTests: XCTestCase {
     /// limits ("Stopped execution"); in the guest, interrupts and rep.
     func checkWindowHasExactlyTheIcountInstructions(_ guest: Guest, from first: Int, to last: Int) throws {
         let r = try GuestRecording.of(guest)
-        let socket = Harness.scratch.appendingPathComponent("\(guest.name).qmp.sock").path
-        let log = Harness.scratch.appendingPathComponent("\(guest.name).window.log").path
-        try? FileManager.default.removeItem(atPath: socket)
-        try? FileManager.default.removeItem(atPath: log)
-        defer { try? FileManager.default.removeItem(atPath: log) }
         let serial = Harness.scratch.appendingPathComponent("\(guest.name).window.serial").path
-        let qemu = try Harness.start(guest.qemuArguments(
-            serial: serial, rr: "replay", rrfile: r.rrfile,
-            extra: ["-S", "-qmp", "unix:\(socket),server=on,wait=off", "-D", log]))
-        defer { if qemu.isRunning { qemu.terminate() }; qemu.waitUntilExit() }
-        let qmp = try QMPClient(socketPath: socket)
-
-        try qmp.execute("replay-break", ["icount": first])
-        try qmp.execute("cont")
-        try qmp.waitForStop()
-        XCTAssertEqual(try qmp.icount(), first)
-        let position = try instructionPointer(qmp.hmp("info registers"))
-        _ = try qmp.hmp("log exec,nochain,in_asm")
-        try qmp.execute("replay-break", ["icount": last])
-        try qmp.execute("cont")
-        try qmp.waitForStop()
-        XCTAssertEqual(try qmp.icount(), last)
-        _ = try qmp.hmp("log none")
-        _ = try? qmp.execute("quit")
-        qemu.waitUntilExit()
-
-        let window = try ExecLogOracle.analyze(logAt: log, keepingInstructions: true)
-        XCTAssertEqual(window.instructionCount, last - first)
-        XCTAssertEqual(window.executed.first?.address, position)
-        print("\(guest.name): icount \(first)..\(last): \(window.instructionCount) instructions, \(window.transfers.count) transfers")
-    }
-
-    /// The linear address of the next instruction from `info registers`: CS base + EIP/RIP.
-    func instructionPointer(_ registers: String) throws -> UInt64 {
-        func field(after key: String) -> Substring? {
-            guard let r = registers.range(of: key) else { return nil }
-            return registers[r.upperBound...].prefix { $0.isHexDigit }
-        }
-        guard let ip = field(after: "IP=").flatMap({ UInt64($0, radix: 16) }),
-              let csLine = registers.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("CS =") }),
-              let base = csLine.split(separator: " ").dropFirst(2).first.flatMap({ UInt64($0, radix: 16) })
-        else { throw Harness.Failure(description: "cannot read the instruction pointer from: \(registers)") }
-        return base &+ ip
+        let window = try ExecLogWindow.capture(
+            qemuArguments: guest.qemuArguments(serial: serial, rr: "replay", rrfile: r.rrfile),
+            first: first, last: last, scratch: Harness.scratch)
+        XCTAssertEqual(window.run.instructionCount, last - first)
+        XCTAssertEqual(window.run.executed.first?.address, window.start)
+        print("\(guest.name): icount \(first)..\(last): \(window.run.instructionCount) instructions, \(window.run.transfers.count) transfers")
     }
 
     // MARK: gdb, the second independent oracle
