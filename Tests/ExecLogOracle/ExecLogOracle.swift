@@ -44,6 +44,8 @@
 // everything when the log flags change (observed: a window opened mid-run on the bundled
 // guest had no unlisted block). `-dfilter 0x100000..0x1fffff` restricts a whole-run log to the
 // bundled guest's image (about 1 s and 15 MB instead of 15 s and 170 MB with the firmware).
+// `ExecLogWindow.capture` (ExecLogWindow.swift) captures and analyses the window between two
+// icounts of a replay.
 
 import SystemPackage
 import TTSystem
