@@ -1,4 +1,6 @@
+import ExecLogOracle
 import Foundation
+import SystemPackage
 import XCTest
 @testable import XenTT
 
@@ -139,6 +141,94 @@ final class SessionIntegrationTests: XCTestCase {
             if r.from != o.from || r.to != o.to { break }
         }
         XCTAssertTrue(collector.records.contains { $0.to == irq.ip }, "the interrupt is in the trace")
+    }
+
+    /// tt's branch trace between two landmarks, written into a replay log and read back,
+    /// against QEMU's own exec log of the same icount window (another replay of the same
+    /// recording, without tt's plugin): every record equal, counters consecutive.
+    func testTraceMatchesQEMUExecLog() throws {
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        let a = try where32(["run-until", "g32", "fib#2"])
+        let b = try where32(["run-until", "g32", "copy_block#2"])
+        try IT.tt(["replay", "-K", "g32"], state: Self.state32)
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        let dir = try StateDirectory(name: "g32", explicit: Self.state32, base: "/")
+        let logPath = FilePath(Self.state32 + "/trace.log")
+        let writer = try ReplayLogWriter(creating: logPath, header: ReplayLogHeader(producer: "tt-test", guestWordSize: 32, vcpuCount: 1))
+        let sink = ReplayLogBranchSink(writer: writer)
+        do {
+            let session = ReplaySession(name: "g32", backend: QEMUReplayBackend(state: dir))
+            try session.attach()
+            defer { try? session.detach() }
+            XCTAssertEqual(try session.runUntil(try Location(parsing: a.location).resolved { _ in 0 }).icount, a.icount)
+            try session.setTracing(sink)
+            XCTAssertEqual(try session.runUntil(try Location(parsing: b.location).resolved { _ in 0 }).icount, b.icount)
+            try session.setTracing(nil)
+        }
+        try writer.close()
+        XCTAssertEqual(sink.recordCount, b.brctr - a.brctr)
+
+        // QEMU's account of the same window (another replay, without tt's plugin).
+        let (argv, scratch) = try execLogReplayArguments()
+        let window = try ExecLogWindow.capture(qemuArguments: argv, first: Int(a.icount), last: Int(b.icount),
+                                               scratch: scratch, keepingInstructions: true)
+        XCTAssertEqual(window.start, a.ip)
+        XCTAssertEqual(UInt64(window.run.instructionCount), b.icount - a.icount)
+        // The window holds the instructions executed from A up to, not including, B; the
+        // trace also holds the transfer into B (tt's landmark at B counts it): the last
+        // instruction of the window → B, when B is not its fall-through.
+        var oracle = window.run.transfers
+        let last = try XCTUnwrap(window.run.executed.last)
+        if last.fallThrough != b.ip { oracle.append(ExecLogOracle.Transfer(from: last.address, to: b.ip)) }
+
+        // Read tt's records back from the replay log.
+        var records: [(from: UInt64, to: UInt64, brctr: UInt64)] = []
+        let reader = try ReplayLogReader(path: logPath)
+        try reader.forEach(types: [.hardwareBranches64]) { entry in
+            entry.forEachBranch { from, to, _, brctr in records.append((from, to, brctr)) }
+        }
+        XCTAssertEqual(records.count, oracle.count)
+        for (i, (r, o)) in zip(records, oracle).enumerated() {
+            XCTAssertEqual(r.from, o.from, "record \(i)")
+            XCTAssertEqual(r.to, o.to, "record \(i)")
+            XCTAssertEqual(r.brctr, a.brctr + UInt64(i) + 1, "record \(i)")
+            if r.from != o.from || r.to != o.to || r.brctr != a.brctr + UInt64(i) + 1 { break }
+        }
+    }
+
+    /// The recording's command line, made to replay from anywhere, without the plugin.
+    func execLogReplayArguments() throws -> ([String], URL) {
+        let record = try String(contentsOfFile: Self.state32 + "/qemu.argv", encoding: .utf8).split(separator: "\n").map(String.init)
+        let scratch = URL(fileURLWithPath: Self.base).appendingPathComponent("execlog")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        try? FileManager.default.removeItem(atPath: scratch.path + "/snap.qcow2")
+        try FileManager.default.copyItem(atPath: Self.state32 + "/snapshot.qcow2", toPath: scratch.path + "/snap.qcow2")
+        var argv: [String] = []
+        var skip = false
+        for arg in record {
+            if skip { skip = false; continue }
+            if arg == "-plugin" { skip = true; continue }
+            argv.append(arg
+                .replacingOccurrences(of: "rr=record", with: "rr=replay")
+                .replacingOccurrences(of: "rrfile=recording.rr", with: "rrfile=\(Self.state32)/recording.rr")
+                .replacingOccurrences(of: "file=snapshot.qcow2", with: "file=\(scratch.path)/snap.qcow2")
+                .replacingOccurrences(of: "file:console.record", with: "file:\(scratch.path)/console")
+                .replacingOccurrences(of: "kernel", with: arg == "kernel" ? Self.state32 + "/kernel" : "kernel"))
+        }
+        return (argv, scratch)
+    }
+
+    /// The branch counter from power-on (firmware included) against QEMU's exec log: at
+    /// fib's first execution (reached by a call), tt's count is the log's transfers up to
+    /// there plus the call into fib, and its icount the log's instruction count.
+    func testCounterFromPowerOnMatchesQEMUExecLog() throws {
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        let a = try where32(["run-until", "g32", "fib#1"])
+        let (argv, scratch) = try execLogReplayArguments()
+        let window = try ExecLogWindow.capture(qemuArguments: argv, first: 0, last: Int(a.icount),
+                                               scratch: scratch, keepingInstructions: false)
+        XCTAssertEqual(UInt64(window.run.instructionCount), a.icount)
+        XCTAssertEqual(UInt64(window.run.transfers.count) + 1, a.brctr)
     }
 
     final class Collector: BranchSink {
