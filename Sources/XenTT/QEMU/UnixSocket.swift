@@ -66,6 +66,7 @@ final class UnixSocket {
             let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
                 if errno == EINTR { continue }
+                if errno == EPIPE || errno == ECONNRESET { throw PeerClosed(path: path) }
                 throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "send")
             }
             off += n
@@ -101,6 +102,7 @@ final class UnixSocket {
             let n = recv(fd, chunk.baseAddress!, chunk.count, 0)
             if n < 0 {
                 if errno == EINTR { continue }
+                if errno == ECONNRESET { throw PeerClosed(path: path) }
                 throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "recv")
             }
             if n == 0 { throw PeerClosed(path: path) }
