@@ -96,8 +96,15 @@ public final class QEMUReplayBackend: ReplayBackend {
     public func attach() throws {
         guard let p = vmPID else { throw StateError.noVM(state.path) }
         pid = p
-        shm = try PluginControlBlock.open(at: state.file(F.replayShm))
+        let block = try PluginControlBlock.open(at: state.file(F.replayShm))
+        shm = block
         try connect(timeoutMS: 5_000)
+        // A controller that died while tracing left the switch on: nobody would drain the
+        // ring, and the plugin waits when it is full. Switch it off, drop what is there.
+        if block.tracing {
+            block.setTracing(false, after: block.brctr)
+            block.drain { _ in }
+        }
         ended = false
     }
 
