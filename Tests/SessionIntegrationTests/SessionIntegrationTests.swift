@@ -260,6 +260,22 @@ final class SessionIntegrationTests: XCTestCase {
         XCTAssertEqual(back.icount, firstIteration.icount + 1)
     }
 
+    /// Going back to an exact landmark through a snapshot taken at an earlier landing
+    /// (plugin counters restored from the snapshot table) lands where a fresh replay does.
+    func testGoingBackThroughALandingSnapshot() throws {
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        let fresh = try where32(["run-until", "g32", "copy_block#15"])
+        try IT.tt(["replay", "-K", "g32"], state: Self.state32)
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        let tenth = try where32(["run-until", "g32", "copy_block#10"])
+        _ = try where32(["run-until", "g32", "copy_block#20"])
+        let table = try String(contentsOfFile: Self.state32 + "/replay.snapshots", encoding: .utf8)
+        XCTAssertTrue(table.hasPrefix("\(tenth.icount) \(tenth.brctr) "), table)
+        let r = try IT.tt(["run-until", "-d", "g32", fresh.location], state: Self.state32)
+        XCTAssertEqual(IT.parseWhere(String(r.out.split(separator: "\n")[0])), fresh)
+        XCTAssertTrue(r.err.contains("replay-seek to icount \(tenth.icount)"), r.err)
+    }
+
     func testNotReachedEndsCleanly() throws {
         try IT.tt(["replay", "-p", "g32"], state: Self.state32)
         let r = try IT.tt(["run-until", "g32", "fib:999999999"], state: Self.state32, expect: 2)
