@@ -121,13 +121,12 @@ final class SessionIntegrationTests: XCTestCase {
         XCTAssertEqual(try where32(["run-until", "g32", startLocation]).icount, irq.icount - before)
         XCTAssertEqual(try where32(["run-until", "g32", endLocation]).icount, irq.icount - before + UInt64(executed.count - 1))
 
-        // The same window traced through the library.
+        // The same window traced through the library, in a replay VM this process boots.
         try IT.tt(["replay", "-K", "g32"], state: Self.state32)
-        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
         let dir = try StateDirectory(name: "g32", explicit: Self.state32, base: "/")
         let session = ReplaySession(name: "g32", backend: QEMUReplayBackend(state: dir))
-        try session.attach()
-        defer { try? session.detach() }
+        try session.start(paused: true)
+        defer { try? session.destroy() }
         try session.runUntil(try Location(parsing: startLocation).resolved { _ in 0 })
         let collector = Collector()
         try session.setTracing(collector)

@@ -23,12 +23,16 @@ final class PluginControlBlock {
     static let flagRep: UInt64 = 2
 
     let path: FilePath
-    let capacity: Int
+    /// Records in the ring (set by `create` after mapping a new, still empty file).
+    private(set) var capacity: Int
     private let base: UnsafeMutableRawPointer
     private let length: Int
 
-    /// Create (replacing) the control file, mode 0600, with an empty ring.
-    static func create(at path: FilePath, ringCapacity: Int = 1 << 16) throws -> PluginControlBlock {
+    /// Create (replacing) the control file, mode 0600, with an empty ring. The default ring
+    /// (1M records, 24 MiB, sparse until used) lets the plugin run long stretches while
+    /// the controller is busy elsewhere (QMP commands are answered by QEMU's main loop
+    /// only; a full ring stops the vCPU until drained).
+    static func create(at path: FilePath, ringCapacity: Int = 1 << 20) throws -> PluginControlBlock {
         precondition(ringCapacity > 0 && ringCapacity & (ringCapacity - 1) == 0)
         _ = unlink(path.string)
         let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .exclusiveCreate, .closeOnExec, .noFollow],
@@ -40,6 +44,7 @@ final class PluginControlBlock {
         }
         let block = try PluginControlBlock(path: path, fd: fd, length: length)
         block.store(Offset.ringCapacity, UInt64(ringCapacity))
+        block.capacity = ringCapacity // init read 0 from the new file
         block.base.storeBytes(of: UInt32(1), toByteOffset: Offset.version, as: UInt32.self)
         block.base.storeBytes(of: UInt32(headerBytes), toByteOffset: Offset.version + 4, as: UInt32.self)
         block.store(Offset.magic, magic)
