@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "XenTT", targets: ["XenTT"]),
         .library(name: "BTS", targets: ["BTS"]),
         .library(name: "Symbolize", targets: ["Symbolize"]),
+        // For fuzz/ReplayLogFuzz, which re-checksums mutated logs.
+        .library(name: "CCRC32C", targets: ["CCRC32C"]),
         // The QEMU TCG plugin, loaded by QEMU with -plugin; QEMU resolves qemu_plugin_* at load.
         .library(name: "ttplugin", type: .dynamic, targets: ["TTQemuPlugin"]),
     ],
@@ -47,7 +49,10 @@ let package = Package(
         .executableTarget(name: "tt", dependencies: ["TTCommands"]),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
-        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
