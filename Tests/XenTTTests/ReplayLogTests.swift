@@ -305,7 +305,7 @@ final class ReplayLogDamageTests: XCTestCase {
         let (bytes, m, boundaries) = try sample()
         var rng = SplitMix64(seed: 99)
         for at in 0..<bytes.count {
-            for flip in [UInt8(0xff), UInt8(0x01), UInt8(truncatingIfNeeded: rng.next() | 1)] {
+            for flip in [UInt8(1) << UInt8(at % 8), UInt8(truncatingIfNeeded: rng.next() | 1)] {
                 var bad = bytes
                 bad[at] ^= flip
                 // Strict: every byte is under a checksum, so every corruption is an error.
