@@ -64,7 +64,9 @@ let package = Package(
         .executableTarget(name: "bts-extract", dependencies: ["TTCommands"]),
 
         // Test support: QEMU's own exec log as an independent branch-trace oracle.
-        .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle"),
+        .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle",
+                // Optimized even in debug builds: the tests parse logs of millions of lines.
+                swiftSettings: [.unsafeFlags(["-O"])]),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
