@@ -36,8 +36,12 @@ if [ -z "$binary" ]; then
     fi
 fi
 
-swift build -c release --product tt 2>&1 | grep -E 'error' >&2 || true
-tt=.build/release/tt
+# TT_BENCH_TT: an already built tt to measure (then nothing is built).
+tt=${TT_BENCH_TT:-}
+if [ -z "$tt" ]; then
+    swift build -c release --product tt 2>&1 | grep -E 'error' >&2 || true
+    tt=.build/release/tt
+fi
 [ -x "$tt" ] || { echo "bench: no release build of tt" >&2; exit 1; }
 
 echo "binary: $binary ($(du -h "$binary" | cut -f1))"
