@@ -30,6 +30,23 @@ final class GDBStyleTests: XCTestCase {
     func testEveryInstruction64() throws { try compareEveryInstruction(try Fixtures.binary(bits: 64)) }
     func testEveryInstruction32() throws { try compareEveryInstruction(try Fixtures.binary(bits: 32)) }
 
+    /// PLT entries are `foo@plt` in gdb (BFD synthetic symbols), in the classic, IBT
+    /// (.plt.sec) and non-PIE layouts.
+    func testUserProgramWithPLT() throws {
+        for (name, flags) in [("user", []), ("user-ibt", ["-fcf-protection=full", "-Wl,-z,ibtplt"]),
+                              ("user-nopie", ["-no-pie", "-fno-pie"])] {
+            let file = try Fixtures.userProgram(name, flags: flags)
+            let symbols = try SymbolFile(path: FilePath(file))
+            let addresses = try objdumpInstructions(file).map(\.address)
+            let expected = try gdbNames(file, addresses)
+            XCTAssertTrue(expected.contains { $0.hasPrefix("printf@plt") }, "gdb shows no printf@plt in \(name)")
+            let sym = Symbolizer(symbols: symbols)
+            for (a, want) in zip(addresses, expected) {
+                XCTAssertEqual(sym.symbolicName(a, style: .gdb) ?? "", want, "\(name) 0x\(String(a, radix: 16))")
+            }
+        }
+    }
+
     func testSymbolTableOnly() throws {
         for bits in [64, 32] {
             let file = try Fixtures.withoutDWARF(bits: bits)
