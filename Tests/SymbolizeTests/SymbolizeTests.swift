@@ -47,6 +47,22 @@ final class GDBStyleTests: XCTestCase {
         }
     }
 
+    func testCXXNames() throws {
+        let file = Fixtures.buildDir.appendingPathComponent("cxx_names").path
+        _ = try runTool(["g++", "-g", "-O2", Fixtures.sourceDir.appendingPathComponent("cxx_names.cc").path, "-o", file])
+        let symbols = try SymbolFile(path: FilePath(file))
+        let addresses = try objdumpInstructions(file).map(\.address)
+        let expected = try gdbNames(file, addresses)
+        XCTAssertTrue(expected.contains { $0.hasPrefix("_Z") }, "no mangled names from gdb")
+        XCTAssertTrue(expected.contains { $0.hasPrefix("ns::hidden(") }, "no qualified name from gdb")
+        let sym = Symbolizer(symbols: symbols)
+        var mismatches: [String] = []
+        for (a, want) in zip(addresses, expected) where (sym.symbolicName(a, style: .gdb) ?? "") != want {
+            mismatches.append("0x\(String(a, radix: 16)): gdb <\(want)> ours <\(sym.symbolicName(a, style: .gdb) ?? "")>")
+        }
+        XCTAssertEqual(mismatches, [])
+    }
+
     func testSymbolTableOnly() throws {
         for bits in [64, 32] {
             let file = try Fixtures.withoutDWARF(bits: bits)
