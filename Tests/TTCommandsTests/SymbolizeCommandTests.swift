@@ -90,6 +90,54 @@ final class SymbolizeCommandProcessTests: XCTestCase {
         XCTAssertEqual(p.terminationStatus, 0)
     }
 
+    /// JSON lines: the inline chain and the function against addr2line -f -i.
+    func testJSONInlineChain() throws {
+        guard FileManager.default.isExecutableFile(atPath: tt) else { throw XCTSkip("tt not built at \(tt)") }
+        let file = try fixture()
+        // _start inlines work, which inlines square_sum and square: a deep chain.
+        let nm = try output(["nm", file])
+        guard let start = nm.split(separator: "\n").first(where: { $0.hasSuffix(" T _start") })?.split(separator: " ").first,
+              let base = UInt64(start, radix: 16) else { return XCTFail("no _start in nm output") }
+        let addresses = (0..<96).map { "0x" + String(base + UInt64($0), radix: 16) }
+        let lines = try output([tt, "symbolize", "--symbols", file, "--json"] + addresses).split(separator: "\n")
+        XCTAssertEqual(lines.count, addresses.count)
+        // addr2line -a: an address line, then name/location pairs.
+        var chains: [[String]] = []
+        let a2l = try output(["addr2line", "-a", "-f", "-i", "-e", file] + addresses).split(separator: "\n").map(String.init)
+        var i = 0
+        while i < a2l.count {
+            i += 1
+            var names: [String] = []
+            while i + 1 < a2l.count && !a2l[i].hasPrefix("0x") {
+                names.append(a2l[i])
+                i += 2
+            }
+            chains.append(names)
+        }
+        XCTAssertEqual(chains.count, addresses.count)
+        var checked = 0
+        for (line, theirs) in zip(lines, chains) {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            guard let function = object?["function"] as? String else { continue }
+            let inlined = (object?["inlined"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+            XCTAssertEqual(inlined + [function], theirs, String(line))
+            if !inlined.isEmpty { checked += 1 }
+        }
+        XCTAssertGreaterThan(checked, 0, "no inlined address near _start")
+    }
+
+    private func output(_ argv: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : "/usr/bin/env")
+        p.arguments = argv[0].hasPrefix("/") ? Array(argv.dropFirst()) : argv
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
     func testNameErrors() throws {
         guard FileManager.default.isExecutableFile(atPath: tt) else { throw XCTSkip("tt not built at \(tt)") }
         let file = try fixture()
