@@ -127,15 +127,17 @@ struct DWARFIndex {
             return id
         }
 
-        /// GDB's linkage name for a C++ function: DW_AT_linkage_name when there is one
-        /// (GDB prints it mangled for print/a), else the qualified name with parameter types.
-        mutating func cxxName(_ die: inout Dwarf_Die, plain: Int32) -> Int32 {
+        /// GDB's linkage name for a function, which print/a shows: DW_AT_linkage_name when
+        /// there is one (any language; printed mangled), else for C++ the qualified name with
+        /// parameter types, else DW_AT_name.
+        mutating func gdbName(_ die: inout Dwarf_Die, plain: Int32) -> Int32 {
             var attr = Dwarf_Attribute()
             if (dwarf_attr_integrate(&die, UInt32(DW_AT_linkage_name), &attr) != nil
                 || dwarf_attr_integrate(&die, UInt32(DW_AT_MIPS_linkage_name), &attr) != nil),
                let s = dwarf_formstring(&attr) {
                 return intern(String(cString: s))
             }
+            guard cxx else { return plain }
             var params: [String] = []
             var child = Dwarf_Die()
             if dwarf_child(&die, &child) == 0 {
@@ -227,7 +229,7 @@ struct DWARFIndex {
                 let first = Int32(index.ranges.count)
                 index.ranges.append(contentsOf: scratch)
                 let plain = nameID(of: &die)
-                index.functions.append(Function(name: plain, gdbName: cxx ? cxxName(&die, plain: plain) : plain, entry: scratch[0].lowerBound,
+                index.functions.append(Function(name: plain, gdbName: gdbName(&die, plain: plain), entry: scratch[0].lowerBound,
                                                 firstRange: first, rangeCount: Int32(scratch.count), unit: unit))
                 for r in scratch {
                     functionIntervals.append(.init(start: r.lowerBound, end: r.upperBound, item: id, depth: depth))

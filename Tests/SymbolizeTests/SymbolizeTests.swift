@@ -63,6 +63,27 @@ final class GDBStyleTests: XCTestCase {
         XCTAssertEqual(mismatches, [])
     }
 
+    /// A Swift program (tt itself): GDB prints DW_AT_linkage_name (mangled) for functions
+    /// that have one, whatever the language. Every 500th instruction.
+    func testSwiftLinkageNames() throws {
+        let root = Fixtures.sourceDir.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let file = root.appendingPathComponent(".build/debug/tt").path
+        guard FileManager.default.isExecutableFile(atPath: file) else { throw XCTSkip("no \(file)") }
+        let copy = Fixtures.buildDir.appendingPathComponent("tt-copy").path
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: file, toPath: copy) // a snapshot: builds may replace it
+        let all = try objdumpInstructions(copy).map(\.address)
+        let addresses = stride(from: 0, to: all.count, by: 500).map { all[$0] }
+        let expected = try gdbNames(copy, addresses)
+        XCTAssertTrue(expected.contains { $0.hasPrefix("$s") }, "no Swift mangled names from gdb")
+        let sym = Symbolizer(symbols: try SymbolFile(path: FilePath(copy)))
+        var mismatches: [String] = []
+        for (a, want) in zip(addresses, expected) where (sym.symbolicName(a, style: .gdb) ?? "") != want {
+            mismatches.append("0x\(String(a, radix: 16)): gdb <\(want)> ours <\(sym.symbolicName(a, style: .gdb) ?? "")>")
+        }
+        XCTAssertEqual(mismatches, [])
+    }
+
     func testSymbolTableOnly() throws {
         for bits in [64, 32] {
             let file = try Fixtures.withoutDWARF(bits: bits)
