@@ -66,40 +66,48 @@ static uint32_t x_pow(size_t n) {
     return result;
 }
 
-#define BLOCK 1024  /* bytes per stream per round: 3 x 1 KiB */
-static uint32_t shift_block;        /* x^(8*BLOCK - 32): crc32q multiplies by x^32 itself */
-static int shift_ready;
+// Three independent crc32 streams keep the instruction's pipeline full (latency 3,
+// throughput 1); their results are joined by shifting with a carry-less multiply.
+// Several block sizes, largest first, so that entries of a few KiB go almost entirely
+// through the three-stream loop.
+static const size_t blocks[4] = {2048, 512, 128, 32};
+static uint32_t shifts[4];          /* x^(8*block - 32): crc32q multiplies by x^32 itself */
+static int shifts_ready;
 
 __attribute__((target("sse4.2,pclmul")))
 static uint32_t shift_crc(uint32_t crc, uint32_t k) {
-    // crc(A) shifted over BLOCK zero bytes == crc32c-reduce(clmul(crc, k)).
+    // The reflected 32x32 product, reduced modulo P by crc32q (which adds the x^32 factor).
     __m128i a = _mm_cvtsi32_si128((int)crc);
     __m128i b = _mm_cvtsi32_si128((int)k);
     __m128i p = _mm_clmulepi64_si128(a, b, 0);
     uint64_t v = (uint64_t)_mm_cvtsi128_si64(p);
-    // The reflected product is 63 bits, shifted by one; reduce its 64 bits with crc32q.
     return (uint32_t)_mm_crc32_u64(0, v << 1);
 }
 
 __attribute__((target("sse4.2,pclmul")))
 static uint32_t crc_hw(uint32_t crc, const unsigned char *p, size_t n) {
     while (n && ((uintptr_t)p & 7)) { crc = _mm_crc32_u8(crc, *p++); n--; }
-    if (n >= 3 * BLOCK) {
-        if (!shift_ready) { shift_block = x_pow(8 * BLOCK - 32); shift_ready = 1; }
-        while (n >= 3 * BLOCK) {
-            uint64_t c0 = crc, c1 = 0, c2 = 0;
-            const unsigned char *p1 = p + BLOCK, *p2 = p + 2 * BLOCK;
-            for (size_t i = 0; i < BLOCK; i += 8) {
-                uint64_t w0, w1, w2;
-                memcpy(&w0, p + i, 8); memcpy(&w1, p1 + i, 8); memcpy(&w2, p2 + i, 8);
-                c0 = _mm_crc32_u64(c0, w0);
-                c1 = _mm_crc32_u64(c1, w1);
-                c2 = _mm_crc32_u64(c2, w2);
+    if (n >= 3 * blocks[3]) {
+        if (!shifts_ready) {
+            for (int i = 0; i < 4; i++) shifts[i] = x_pow(8 * blocks[i] - 32);
+            shifts_ready = 1;
+        }
+        for (int i = 0; i < 4; i++) {
+            const size_t block = blocks[i];
+            while (n >= 3 * block) {
+                uint64_t c0 = crc, c1 = 0, c2 = 0;
+                const unsigned char *p1 = p + block, *p2 = p + 2 * block;
+                for (size_t j = 0; j < block; j += 8) {
+                    uint64_t w0, w1, w2;
+                    memcpy(&w0, p + j, 8); memcpy(&w1, p1 + j, 8); memcpy(&w2, p2 + j, 8);
+                    c0 = _mm_crc32_u64(c0, w0);
+                    c1 = _mm_crc32_u64(c1, w1);
+                    c2 = _mm_crc32_u64(c2, w2);
+                }
+                uint32_t c = shift_crc((uint32_t)c0, shifts[i]) ^ (uint32_t)c1;
+                crc = shift_crc(c, shifts[i]) ^ (uint32_t)c2;
+                p += 3 * block; n -= 3 * block;
             }
-            uint32_t c = shift_crc((uint32_t)c0, shift_block) ^ (uint32_t)c1;
-            c = shift_crc(c, shift_block) ^ (uint32_t)c2;
-            crc = c;
-            p += 3 * BLOCK; n -= 3 * BLOCK;
         }
     }
     uint64_t c64 = crc;

@@ -16,6 +16,7 @@ public struct TT: ParsableCommand {
             Doctor.self,
             Bts.self,
             SymbolizeCommand.self,
+            Log.self,
         ]
     )
 

@@ -10,9 +10,9 @@ final class LogBytes {
     let size: UInt64
     private let fd: Int32
     private let memory: UnsafeMutableRawBufferPointer?
-    private var window: UnsafeMutableRawPointer?
-    private var windowStart: UInt64 = 0
-    private var windowLength = 0
+    @exclusivity(unchecked) private var window: UnsafeMutableRawPointer?
+    @exclusivity(unchecked) private var windowStart: UInt64 = 0
+    @exclusivity(unchecked) private var windowLength = 0
     /// Bytes mapped at a time. Each window is prefaulted (MAP_POPULATE) in one system call,
     /// which is cheaper than taking page faults one by one; the previous window is unmapped,
     /// so resident memory stays near one window.

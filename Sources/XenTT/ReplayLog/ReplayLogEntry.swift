@@ -19,12 +19,14 @@ public struct ReplayLogEntry {
     public var infoName: String { type.infoName(info) }
 
     /// Records in a branch entry (0 for other types).
+    @inlinable
     public var branchRecordCount: Int {
         guard let size = type.branchRecordSize else { return 0 }
         return payload.count / size
     }
 
     /// The branch counter of the first record of a branch entry: brctr − (n − 1).
+    @inlinable
     public var firstRecordBrctr: UInt64 {
         let n = UInt64(branchRecordCount)
         return n == 0 ? cpu.brctr : cpu.brctr &- (n - 1)
@@ -33,7 +35,7 @@ public struct ReplayLogEntry {
     /// Calls `body` for each branch record of a hardware-branches entry (either flavour), with
     /// the record's branch counter: record k of n has brctr − (n − 1 − k). 32-bit records
     /// are widened; their flags word is passed as `format`. Other entry types call nothing.
-    @inline(__always)
+    @inlinable
     public func forEachBranch(_ body: (_ from: UInt64, _ to: UInt64, _ format: UInt64, _ brctr: UInt64) throws -> Void) rethrows {
         guard let base = payload.baseAddress, let size = type.branchRecordSize else { return }
         let n = payload.count / size

@@ -149,6 +149,7 @@ public struct ReplayEventType: RawRepresentable, Hashable, Sendable, CustomStrin
     }
 
     /// Bytes per branch record for the two branch flavours, nil for other types.
+    @inlinable
     public var branchRecordSize: Int? {
         switch rawValue {
         case 16: return 12
@@ -395,7 +396,8 @@ public struct ReplayLogSalvageReport: Sendable {
         public var entry: UInt64
         public var reason: String
         public var description: String {
-            "bytes \(start)..<\(end) (\(end - start) bytes) at entry \(entry): \(reason)"
+            if start == end { return "nothing at byte \(start), entry \(entry): \(reason)" }
+            return "bytes \(start)..<\(end) (\(end - start) bytes) at entry \(entry): \(reason)"
         }
     }
 

@@ -13,7 +13,7 @@ public final class ReplayLogReader {
     /// What a salvaging reader skipped so far.
     public internal(set) var salvageReport = ReplayLogSalvageReport()
     /// Offset of the entry the next `next()` reads.
-    public private(set) var position: UInt64
+    @exclusivity(unchecked) public private(set) var position: UInt64
     /// The log's headerCRC (identifies it for the sidecar index).
     public let headerCRC: UInt32
     /// Where the index used by `seek` came from, and why a sidecar was not used.
@@ -27,11 +27,13 @@ public final class ReplayLogReader {
     let bytes: LogBytes
     let slotSize: Int
     let vcpuCount: Int
-    var expectedIndex: UInt64 = 0
+    // Hot state: read and written once or more per entry; the reader is not shared between
+    // threads, so the dynamic exclusivity checks are skipped.
+    @exclusivity(unchecked) var expectedIndex: UInt64 = 0
     /// Per vCPU: the last entry's stamp, and the last branch record's counter (0 = none yet).
-    var lastStamp: [UInt64]
-    var lastRecord: [UInt64]
-    var finished = false
+    @exclusivity(unchecked) var lastStamp: [UInt64]
+    @exclusivity(unchecked) var lastRecord: [UInt64]
+    @exclusivity(unchecked) var finished = false
     private var memoryIndex: ReplayLogIndex?
 
     public var fileSize: UInt64 { bytes.size }
