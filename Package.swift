@@ -60,5 +60,7 @@ let package = Package(
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
     ]
 )

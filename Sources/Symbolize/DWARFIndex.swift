@@ -29,6 +29,8 @@ struct DWARFIndex {
     struct Unit {
         var dieOffset: UInt64
         var name: String
+        /// The unit's DIE handle, kept so lookups skip dwarf_offdie's search.
+        var die: Dwarf_Die
     }
 
     var names: [String] = []
@@ -56,7 +58,7 @@ struct DWARFIndex {
             guard unitType == UInt8(DW_UT_compile) || unitType == UInt8(DW_UT_partial) || unitType == UInt8(DW_UT_skeleton) else { continue }
             let unitName = dwarf_diename(&cudie).map { String(cString: $0) } ?? "?"
             builder.unit = Int32(builder.index.units.count)
-            builder.index.units.append(Unit(dieOffset: dwarf_dieoffset(&cudie), name: unitName))
+            builder.index.units.append(Unit(dieOffset: dwarf_dieoffset(&cudie), name: unitName, die: cudie))
             builder.walkChildren(of: &cudie, function: -1, inline: -1, depth: 0)
         }
         self = builder.finish()

@@ -172,12 +172,16 @@ final class ELFImage {
         return name
     }
 
-    /// Separate debug file candidates, in the order GDB searches them.
-    func separateDebugCandidates() -> [FilePath] {
+    /// Separate debug file candidates, in the order GDB searches them: by build-id under
+    /// each debug directory, then by .gnu_debuglink next to the file, in its .debug
+    /// subdirectory, and under each debug directory followed by the file's directory.
+    func separateDebugCandidates(debugDirectories: [FilePath]) -> [FilePath] {
         var candidates: [FilePath] = []
         if let id = buildID(), id.count > 2 {
             let dir = String(id.prefix(2)), rest = String(id.dropFirst(2))
-            candidates.append(FilePath("/usr/lib/debug/.build-id/\(dir)/\(rest).debug"))
+            for root in debugDirectories {
+                candidates.append(root.appending(".build-id").appending(dir).appending("\(rest).debug"))
+            }
         }
         if let link = debugLink() {
             var dir = path.removingLastComponent()
@@ -186,7 +190,9 @@ final class ELFImage {
             candidates.append(dir.appending(".debug").appending(link))
             var absolute = dir
             if !absolute.isAbsolute, let cwd = currentDirectory() { absolute = cwd.pushing(dir) }
-            candidates.append(FilePath("/usr/lib/debug").pushing(FilePath(String(absolute.string.drop { $0 == "/" }))).appending(link))
+            for root in debugDirectories {
+                candidates.append(root.pushing(FilePath(String(absolute.string.drop { $0 == "/" }))).appending(link))
+            }
         }
         return candidates
     }

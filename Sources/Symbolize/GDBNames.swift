@@ -9,8 +9,11 @@
 /// cold part. Without a DWARF function the minimal symbol is used; with neither (padding
 /// after a sized symbol, no section) there is no name.
 extension SymbolFile {
+    /// The name GDB would print, as an index into the DWARF names or the ELF symbols,
+    /// and the address its offset is measured from.
     struct GDBName {
-        var name: String
+        var dwarfName: Int32   // index into index.names, or -1
+        var elfSymbol: Int32   // index into minimal.symbols, or -1
         var location: UInt64
     }
 
@@ -18,15 +21,14 @@ extension SymbolFile {
         var result: GDBName? = nil
         if let id = dwarfFunction(containing: address) {
             let f = index.functions[Int(id)]
-            result = GDBName(name: index.names[Int(f.name)], location: f.entry)
+            result = GDBName(dwarfName: f.name, elfSymbol: -1, location: f.entry)
         }
         if let m = minimal.lookup(pc: address) {
-            let s = minimal.symbols[m]
             // Zero-sized non-code symbols are labels, not names for code.
-            let usable = !(s.size == 0 && !s.kind.isText)
-            if usable {
-                if result == nil || (s.address == address && result!.location != address) {
-                    return GDBName(name: s.name, location: s.address)
+            if !(minimal.size(m) == 0 && !minimal.kind(m).isText) {
+                let start = minimal.address(m)
+                if result == nil || (start == address && result!.location != address) {
+                    return GDBName(dwarfName: -1, elfSymbol: Int32(m), location: start)
                 }
             }
         }
@@ -34,6 +36,26 @@ extension SymbolFile {
         // GDB refuses names more than max-symbolic-offset (UINT_MAX) before the address.
         if address > r.location && address - r.location > UInt64(UInt32.max) { return nil }
         return r
+    }
+
+    func nameString(_ n: GDBName) -> String {
+        n.dwarfName >= 0 ? index.names[Int(n.dwarfName)] : minimal.symbols[Int(n.elfSymbol)].name
+    }
+
+    @inline(__always)
+    func appendName(_ n: GDBName, to bytes: inout [UInt8]) {
+        if n.dwarfName >= 0 {
+            bytes.append(contentsOf: index.names[Int(n.dwarfName)].utf8)
+        } else {
+            bytes.append(contentsOf: minimal.symbols[Int(n.elfSymbol)].name.utf8)
+        }
+    }
+
+    /// Innermost inlined instance at `address`: its name index and entry.
+    func innermostInlineName(at address: UInt64) -> (name: Int32, entry: UInt64)? {
+        guard let id = index.inlineTable.item(containing: address) else { return nil }
+        let inl = index.inlines[Int(id)]
+        return (inl.name, inl.entry)
     }
 }
 

@@ -16,6 +16,11 @@ struct MinimalSymbols {
     }
 
     private(set) var symbols: [Symbol] = []
+    // The fields lookup reads, as plain arrays (no String traffic in the hot path).
+    private var addresses: [UInt64] = []
+    private var sizes: [UInt64] = []
+    private var kinds: [Kind] = []
+    private var sectionOf: [Int32] = []
     /// Allocated sections as (start, end, index), sorted, for find_pc_section.
     private var sectionStarts: [UInt64] = []
     private var sectionEnds: [UInt64] = []
@@ -76,6 +81,10 @@ struct MinimalSymbols {
             compacted.append(s)
         }
         symbols = compacted
+        addresses = compacted.map(\.address)
+        sizes = compacted.map(\.size)
+        kinds = compacted.map(\.kind)
+        sectionOf = compacted.map(\.section)
     }
 
     /// The allocated section containing `pc` (GDB's find_pc_section).
@@ -97,47 +106,60 @@ struct MinimalSymbols {
 
     /// GDB 13's lookup_minimal_symbol_by_pc_section(pc, NULL) for one objfile.
     func lookup(pc: UInt64) -> Int? {
-        guard !symbols.isEmpty, let section = section(containing: pc) else { return nil }
-        guard pc >= symbols[0].address else { return nil }
+        guard !addresses.isEmpty, let section = section(containing: pc) else { return nil }
+        return addresses.withUnsafeBufferPointer { address in
+            sizes.withUnsafeBufferPointer { size in
+                kinds.withUnsafeBufferPointer { kind in
+                    sectionOf.withUnsafeBufferPointer { sec in
+                        Self.lookup(pc: pc, section: section, address: address, size: size, kind: kind, sec: sec)
+                    }
+                }
+            }
+        }
+    }
+
+    private static func lookup(pc: UInt64, section: Int32, address: UnsafeBufferPointer<UInt64>, size: UnsafeBufferPointer<UInt64>,
+                               kind: UnsafeBufferPointer<Kind>, sec: UnsafeBufferPointer<Int32>) -> Int? {
+        guard pc >= address[0] else { return nil }
         // Last symbol with address <= pc (the highest index among equal addresses).
-        var lo = 0, hiBound = symbols.count
+        var lo = 0, hiBound = address.count
         while lo < hiBound {
             let mid = (lo + hiBound) >> 1
-            if symbols[mid].address <= pc { lo = mid + 1 } else { hiBound = mid }
+            if address[mid] <= pc { lo = mid + 1 } else { hiBound = mid }
         }
         var hi = lo - 1
         var bestZeroSized = -1
         while hi >= 0 {
-            let s = symbols[hi]
-            if s.kind == .abs { hi -= 1; continue }
-            if s.section >= 0 && s.section != section { hi -= 1; continue }
-            if hi > 0 {
-                let p = symbols[hi - 1]
-                if s.kind != .text && p.kind == .text && s.size == p.size && s.address == p.address && s.section == p.section {
-                    hi -= 1
-                    continue
-                }
+            if kind[hi] == .abs { hi -= 1; continue }
+            if sec[hi] >= 0 && sec[hi] != section { hi -= 1; continue }
+            // Prefer a global text symbol to an otherwise identical one of another type.
+            if hi > 0 && kind[hi] != .text && kind[hi - 1] == .text && size[hi] == size[hi - 1]
+                && address[hi] == address[hi - 1] && sec[hi] == sec[hi - 1] {
+                hi -= 1
+                continue
             }
-            if s.size == 0 {
+            if size[hi] == 0 {
                 if bestZeroSized == -1 { bestZeroSized = hi }
                 hi -= 1
                 continue
             }
-            if hi > 0 {
-                let p = symbols[hi - 1]
-                if pc >= s.address &+ s.size && pc < p.address &+ p.size {
-                    hi -= 1
-                    continue
-                }
+            // Past this symbol's end but inside the previous one's (nested sized symbols).
+            if hi > 0 && pc >= address[hi] &+ size[hi] && pc < address[hi - 1] &+ size[hi - 1] {
+                hi -= 1
+                continue
             }
             break
         }
-        if bestZeroSized != -1 && (hi < 0 || symbols[hi].size == 0) { hi = bestZeroSized }
-        if hi >= 0 && symbols[hi].size != 0 && pc >= symbols[hi].address &+ symbols[hi].size {
+        if bestZeroSized != -1 && (hi < 0 || size[hi] == 0) { hi = bestZeroSized }
+        if hi >= 0 && size[hi] != 0 && pc >= address[hi] &+ size[hi] {
             if bestZeroSized != -1 { hi = bestZeroSized } else { return nil }
         }
         return hi >= 0 ? hi : nil
     }
+
+    @inline(__always) func address(_ i: Int) -> UInt64 { addresses[i] }
+    @inline(__always) func size(_ i: Int) -> UInt64 { sizes[i] }
+    @inline(__always) func kind(_ i: Int) -> Kind { kinds[i] }
 
     /// Indexes of symbols exactly at `address`.
     func indexes(at address: UInt64) -> Range<Int> {

@@ -83,7 +83,12 @@ public final class SymbolFile {
         return t
     }
 
-    public init(path: FilePath) throws {
+    /// The directories searched for separate debug files.
+    public static let defaultDebugDirectories: [FilePath] = ["/usr/lib/debug"]
+
+    /// Loads `path`; when it has no DWARF, a separate debug file is looked up by build-id
+    /// and .gnu_debuglink under `debugDirectories`.
+    public init(path: FilePath, debugDirectories: [FilePath] = SymbolFile.defaultDebugDirectories) throws {
         self.path = path
         let image = try ELFImage(path: path)
         self.image = image
@@ -91,7 +96,7 @@ public final class SymbolFile {
 
         var debugImage: ELFImage? = nil
         if !image.hasDebugInfo {
-            for candidate in image.separateDebugCandidates() where candidate != path {
+            for candidate in image.separateDebugCandidates(debugDirectories: debugDirectories) where candidate != path {
                 if let d = try? ELFImage(path: candidate), d.hasDebugInfo {
                     debugImage = d
                     break
@@ -191,18 +196,19 @@ public final class SymbolFile {
         return chain
     }
 
-    /// Innermost inlined instance at `address`: name, entry (no call-site lookup).
-    func innermostInline(at address: UInt64) -> (name: String, entry: UInt64)? {
-        guard let id = index.inlineTable.item(containing: address) else { return nil }
-        let inl = index.inlines[Int(id)]
-        return (index.names[Int(inl.name)], inl.entry)
+    private func unitDIE(_ unit: Int32) -> Dwarf_Die? {
+        guard dwarf != nil, unit >= 0, Int(unit) < index.units.count else { return nil }
+        return index.units[Int(unit)].die
     }
 
-    private func unitDIE(_ unit: Int32) -> Dwarf_Die? {
-        guard let dwarf, unit >= 0, Int(unit) < index.units.count else { return nil }
-        var die = Dwarf_Die()
-        guard dwarf_offdie(dwarf, Dwarf_Off(index.units[Int(unit)].dieOffset), &die) != nil else { return nil }
-        return die
+    /// File names by libdw's string pointer: one String per distinct file.
+    private var fileNames: [UnsafePointer<CChar>: String] = [:]
+
+    private func fileName(_ p: UnsafePointer<CChar>) -> String {
+        if let s = fileNames[p] { return s }
+        let s = String(cString: p)
+        fileNames[p] = s
+        return s
     }
 
     private func callSite(of inl: DWARFIndex.Inline) -> SourceLocation? {
@@ -231,7 +237,7 @@ public final class SymbolFile {
         var number: Int32 = 0, column: Int32 = 0
         guard let file = dwarf_linesrc(line, nil, nil), dwarf_lineno(line, &number) == 0 else { return nil }
         _ = dwarf_linecol(line, &column)
-        return SourceLocation(file: String(cString: file), line: Int(number), column: Int(column))
+        return SourceLocation(file: fileName(file), line: Int(number), column: Int(column))
     }
 
     // MARK: code bytes

@@ -63,6 +63,12 @@ public final class Symbolizer {
         return (m, m.file.function(containing: m.fileAddress(address)))
     }
 
+    /// The source line at `address`, through its map's image.
+    public func sourceLocation(_ address: UInt64) -> SourceLocation? {
+        guard let m = map(for: address) else { return nil }
+        return m.file.sourceLocation(at: m.fileAddress(address))
+    }
+
     /// Writes `0x<addr, at least 8 digits> <...>`, or the bare hex when no name applies.
     /// No newline.
     public func append(_ address: UInt64, style: SymbolStyle, to out: OutputBuffer) throws {
@@ -84,35 +90,68 @@ public final class Symbolizer {
 
     /// The name part alone (`func+off` or `inl+off @ outer+off`, with prefix), or nil.
     public func symbolicName(_ address: UInt64, style: SymbolStyle) -> String? {
-        guard let m = map(for: address) else { return nil }
+        var bytes: [UInt8] = []
+        guard appendName(address, style: style, to: &bytes) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Appends the name part; false (and nothing appended) when there is none.
+    private func appendName(_ address: UInt64, style: SymbolStyle, to bytes: inout [UInt8]) -> Bool {
+        guard let m = map(for: address) else { return false }
+        let file = m.file
         let a = m.fileAddress(address)
-        guard let outer = m.file.gdbName(at: a) else { return nil }
-        var text = m.prefix
-        if style == .inline, let inl = m.file.innermostInline(at: a) {
-            text += inl.name + offsetText(Int64(bitPattern: a &- inl.entry)) + " @ "
+        guard let outer = file.gdbName(at: a) else { return false }
+        bytes.append(contentsOf: m.prefix.utf8)
+        if style == .inline, let inl = file.innermostInlineName(at: a) {
+            bytes.append(contentsOf: file.index.names[Int(inl.name)].utf8)
+            appendOffset(Int64(bitPattern: a &- inl.entry), to: &bytes)
+            bytes.append(contentsOf: " @ ".utf8)
         }
-        text += outer.name + offsetText(Int64(bitPattern: a &- outer.location))
-        return text
+        file.appendName(outer, to: &bytes)
+        appendOffset(Int64(bitPattern: a &- outer.location), to: &bytes)
+        return true
     }
 
     private func render(_ address: UInt64, style: SymbolStyle) -> [UInt8] {
-        var bytes: [UInt8] = Array("0x".utf8)
-        let hex = String(address, radix: 16)
-        if hex.count < 8 { bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 8 - hex.count)) }
-        bytes.append(contentsOf: hex.utf8)
-        if let name = symbolicName(address, style: style) {
-            bytes.append(contentsOf: " <".utf8)
-            bytes.append(contentsOf: name.utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(64)
+        bytes.append(UInt8(ascii: "0"))
+        bytes.append(UInt8(ascii: "x"))
+        let digits = max(8, (64 - address.leadingZeroBitCount + 3) / 4)
+        var shift = (digits - 1) * 4
+        while shift >= 0 {
+            bytes.append(hexDigit[Int((address >> UInt64(shift)) & 0xf)])
+            shift -= 4
+        }
+        let mark = bytes.count
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(UInt8(ascii: "<"))
+        if appendName(address, style: style, to: &bytes) {
             bytes.append(UInt8(ascii: ">"))
+        } else {
+            bytes.removeSubrange(mark...)
         }
         return bytes
     }
 }
 
-/// GDB prints offsets as `%+d`, leaving out zero.
+private let hexDigit: [UInt8] = Array("0123456789abcdef".utf8)
+
+/// GDB prints offsets as `%+d` of an int, leaving out zero.
 @inline(__always)
-func offsetText(_ offset: Int64) -> String {
-    if offset == 0 { return "" }
-    let gdbInt = Int32(truncatingIfNeeded: offset)
-    return gdbInt > 0 ? "+\(gdbInt)" : "\(gdbInt)"
+func appendOffset(_ offset: Int64, to bytes: inout [UInt8]) {
+    if offset == 0 { return }
+    let gdbInt = Int64(Int32(truncatingIfNeeded: offset))
+    bytes.append(gdbInt > 0 ? UInt8(ascii: "+") : UInt8(ascii: "-"))
+    var v = gdbInt.magnitude
+    var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    withUnsafeMutableBytes(of: &tmp) { buf in
+        var n = 0
+        repeat {
+            buf[11 - n] = UInt8(ascii: "0") &+ UInt8(v % 10)
+            v /= 10
+            n += 1
+        } while v != 0
+        bytes.append(contentsOf: buf[(12 - n)...])
+    }
 }

@@ -84,7 +84,8 @@ struct SymbolizeCommand: ParsableCommand {
             let printer = Printer(symbolizer: symbolizer, style: style, lines: lines, json: json, out: out)
             if !addresses.isEmpty {
                 for (i, text) in addresses.enumerated() {
-                    guard let a = parseAddress(Substring(text)) else {
+                    var copy = text
+                    guard let a = copy.withUTF8({ parseAddress(UnsafeRawBufferPointer($0)) }) else {
                         throw SymbolizeError(.data, "argument \(i + 1): '\(text)' is not a hex address")
                     }
                     try printer.print(a)
@@ -96,11 +97,9 @@ struct SymbolizeCommand: ParsableCommand {
             let regular = fstat(0, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
             out.lineBuffered = !regular
             try readLines(fd: 0) { line, number in
-                let trimmed = line.drop { $0 == " " || $0 == "\t" }
-                var text = trimmed
-                while let last = text.last, last == " " || last == "\t" || last == "\r" { text = text.dropLast() }
-                guard let a = parseAddress(text) else {
-                    throw SymbolizeError(.data, "<stdin>:\(number): '\(String(text))' is not a hex address")
+                guard let a = parseAddress(line) else {
+                    let text = String(decoding: line, as: UTF8.self)
+                    throw SymbolizeError(.data, "<stdin>:\(number): '\(text)' is not a hex address")
                 }
                 try printer.print(a)
             }
@@ -148,39 +147,22 @@ private struct Printer {
             return
         }
         try symbolizer.append(address, style: style, to: out)
-        if lines, let (entry, _) = symbolizer.resolve(address),
-           let loc = entry.file.sourceLocation(at: address &- UInt64(bitPattern: entry.bias)) {
-            try out.append(" at \(loc.file):\(loc.line)")
+        if lines, let loc = symbolizer.sourceLocation(address) {
+            try out.append(" at ")
+            try out.append(loc.file)
+            try out.append(byte: UInt8(ascii: ":"))
+            try out.appendDecimal(UInt64(loc.line))
         }
         try out.endLine()
     }
 }
 
-private func jsonString(_ s: String) -> String {
-    var r = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": r += "\\\""
-        case "\\": r += "\\\\"
-        case "\n": r += "\\n"
-        default:
-            if u.value < 0x20 {
-                let h = String(u.value, radix: 16)
-                r += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-            } else {
-                r.unicodeScalars.append(u)
-            }
-        }
-    }
-    return r + "\""
-}
+// jsonString: the module-wide one in LogCommand.swift (merge of branches log and symbolize).
 
 /// Hex with or without 0x.
-func parseAddress(_ text: Substring) -> UInt64? {
-    var t = text
-    if t.hasPrefix("0x") || t.hasPrefix("0X") { t = t.dropFirst(2) }
-    guard !t.isEmpty, t.count <= 16 else { return nil }
-    return UInt64(t, radix: 16)
+func parseAddress(_ text: String) -> UInt64? {
+    var copy = text
+    return copy.withUTF8 { parseAddress(UnsafeRawBufferPointer($0)) }
 }
 
 /// `LO-HI=FILE[,prefix=P][,bias=B]`.
@@ -196,7 +178,7 @@ struct MapSpec {
         let rangeText = spec[..<eq]
         let parts = spec[spec.index(after: eq)...].split(separator: ",", omittingEmptySubsequences: false)
         guard let dash = rangeText.firstIndex(of: "-"),
-              let lo = parseAddress(rangeText[..<dash]), let hi = parseAddress(rangeText[rangeText.index(after: dash)...]) else {
+              let lo = parseAddress(String(rangeText[..<dash])), let hi = parseAddress(String(rangeText[rangeText.index(after: dash)...])) else {
             throw bad("range must be LO-HI in hex")
         }
         guard lo <= hi else { throw bad("range start is above its end") }
@@ -211,7 +193,7 @@ struct MapSpec {
                 var v = option.dropFirst(5)
                 let negative = v.hasPrefix("-")
                 if negative { v = v.dropFirst() }
-                guard let magnitude = parseAddress(v), magnitude <= UInt64(Int64.max) else { throw bad("bias must be hex") }
+                guard let magnitude = parseAddress(String(v)), magnitude <= UInt64(Int64.max) else { throw bad("bias must be hex") }
                 bias = negative ? -Int64(magnitude) : Int64(magnitude)
             } else {
                 throw bad("unknown option '\(option)'")
@@ -220,37 +202,64 @@ struct MapSpec {
     }
 }
 
-/// Calls `body` for each line of `fd` (without the newline), with its 1-based number.
-/// Reads with read(2) so lines are answered as soon as they arrive on a pipe.
-func readLines(fd: Int32, _ body: (Substring, Int) throws -> Void) throws {
-    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+/// Hex with or without 0x, surrounded by optional blanks, from raw bytes.
+func parseAddress(_ line: UnsafeRawBufferPointer) -> UInt64? {
+    var i = 0, end = line.count
+    while i < end && (line[i] == 0x20 || line[i] == 0x09) { i += 1 }
+    while end > i && (line[end - 1] == 0x20 || line[end - 1] == 0x09 || line[end - 1] == 0x0d) { end -= 1 }
+    if end - i >= 2 && line[i] == UInt8(ascii: "0") && (line[i + 1] | 0x20) == UInt8(ascii: "x") { i += 2 }
+    guard i < end, end - i <= 16 else { return nil }
+    var value: UInt64 = 0
+    while i < end {
+        let c = line[i]
+        let digit: UInt8
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+        value = value << 4 | UInt64(digit)
+        i += 1
+    }
+    return value
+}
+
+/// Calls `body` for each non-empty line of `fd` (without the newline), with its 1-based
+/// number. Reads with read(2) so lines are answered as soon as they arrive on a pipe.
+func readLines(fd: Int32, _ body: (UnsafeRawBufferPointer, Int) throws -> Void) throws {
+    let capacity = 1 << 16
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 1)
+    defer { buffer.deallocate() }
     var pending: [UInt8] = []
     var number = 0
     while true {
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        let n = read(fd, buffer.baseAddress, capacity)
         if n < 0 {
             if errno == EINTR { continue }
             throw SystemError(path: nil, errno: Errno(rawValue: errno), doing: "read stdin")
         }
         if n == 0 { break }
         var start = 0
-        for i in 0..<n where buffer[i] == 0x0a {
-            number += 1
-            if pending.isEmpty {
-                let line = String(decoding: buffer[start..<i], as: UTF8.self)
-                if !line.isEmpty { try body(Substring(line), number) }
-            } else {
-                pending.append(contentsOf: buffer[start..<i])
-                let line = String(decoding: pending, as: UTF8.self)
-                pending.removeAll(keepingCapacity: true)
-                if !line.isEmpty { try body(Substring(line), number) }
+        var i = 0
+        while i < n {
+            if buffer[i] == 0x0a {
+                number += 1
+                if pending.isEmpty {
+                    if i > start { try body(UnsafeRawBufferPointer(rebasing: buffer[start..<i]), number) }
+                } else {
+                    pending.append(contentsOf: buffer[start..<i])
+                    try pending.withUnsafeBytes { try body($0, number) }
+                    pending.removeAll(keepingCapacity: true)
+                }
+                start = i + 1
             }
-            start = i + 1
+            i += 1
         }
         pending.append(contentsOf: buffer[start..<n])
     }
     if !pending.isEmpty {
         number += 1
-        try body(Substring(String(decoding: pending, as: UTF8.self)), number)
+        try pending.withUnsafeBytes { try body($0, number) }
     }
 }
