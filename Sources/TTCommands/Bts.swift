@@ -347,6 +347,9 @@ public struct BtsExtract: ParsableCommand {
             if output == nil && isatty(1) == 1 {
                 throw BTSError.badArgument("refusing to write binary records to a terminal: give -o FILE or redirect")
             }
+            if let output, sameFile(output, log) || sameFile(output, log + ".idx") {
+                throw BTSError.badArgument("-o \(output): that is the log (or its index) being read; refusing to overwrite it")
+            }
             let reader = try ReplayLogReader(path: FilePath(log))
             if let vcpu, vcpu >= reader.header.vcpuCount {
                 throw BTSError.badArgument("\(log): --vcpu \(vcpu): the log has \(reader.header.vcpuCount) vCPUs")
@@ -407,4 +410,11 @@ public struct BtsTraceTool: ParsableCommand {
     public init() {}
     public mutating func validate() throws { try command.validate() }
     public mutating func run() throws { try command.run() }
+}
+
+/// Whether two paths name the same existing file (same device and inode).
+func sameFile(_ a: String, _ b: String) -> Bool {
+    var sa = stat(), sb = stat()
+    guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
 }
