@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 import BTS
+import SystemPackage
+import XenTT
 
 /// Branch streams from a REAL execution: Fixtures/calltree.c is compiled freestanding,
 /// single-stepped under gdb (`starti`, then `stepi` + print $pc until it exits), and every
@@ -279,5 +281,38 @@ final class RealExecutionTests: XCTestCase {
         try writeFile(moved, record(fib.lowerBound + 0x1002, fib.lowerBound + 0x1000, 0))
         let biased = try spawn([productsDirectory + "/bts-dump", "-G", "--map", "0-ffffffff=\(f.binary),bias=0x1000", moved])
         XCTAssertTrue(biased.out.contains("<fib+2> -> "), biased.out + biased.err)
+    }
+
+    /// The real stream through the whole pipe: a replay log written in batches of 7 (the k-th
+    /// taken branch has counter k), `bts-extract -x` of a middle range, then `bts-trace`.
+    func testLogToExtractToTrace() throws {
+        let f = try fixture()
+        let log = f.dir + "/real.log"
+        unlink(log)
+        let w = try ReplayLogWriter(creating: FilePath(log), header: ReplayLogHeader(producer: "gdb-stepi", guestWordSize: 64, vcpuCount: 1))
+        var k = 0
+        while k < f.transfers.count {
+            let batch = f.transfers[k..<min(k + 7, f.transfers.count)]
+            let bytes = batch.flatMap { record($0.from, $0.to, 0) }
+            k += batch.count
+            try bytes.withUnsafeBytes { try w.appendBranches(vcpu: 0, cpu: CPUState(ip: 0, brctr: UInt64(k)), records: $0) }
+        }
+        try w.close()
+
+        let lo = 10, hi = 30
+        let out = f.dir + "/mid.xbts"
+        let x = try spawn([productsDirectory + "/bts-extract", "-x", "-S", "\(lo)", "-E", "\(hi)", "-o", out, log])
+        XCTAssertEqual(x.status, 0, x.err)
+        var expected = record(.max, .max, .max)
+        for c in lo...hi { expected += record(f.transfers[c - 1].from, f.transfers[c - 1].to, UInt64(c)) }
+        XCTAssertEqual(try readAll(out), expected)
+
+        let all = f.dir + "/all.xbts"
+        XCTAssertEqual(try spawn([productsDirectory + "/bts-extract", "-x", "-o", all, log]).status, 0)
+        let t = try spawn([productsDirectory + "/bts-trace", "--symbols", f.binary, all])
+        XCTAssertEqual(t.status, 0, t.err)
+        let lines = t.out.split(separator: "\n")
+        XCTAssertEqual(lines.first, "  Call to fib (bctr=1)")
+        XCTAssertEqual(lines.filter { $0.contains("Call to fib (") }.count, 15)
     }
 }
