@@ -37,10 +37,18 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
-        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C",
+        // C helpers: atomics on memory shared with the QEMU plugin, posix_spawn with GNU extensions.
+        .target(name: "CTTShims", path: "Sources/CTTShims"),
+        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C", "CTTShims",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .target(name: "XenBackend", dependencies: ["CXen", "XenTT", "TTSystem"]),
+        .target(name: "XenBackend", dependencies: [
+            "CXen", "XenTT", "TTSystem", "IntelPT",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // Intel PT (Xen vmtrace) decoding into branch records, through libipt.
+        .systemLibrary(name: "CIpt", path: "Sources/CIpt"),
+        .target(name: "IntelPT", dependencies: ["CIpt", "XenTT", "TTSystem"]),
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
         .target(name: "TTCommands", dependencies: [
@@ -53,14 +61,25 @@ let package = Package(
         .executableTarget(name: "bts-trace", dependencies: ["TTCommands"]),
         .executableTarget(name: "bts-extract", dependencies: ["TTCommands"]),
 
+        // Test support: QEMU's own exec log as an independent branch-trace oracle.
+        .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle"),
+
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
+        .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
         .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        // CXen only for the libxl JSON oracle (libxl's own parser checks our JSON).
+        .testTarget(name: "XenBackendTests", dependencies: [
+            "XenBackend", "XenTT", "TTSystem", "CXen", "CIpt",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], resources: [.copy("Golden")]),
+        .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
+        .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
+            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
+        .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
         .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
-            .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
     ]
 )

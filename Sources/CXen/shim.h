@@ -97,4 +97,17 @@ static inline tt_xtl_logger *tt_xtl_logger_new(tt_xtl_sink sink, void *context) 
 }
 static inline xentoollog_logger *tt_xtl_as_logger(tt_xtl_logger *l) { return &l->vtable; }
 static inline void tt_xtl_logger_free(tt_xtl_logger *l) { free(l); }
+
+/* dladdr without _GNU_SOURCE (Swift's Glibc module is built without it, so Dl_info
+ * is invisible): the same layout as glibc's Dl_info, bound to the same symbol. */
+typedef struct {
+    const char *dli_fname;
+    void *dli_fbase;
+    const char *dli_sname;
+    void *dli_saddr;
+} tt_dl_info;
+extern int tt_dladdr(const void *address, tt_dl_info *info) __asm__("dladdr");
+
+/* Physinfo capability bit for vmtrace (a macro Swift does not import: 1u << 6). */
+static inline uint32_t tt_physcap_vmtrace(void) { return XEN_SYSCTL_PHYSCAP_vmtrace; }
 #endif

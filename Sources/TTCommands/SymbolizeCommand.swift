@@ -157,7 +157,6 @@ private struct Printer {
     }
 }
 
-// jsonString: the module-wide one in LogCommand.swift (merge of branches log and symbolize).
 
 /// Hex with or without 0x.
 func parseAddress(_ text: String) -> UInt64? {

@@ -14,6 +14,10 @@ public struct TT: ParsableCommand {
         version: TTVersion.string,
         subcommands: [
             Doctor.self,
+            Record.self,
+            Replay.self,
+            Where.self,
+            RunUntil.self,
             Bts.self,
             SymbolizeCommand.self,
             Log.self,

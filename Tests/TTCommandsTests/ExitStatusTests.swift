@@ -4,10 +4,10 @@ import XCTest
 final class ExitStatusTests: XCTestCase {
     struct DataProblem: Error, ExitStatusProviding, CustomStringConvertible {
         var exitStatus: Int32 { ExitStatus.dataError }
-        var description: String { "log.bin: byte 48, entry 2: bad\nsecond line" }
+        var description: String { "log.bin: byte 48, entry 2: bad" }
     }
 
-    func testReportUsesErrorsStatus() {
+    func testReportUsesTheErrorsStatus() {
         XCTAssertEqual(reportAndExit(DataProblem()).rawValue, ExitStatus.dataError)
         struct Plain: Error {}
         XCTAssertEqual(reportAndExit(Plain()).rawValue, ExitStatus.failure)

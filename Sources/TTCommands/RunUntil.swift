@@ -1,0 +1,51 @@
+import ArgumentParser
+import XenTT
+
+/// `tt run-until`: run the live replay to an exact location.
+struct RunUntil: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run-until",
+        abstract: "Run the live replay until a location and print where it stopped.",
+        discussion: """
+            LOCATION is WHERE[:brctr[:cx]] or WHERE#N; WHERE is 0x-hex, decimal or a symbol of
+            the recording's symbol file. A location before the current one is reached by
+            going back through snapshots. A location never reached ends with
+            "not reached; replay ended at ..." (exit status 2).
+            """)
+
+    @Flag(name: .customShort("d"), help: "Debug output.")
+    var debug = false
+    @Flag(name: .long, help: "Also print the registers after landing.")
+    var registers = false
+    @OptionGroup var state: StateOptions
+    @Argument(help: "Where to stop: WHERE[:brctr[:cx]] or WHERE#N.")
+    var location: String
+
+    func run() throws {
+        try reporting {
+            _ = try Location(parsing: location) // syntax errors before touching anything
+            let dir = try state.resolve()
+            try dir.requireRecording()
+            let target = try SessionBackends.resolve(location, in: dir)
+            let lock = try dir.lock()
+            defer { withExtendedLifetime(lock) {} }
+            QEMURecorder.cleanStale(dir)
+            SignalWatcher.install()
+            let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug))
+            try session.attach()
+            defer { if session.state == .active { try? session.detach() } }
+            let position: Position
+            do {
+                position = try session.runUntil(target, progress: progressReporter(target: target))
+                endProgressLine()
+            } catch {
+                endProgressLine()
+                throw error
+            }
+            printLine(session.describe(position))
+            if registers {
+                for r in try session.registers() { printLine("\(r.name) 0x\(String(r.value, radix: 16))") }
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Symbolize
+import SystemPackage
+import XenBackend
+import XenTT
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `-s STATEDIR` and `NAME`, shared by the session commands.
+struct StateOptions: ParsableArguments {
+    @Option(name: .customShort("s"), help: ArgumentHelp("State directory (default: <state base>/NAME; state base from etc/xentt/tt.conf or TT_STATE_BASE).", valueName: "STATEDIR"))
+    var stateDirectory: String?
+
+    @Argument(help: "Name of the recording.")
+    var name: String
+
+    func resolve() throws -> StateDirectory {
+        try StateDirectory(name: name, explicit: stateDirectory, base: TTConfiguration.stateBase())
+    }
+}
+
+/// The backend a session command uses. `--backend qemu|xen|auto` plugs in here (the
+/// Xen backend registers itself); today every recording made by tt record is QEMU's.
+enum SessionBackends {
+    static func backend(for state: StateDirectory, debug: Bool, choice: BackendChoice? = nil) throws -> ReplayBackend {
+        let kind = state.readIfPresent("backend")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "qemu"
+        if let choice, choice != .auto, choice.rawValue != kind {
+            throw ValidationError("\(state.path): recorded with backend '\(kind)', not '\(choice.rawValue)'")
+        }
+        switch kind {
+        case "xen":
+            return try XenSessions.replayBackend(state: state)
+        case "qemu":
+            let b = QEMUReplayBackend(state: state)
+            b.debug = debug
+            return b
+        default:
+            throw ValidationError("\(state.path): recorded with backend '\(kind)', which this command cannot replay")
+        }
+    }
+
+    /// Resolve a location's symbol against the recording's `symfile`.
+    static func resolve(_ text: String, in state: StateDirectory) throws -> ResolvedLocation {
+        let location = try Location(parsing: text)
+        var symbols: SymbolFile? = nil
+        return try location.resolved { name in
+            if symbols == nil {
+                guard let path = state.readIfPresent("symfile")?.trimmingCharacters(in: .whitespacesAndNewlines), !path.isEmpty else {
+                    throw StateError.badFile(state.file("symfile"), "no symbol file recorded; give an address instead")
+                }
+                symbols = try SymbolFile(path: FilePath(path))
+            }
+            return try symbols!.address(ofSymbol: name)
+        }
+    }
+}
+
+extension String {
+    func trimmingCharacters(in _: Whitespace) -> String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s.removeFirst() }
+        while let c = s.last, c.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}
+
+enum Whitespace { case whitespacesAndNewlines }
+
+/// Progress on stderr while the replay runs, only when stderr is a terminal.
+func progressReporter(target: ResolvedLocation) -> ((UInt64) -> Void)? {
+    guard isatty(2) != 0 else { return nil }
+    var goal = ""
+    if case .exact(let b, _) = target.condition { goal = " / \(b)" }
+    return { brctr in
+        fputs("\rtt: running to \(target): brctr \(brctr)\(goal)   ", stderr)
+    }
+}
+
+func endProgressLine() {
+    if isatty(2) != 0 { fputs("\r\u{1b}[K", stderr) }
+}
+
+func printLine(_ s: String) {
+    print(s)
+    fflush(stdout)
+}

@@ -1,0 +1,33 @@
+import ArgumentParser
+import XenTT
+
+/// `tt where`: the live replay's current location.
+struct Where: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print where the live replay is: eip:brctr:cx (icount N).",
+        discussion: "Stops the replay if it was running. The output parses back as a location.")
+
+    @Flag(name: .customShort("d"), help: "Debug output.")
+    var debug = false
+    @Flag(name: .long, help: "Also print the registers.")
+    var registers = false
+    @OptionGroup var state: StateOptions
+
+    func run() throws {
+        try reporting {
+            let dir = try state.resolve()
+            try dir.requireRecording()
+            let lock = try dir.lock()
+            defer { withExtendedLifetime(lock) {} }
+            QEMURecorder.cleanStale(dir)
+            let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug))
+            try session.attach()
+            defer { try? session.detach() }
+            let position = try session.position()
+            printLine(session.describe(position))
+            if registers {
+                for r in try session.registers() { printLine("\(r.name) 0x\(String(r.value, radix: 16))") }
+            }
+        }
+    }
+}

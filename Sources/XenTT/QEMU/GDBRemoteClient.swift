@@ -1,0 +1,101 @@
+import TTSystem
+import SystemPackage
+
+/// A client of QEMU's gdbstub (gdb remote serial protocol) over a unix socket, for
+/// breakpoints, single steps and register reads. QEMU 7.2's stub has no no-ack mode,
+/// so every packet is acknowledged. Never send anything while the vCPU runs (QEMU
+/// takes any byte as an interrupt request and swallows it): the backend resumes the
+/// vCPU through QMP and only talks to the stub while stopped.
+final class GDBRemoteClient {
+    private let socket: UnixSocket
+
+    struct Failure: Error, CustomStringConvertible {
+        let request: String
+        let reply: String
+        var description: String { "gdbstub answered '\(reply)' to '\(request)'" }
+    }
+
+    init(path: FilePath) throws {
+        socket = try UnixSocket(connectingTo: path)
+    }
+
+    private func checksum(_ bytes: some Sequence<UInt8>) -> UInt8 {
+        bytes.reduce(0, &+)
+    }
+
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
+    func sendPacket(_ payload: String) throws {
+        let body = Array(payload.utf8)
+        let sum = checksum(body)
+        try socket.send([UInt8(ascii: "$")] + body + [UInt8(ascii: "#"), Self.hex[Int(sum >> 4)], Self.hex[Int(sum & 15)]])
+    }
+
+    /// Read one packet, acknowledging it; skips acks and stray bytes.
+    func receivePacket() throws -> String {
+        while true {
+            let b = try socket.readByte()
+            guard b == UInt8(ascii: "$") else { continue }
+            var body: [UInt8] = []
+            while true {
+                let c = try socket.readByte()
+                if c == UInt8(ascii: "#") { break }
+                body.append(c)
+            }
+            _ = try socket.readByte()
+            _ = try socket.readByte()
+            try socket.send([UInt8(ascii: "+")])
+            return String(decoding: body, as: UTF8.self)
+        }
+    }
+
+    /// Send a request and return its reply, skipping stop replies left over from an
+    /// earlier resume (QEMU sends T02 after a QMP-driven stop).
+    func request(_ payload: String) throws -> String {
+        try sendPacket(payload)
+        return try receivePacket()
+    }
+
+    /// Read and drop any packets already waiting (stale stop replies).
+    func drainUnsolicited() throws {
+        while try socket.waitReadable(timeoutMS: 0) {
+            let b = try socket.readByte()
+            if b == UInt8(ascii: "$") {
+                while try socket.readByte() != UInt8(ascii: "#") {}
+                _ = try socket.readByte()
+                _ = try socket.readByte()
+                try socket.send([UInt8(ascii: "+")])
+            }
+        }
+    }
+
+    func expectOK(_ payload: String) throws {
+        let reply = try request(payload)
+        guard reply == "OK" else { throw Failure(request: payload, reply: reply) }
+    }
+
+    /// All registers as raw bytes in the target's `g` layout.
+    func readRegisterBytes() throws -> [UInt8] {
+        let reply = try request("g")
+        guard reply.utf8.count % 2 == 0, !reply.hasPrefix("E") else { throw Failure(request: "g", reply: reply) }
+        var out: [UInt8] = []
+        out.reserveCapacity(reply.utf8.count / 2)
+        var high: UInt8? = nil
+        for c in reply.utf8 {
+            let v: UInt8
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "x"): v = 0 // unavailable register
+            default: throw Failure(request: "g", reply: String(reply.prefix(40)))
+            }
+            if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
+        }
+        return out
+    }
+
+    func socketReadable(timeoutMS: Int32) throws -> Bool { try socket.waitReadable(timeoutMS: timeoutMS) }
+
+    /// Execute one instruction; returns the stop reply.
+    func step() throws -> String { try request("s") }
+}

@@ -1,0 +1,153 @@
+import TTSystem
+import CTTShims
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The controller's side of the plugin's shared-memory control file
+/// (layout: Sources/TTQemuPlugin/include/ttplugin.h, docs/qemu-plugin-shm.md).
+/// Counters are read and written only while the vCPU is stopped; the ring is drained
+/// while it runs (single producer: the plugin; single consumer: us).
+final class PluginControlBlock {
+    static let magic: UInt64 = 0x3130_304d_4853_5454 // "TTSHM001"
+    static let headerBytes = 4096
+    static let recordBytes = 24
+
+    enum Offset {
+        static let magic = 0, version = 8, ringCapacity = 16, brctr = 24, insns = 32
+        static let lastPC = 40, lastSize = 48, lastFlags = 56, tracing = 64, traceAfter = 72
+        static let ringWaits = 80, pluginPID = 88, ringHead = 128, ringTail = 192
+    }
+    static let flagValid: UInt64 = 1
+    static let flagRep: UInt64 = 2
+
+    let path: FilePath
+    let capacity: Int
+    private let base: UnsafeMutableRawPointer
+    private let length: Int
+
+    /// Create (replacing) the control file, mode 0600, with an empty ring.
+    static func create(at path: FilePath, ringCapacity: Int = 1 << 16) throws -> PluginControlBlock {
+        precondition(ringCapacity > 0 && ringCapacity & (ringCapacity - 1) == 0)
+        _ = unlink(path.string)
+        let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .exclusiveCreate, .closeOnExec, .noFollow],
+                                         permissions: [.ownerReadWrite])
+        defer { try? fd.close() }
+        let length = headerBytes + ringCapacity * recordBytes
+        guard ftruncate(fd.rawValue, off_t(length)) == 0 else {
+            throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "ftruncate")
+        }
+        let block = try PluginControlBlock(path: path, fd: fd, length: length)
+        block.store(Offset.ringCapacity, UInt64(ringCapacity))
+        block.base.storeBytes(of: UInt32(1), toByteOffset: Offset.version, as: UInt32.self)
+        block.base.storeBytes(of: UInt32(headerBytes), toByteOffset: Offset.version + 4, as: UInt32.self)
+        block.store(Offset.magic, magic)
+        return block
+    }
+
+    /// Map an existing control file (of a replay VM started by an earlier command).
+    static func open(at path: FilePath) throws -> PluginControlBlock {
+        let fd = try FileDescriptor.open(path, .readWrite, options: [.closeOnExec, .noFollow])
+        defer { try? fd.close() }
+        var st = stat()
+        guard fstat(fd.rawValue, &st) == 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "stat") }
+        let block = try PluginControlBlock(path: path, fd: fd, length: Int(st.st_size))
+        guard block.load(Offset.magic) == magic else { throw SystemError(path: path, message: "not a tt plugin control file") }
+        return block
+    }
+
+    private init(path: FilePath, fd: FileDescriptor, length: Int) throws {
+        guard length >= Self.headerBytes else { throw SystemError(path: path, message: "plugin control file too small") }
+        let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
+        guard let p, p != MAP_FAILED else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "mmap") }
+        self.path = path
+        self.base = p
+        self.length = length
+        let cap = p.load(fromByteOffset: Offset.ringCapacity, as: UInt64.self)
+        self.capacity = Int(cap == 0 ? 1 : cap)
+        guard Self.headerBytes + Int(cap) * Self.recordBytes <= length else {
+            munmap(p, length)
+            throw SystemError(path: path, message: "plugin control file shorter than its ring")
+        }
+    }
+
+    deinit { munmap(base, length) }
+
+    private func pointer(_ offset: Int) -> UnsafeMutableRawPointer { base + offset }
+
+    func load(_ offset: Int) -> UInt64 {
+        tt_load_relaxed(pointer(offset))
+    }
+
+    func store(_ offset: Int, _ value: UInt64) {
+        tt_store_relaxed(pointer(offset), value)
+    }
+
+    var brctr: UInt64 { load(Offset.brctr) }
+    var instructions: UInt64 { load(Offset.insns) }
+    var pluginAttached: Bool { load(Offset.pluginPID) != 0 }
+    var ringWaits: UInt64 { load(Offset.ringWaits) }
+
+    /// The plugin's view of the last executed instruction.
+    struct Last { var pc: UInt64; var size: UInt64; var valid: Bool; var rep: Bool }
+    var last: Last {
+        let f = load(Offset.lastFlags)
+        return Last(pc: load(Offset.lastPC), size: load(Offset.lastSize), valid: f & Self.flagValid != 0, rep: f & Self.flagRep != 0)
+    }
+
+    /// The transfer into `ip` if the plugin has not counted it yet. The vCPU stops before
+    /// it executes `ip` (measured: at a breakpoint or after a step, the plugin's last
+    /// instruction is the one before), so the arrival is still pending there.
+    func pendingArrival(at ip: UInt64) -> (from: UInt64, to: UInt64)? {
+        let l = last
+        guard l.valid else { return nil }
+        if ip == l.pc &+ l.size { return nil }          // fell through (or already completed: size 0)
+        if l.rep && ip == l.pc { return nil }          // next iteration of a rep string instruction
+        return (l.pc, ip)
+    }
+
+    /// Count the pending arrival at `ip` now, so the counter says "transfers so far,
+    /// including the one into ip"; the plugin then sees `ip` as already arrived at.
+    @discardableResult
+    func completeArrival(at ip: UInt64) -> (from: UInt64, to: UInt64, brctr: UInt64)? {
+        guard let p = pendingArrival(at: ip) else { return nil }
+        let n = brctr + 1
+        store(Offset.brctr, n)
+        store(Offset.lastPC, ip)
+        store(Offset.lastSize, 0)
+        store(Offset.lastFlags, Self.flagValid)
+        return (p.from, p.to, n)
+    }
+
+    /// Put the counters back to a saved state (after a snapshot was loaded).
+    func restore(brctr: UInt64, instructions: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64) {
+        store(Offset.brctr, brctr)
+        store(Offset.insns, instructions)
+        store(Offset.lastPC, lastPC)
+        store(Offset.lastSize, lastSize)
+        store(Offset.lastFlags, lastFlags)
+    }
+
+    var tracing: Bool { load(Offset.tracing) != 0 }
+
+    func setTracing(_ on: Bool, after brctr: UInt64) {
+        store(Offset.traceAfter, brctr)
+        store(Offset.tracing, on ? 1 : 0)
+    }
+
+    /// Hand every record produced so far to `body`, in order, then free their slots.
+    func drain(_ body: (UnsafeBufferPointer<BranchTransfer>) throws -> Void) rethrows {
+        let head = tt_load_acquire(pointer(Offset.ringHead))
+        var tail = load(Offset.ringTail)
+        let records = (base + Self.headerBytes).assumingMemoryBound(to: BranchTransfer.self)
+        while tail < head {
+            let index = Int(tail % UInt64(capacity))
+            let n = min(Int(head - tail), capacity - index)
+            try body(UnsafeBufferPointer(start: records + index, count: n))
+            tail += UInt64(n)
+            tt_store_release(pointer(Offset.ringTail), tail)
+        }
+    }
+}
+

@@ -1,0 +1,179 @@
+import SystemPackage
+import TTSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Problems specific to QEMU recordings and replays.
+public struct QEMUError: Error, CustomStringConvertible, ExitStatusProviding {
+    public let message: String
+    public let exitStatus: Int32
+    public init(_ message: String, status: Int32 = ExitStatus.failure) {
+        self.message = message
+        self.exitStatus = status
+    }
+    public var description: String { message }
+}
+
+/// What to record, and the QEMU command lines made from it.
+///
+/// Record and replay command lines must match exactly (a mismatch makes replay hang
+/// silently), so the recording's argument vector is kept in `qemu.argv` and the replay's
+/// is derived from it by replacing only host-side plumbing: `rr=record` → `rr=replay`,
+/// the snapshot image (a per-replay copy), the serial log file and the plugin's control
+/// file; then `-S` and the QMP and gdb sockets are appended. QEMU runs with the state
+/// directory as its working directory, so every state file is named relatively.
+public struct QEMUMachine: Sendable {
+    public enum Arch: String, Sendable, CaseIterable { case i386, x86_64 }
+
+    public var kernel: FilePath
+    public var initrd: FilePath?
+    public var append: String?
+    public var memoryMB: Int
+    public var arch: Arch
+
+    public init(kernel: FilePath, initrd: FilePath? = nil, append: String? = nil, memoryMB: Int = 64, arch: Arch = .i386) {
+        self.kernel = kernel
+        self.initrd = initrd
+        self.append = append
+        self.memoryMB = memoryMB
+        self.arch = arch
+    }
+
+    public static let binary = "qemu-system-x86_64"
+
+    /// Names of the files in the state directory.
+    public enum File {
+        public static let argv = "qemu.argv", replayArgv = "replay.argv"
+        public static let recording = "recording.rr", snapshot = "snapshot.qcow2", replaySnapshot = "replay.qcow2"
+        public static let recordConsole = "console.record", replayConsole = "console.replay"
+        public static let recordLog = "record.log", replayLog = "replay.log"
+        public static let recordShm = "record.shm", replayShm = "replay.shm"
+        public static let qmp = "qmp.sock", gdb = "gdb.sock", pid = "pid", recordPID = "record.pid"
+        public static let kernel = "kernel", initrd = "initrd", symfile = "symfile", backend = "backend"
+    }
+
+    /// The recording's argument vector. The kernel and initrd are copies inside the
+    /// state directory, so a rebuilt guest cannot break an old recording.
+    public func recordArguments(plugin: FilePath) -> [String] {
+        var a = [Self.binary, "-machine", "pc", "-cpu", "qemu64", "-smp", "1", "-m", String(memoryMB),
+                 "-kernel", File.kernel]
+        if initrd != nil { a += ["-initrd", File.initrd] }
+        if let append { a += ["-append", append] }
+        a += ["-display", "none", "-no-reboot", "-net", "none", "-monitor", "none",
+              "-serial", "file:" + File.recordConsole,
+              "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+              "-icount", "shift=auto,rr=record,rrfile=\(File.recording),rrsnapshot=init",
+              "-drive", "file=\(File.snapshot),if=none,id=snapdisk",
+              "-global", "apic-common.vapic=off",
+              "-plugin", plugin.string + ",shm=" + File.recordShm]
+        return a
+    }
+
+    /// The replay's argument vector, derived from the recording's.
+    public static func replayArguments(fromRecord record: [String]) throws -> [String] {
+        var out: [String] = []
+        var replaced = 0
+        for arg in record {
+            var a = arg
+            if a.hasPrefix("shift=") && a.contains("rr=record") {
+                a = a.replacingFirst("rr=record", with: "rr=replay"); replaced += 1
+            } else if a == "file=\(File.snapshot),if=none,id=snapdisk" {
+                a = "file=\(File.replaySnapshot),if=none,id=snapdisk"; replaced += 1
+            } else if a == "file:" + File.recordConsole {
+                a = "file:" + File.replayConsole; replaced += 1
+            } else if a.hasSuffix(",shm=" + File.recordShm) {
+                a = String(a.dropLast(File.recordShm.count)) + File.replayShm; replaced += 1
+            }
+            out.append(a)
+        }
+        guard replaced == 4 else {
+            throw QEMUError("\(File.argv) is not a tt recording's command line (found \(replaced) of 4 parts to adapt)",
+                            status: ExitStatus.dataError)
+        }
+        return out + ["-S", "-qmp", "unix:\(File.qmp),server=on,wait=off", "-gdb", "unix:\(File.gdb),server=on,wait=off"]
+    }
+}
+
+extension String {
+    func replacingFirst(_ target: String, with replacement: String) -> String {
+        guard let r = range(of: target) else { return self }
+        return replaceSubrange(r, with: replacement)
+    }
+    private func range(of target: String) -> Range<String.Index>? {
+        guard !target.isEmpty else { return nil }
+        var i = startIndex
+        while i < endIndex {
+            if self[i...].hasPrefix(target) { return i..<index(i, offsetBy: target.count) }
+            i = index(after: i)
+        }
+        return nil
+    }
+    private func replaceSubrange(_ r: Range<String.Index>, with s: String) -> String {
+        String(self[..<r.lowerBound]) + s + String(self[r.upperBound...])
+    }
+}
+
+/// Finding tt's own files: the plugin library and the bundled guest kernels.
+public enum TTInstallation {
+    /// The plugin: $TT_PLUGIN, else libttplugin.so next to the executable (the build
+    /// directory), else /usr/lib/tt/libttplugin.so.
+    public static func plugin() throws -> FilePath {
+        var candidates: [String] = []
+        if let e = getenv("TT_PLUGIN") { candidates.append(String(cString: e)) }
+        if let dir = TTConfiguration.executableDirectory() { candidates.append(dir.appending("libttplugin.so").string) }
+        candidates.append("/usr/lib/tt/libttplugin.so")
+        for c in candidates where access(c, R_OK) == 0 { return FilePath(c) }
+        throw QEMUError("the QEMU plugin libttplugin.so was not found (looked at \(candidates.joined(separator: ", "))); run scripts/setup or set TT_PLUGIN",
+                        status: ExitStatus.unavailable)
+    }
+
+    /// The bundled guest: (kernel for -kernel, file with its symbols).
+    public static func bundledGuest(_ arch: QEMUMachine.Arch) throws -> (kernel: FilePath, symbols: FilePath) {
+        var dirs: [String] = []
+        if let e = getenv("TT_GUEST_DIR") { dirs.append(String(cString: e)) }
+        for root in TTConfiguration.packageRootCandidates() { dirs.append(root.appending("guest/build").string) }
+        dirs.append("/usr/share/tt/guest")
+        let (kernel, symbols) = arch == .i386 ? ("guest32.elf", "guest32.elf") : ("guest64.mb.elf", "guest64.elf")
+        for d in dirs where access(d + "/" + kernel, R_OK) == 0 {
+            return (FilePath(d).appending(kernel), FilePath(d).appending(symbols))
+        }
+        throw QEMUError("the bundled guest \(kernel) was not found (looked in \(dirs.joined(separator: ", "))); run scripts/setup or give --kernel",
+                        status: ExitStatus.unavailable)
+    }
+}
+
+/// Copy a file (mode 0600), e.g. the kernel into the state directory or the snapshot image.
+func copyFile(from: FilePath, to: FilePath) throws {
+    let src = try FileDescriptor.open(from, .readOnly, options: [.closeOnExec])
+    defer { try? src.close() }
+    _ = unlink(to.string)
+    let dst = try FileDescriptor.open(to, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec, .noFollow],
+                                      permissions: [.ownerReadWrite])
+    defer { try? dst.close() }
+    var buf = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = try buf.withUnsafeMutableBytes { try src.read(into: $0) }
+        if n == 0 { break }
+        _ = try dst.writeAll(buf[0..<n])
+    }
+}
+
+/// The last non-empty line of a log file, for error messages.
+func lastLine(of path: FilePath) -> String? {
+    guard let text = try? StateDirectory.readSmallFileTail(path) else { return nil }
+    return text.split(separator: "\n").last.map(String.init)
+}
+
+extension StateDirectory {
+    static func readSmallFileTail(_ p: FilePath) throws -> String {
+        let fd = try FileDescriptor.open(p, .readOnly, options: [.closeOnExec])
+        return try fd.closeAfter {
+            let size = try fd.seek(offset: 0, from: .end)
+            _ = try fd.seek(offset: max(0, size - 4096), from: .start)
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = try buf.withUnsafeMutableBytes { try fd.read(into: $0) }
+            return String(decoding: buf[0..<n], as: UTF8.self)
+        }
+    }
+}

@@ -1,0 +1,371 @@
+import SystemPackage
+import TTSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `ReplayBackend` over QEMU's icount replay: the VM is controlled through QMP (run,
+/// stop, seek, icount) and the gdbstub (breakpoints, steps, registers), and the branch
+/// counter lives in tt's TCG plugin's shared control file. The replay VM outlives the
+/// command that started it; its pid and sockets are in the state directory.
+public final class QEMUReplayBackend: ReplayBackend {
+    public let name = "qemu"
+    public let capabilities: BackendCapabilities = [.seeking, .branchTracing]
+    public let state: StateDirectory
+    /// Print protocol steps on stderr.
+    public var debug = false
+
+    private var qmp: QMPClient?
+    private var gdb: GDBRemoteClient?
+    private var shm: PluginControlBlock?
+    private var pid: Int32 = 0
+    private var breakpoints: Set<UInt64> = []
+    private var sink: BranchSink?
+    private var interruptRequested = false
+    private var ended = false
+
+    public init(state: StateDirectory) {
+        self.state = state
+    }
+
+    private typealias F = QEMUMachine.File
+
+    public var isLive: Bool {
+        guard let p = QEMURecorder.readPID(state, F.pid) else { return false }
+        return QEMURecorder.isOurQEMU(p, state)
+    }
+
+    /// The replay VM's pid, if one runs.
+    public var vmPID: Int32? { isLive ? QEMURecorder.readPID(state, F.pid) : nil }
+
+    private func log(_ s: @autoclosure () -> String) {
+        if debug { fputs("tt: qemu: \(s())\n", stderr) }
+    }
+
+    // MARK: lifecycle
+
+    public func boot() throws {
+        try state.requireRecording()
+        if let p = vmPID { throw StateError.vmRunning(state.path, pid: p) }
+        if let p = QEMURecorder.recordingPID(state) { throw StateError.vmRunning(state.path, pid: p) }
+        for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
+        let record = try state.readLines(F.argv)
+        let argv = try QEMUMachine.replayArguments(fromRecord: record)
+        try copyFile(from: state.file(F.snapshot), to: state.file(F.replaySnapshot))
+        shm = try PluginControlBlock.create(at: state.file(F.replayShm))
+        try state.writeLines(F.replayArgv, argv)
+        state.remove(F.replayLog)
+        state.remove(F.replayConsole)
+        log(argv.joined(separator: " "))
+        let oldMask = umask(0o077) // QEMU's sockets: 0600 from the start
+        defer { umask(oldMask) }
+        pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(F.replayLog))
+        do {
+            try state.write(F.pid, "\(pid)\n")
+            try connect(timeoutMS: 30_000)
+            guard shm!.pluginAttached else { throw QEMUError("the QEMU plugin did not attach to \(F.replayShm)") }
+        } catch {
+            ChildProcess.terminate(pid)
+            state.remove(F.pid)
+            throw error
+        }
+        ended = false
+    }
+
+    /// Connect QMP and gdb, waiting for QEMU to create the sockets.
+    private func connect(timeoutMS: Int) throws {
+        var waited = 0
+        while qmp == nil || gdb == nil {
+            if pid > 0, !ChildProcess.isAlive(pid) || ChildProcess.reap(pid) != nil {
+                throw QEMUError("QEMU exited while starting the replay: \(lastLine(of: state.file(F.replayLog)) ?? "no message")")
+            }
+            if qmp == nil { qmp = try? QMPClient(path: state.file(F.qmp)) }
+            if qmp != nil && gdb == nil { gdb = try? GDBRemoteClient(path: state.file(F.gdb)) }
+            if qmp != nil && gdb != nil { break }
+            guard waited < timeoutMS else { throw QEMUError("QEMU did not open its control sockets within \(timeoutMS / 1000) s") }
+            usleep(20_000)
+            waited += 20
+        }
+        for f in [F.qmp, F.gdb] { _ = chmod(state.file(f).string, 0o600) }
+        // The stub stops the VM when gdb connects; make sure, then sync with a query.
+        try stopIfRunning()
+        _ = try gdb!.request("?")
+    }
+
+    public func attach() throws {
+        guard let p = vmPID else { throw StateError.noVM(state.path) }
+        pid = p
+        shm = try PluginControlBlock.open(at: state.file(F.replayShm))
+        try connect(timeoutMS: 5_000)
+        ended = false
+    }
+
+    public func detach() {
+        if let gdb, !breakpoints.isEmpty {
+            for b in breakpoints { _ = try? gdb.request("z0,\(String(b, radix: 16)),1") }
+        }
+        breakpoints = []
+        qmp = nil
+        gdb = nil
+    }
+
+    public func kill() throws {
+        detach()
+        if let p = vmPID { ChildProcess.terminate(p) }
+        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] { state.remove(f) }
+        pid = 0
+    }
+
+    private func requireVM() throws -> (QMPClient, GDBRemoteClient, PluginControlBlock) {
+        guard !ended, let qmp, let gdb, let shm else {
+            throw QEMUError(ended ? "the replay has ended (start it again with tt replay)" : "not connected to a replay VM")
+        }
+        return (qmp, gdb, shm)
+    }
+
+    // MARK: position
+
+    private struct Regs {
+        var bytes: [UInt8]
+        func u64(_ off: Int) -> UInt64 {
+            guard off + 8 <= bytes.count else { return 0 }
+            var v: UInt64 = 0
+            for i in 0..<8 { v |= UInt64(bytes[off + i]) << (8 * i) }
+            return v
+        }
+        func u32(_ off: Int) -> UInt64 { u64(off) & 0xffff_ffff }
+        // x86-64 `g` layout of QEMU 7.2: 16 GPRs, rip@128, eflags@136, cs..gs@140..160 (u32),
+        // fs_base, gs_base, k_gs_base, then cr0@188.
+        var rip: UInt64 { u64(128) }
+        var rcx: UInt64 { u64(16) }
+        var cs: UInt64 { u32(140) }
+        var cr0: UInt64? { bytes.count >= 196 ? u64(188) : nil }
+        var realMode: Bool { cr0.map { $0 & 1 == 0 } ?? false }
+    }
+
+    private func readRegs() throws -> Regs { Regs(bytes: try requireVM().1.readRegisterBytes()) }
+
+    /// The linear address of the next instruction, as the plugin sees addresses
+    /// (cs base + ip). Protected and long mode guests here use flat code segments; in
+    /// real mode the base is not always cs * 16 (after reset it is 0xffff0000), so it is
+    /// read from the monitor's register dump.
+    private func linearIP(_ regs: Regs) throws -> UInt64 {
+        guard regs.realMode else { return regs.rip }
+        let dump = try requireVM().0.human("info registers")
+        for line in dump.split(whereSeparator: \.isNewline) where line.hasPrefix("CS =") {
+            let fields = line.dropFirst(4).split(separator: " ")
+            if fields.count >= 2, let base = UInt64(fields[1], radix: 16) { return base &+ (regs.rip & 0xffff) }
+        }
+        return (regs.cs << 4) &+ (regs.rip & 0xffff)
+    }
+
+    public func position() throws -> Position {
+        if ended, let shm {
+            // QEMU is gone; the control file still holds the last instruction it ran.
+            let l = shm.last
+            return Position(landmark: Landmark(ip: l.pc, brctr: shm.brctr, cx: 0), icount: shm.instructions)
+        }
+        let (qmp, _, shm) = try requireVM()
+        let regs = try readRegs()
+        let ip = try linearIP(regs)
+        try drainRing()
+        if let arrival = shm.completeArrival(at: ip), let sink, shm.tracing,
+           arrival.brctr > shm.load(PluginControlBlock.Offset.traceAfter) {
+            var record = BranchTransfer(from: arrival.from, to: arrival.to, brctr: arrival.brctr)
+            try withUnsafePointer(to: &record) { try sink.receive(UnsafeBufferPointer(start: $0, count: 1)) }
+        }
+        let icount = try qmp.replayICount()
+        return Position(landmark: Landmark(ip: ip, brctr: shm.brctr, cx: regs.rcx), icount: icount)
+    }
+
+    public func registers() throws -> [RegisterValue] {
+        let r = try readRegs()
+        let names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip"]
+        var out = names.enumerated().map { RegisterValue(name: $1, value: r.u64($0 * 8)) }
+        out.append(RegisterValue(name: "eflags", value: r.u32(136)))
+        for (i, s) in ["cs", "ss", "ds", "es", "fs", "gs"].enumerated() { out.append(RegisterValue(name: s, value: r.u32(140 + 4 * i))) }
+        return out
+    }
+
+    // MARK: running
+
+    public func insertBreakpoint(at address: UInt64) throws {
+        let (_, gdb, _) = try requireVM()
+        guard !breakpoints.contains(address) else { return }
+        try gdb.expectOK("Z0,\(String(address, radix: 16)),1")
+        breakpoints.insert(address)
+    }
+
+    public func removeBreakpoint(at address: UInt64) throws {
+        let (_, gdb, _) = try requireVM()
+        guard breakpoints.contains(address) else { return }
+        try gdb.expectOK("z0,\(String(address, radix: 16)),1")
+        breakpoints.remove(address)
+    }
+
+    private func markEnded() {
+        ended = true
+        breakpoints = []
+        qmp = nil
+        gdb = nil
+        if pid > 0 { _ = ChildProcess.waitGone(pid, timeoutMS: 2000) }
+        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] { state.remove(f) }
+    }
+
+    public func step() throws -> StopReason {
+        let (_, gdb, _) = try requireVM()
+        do {
+            let reply = try gdb.step()
+            try drainRing()
+            if reply.hasPrefix("W") || reply.hasPrefix("X") { markEnded(); return .ended }
+            return .stepped
+        } catch is UnixSocket.PeerClosed {
+            try? drainRing()
+            markEnded()
+            return .ended
+        }
+    }
+
+    public func interrupt() { interruptRequested = true }
+
+    public func continueUntilStop(hintBrctr: UInt64?, progress: ((UInt64) -> Void)?) throws -> StopReason {
+        do {
+            return try continueUntilStopOrExit(progress: progress)
+        } catch is UnixSocket.PeerClosed {
+            // QEMU closed its sockets: the guest ended (isa-debug-exit) or the replay did.
+            try? drainRing()
+            markEnded()
+            return .ended
+        }
+    }
+
+    private func continueUntilStopOrExit(progress: ((UInt64) -> Void)?) throws -> StopReason {
+        // QEMU's stub re-hits a breakpoint at once when continued on it: step off first.
+        if try step() == .ended { return .ended }
+        let here = try linearIP(try readRegs())
+        if breakpoints.contains(here) { return .breakpoint }
+        let (qmp, gdb, shm) = try requireVM()
+        qmp.discardEvents()
+        interruptRequested = false
+        do {
+            try qmp.execute("cont")
+        } catch is UnixSocket.PeerClosed {
+            markEnded(); return .ended
+        }
+        let exitFD = ChildProcess.exitDescriptor(pid) ?? -1
+        defer { if exitFD >= 0 { close(exitFD) } }
+        let signalFD = SignalWatcher.descriptor
+        var stopSent = false
+        var lastProgress = monotonicMS()
+        while true {
+            do {
+                if let e = try qmp.takeEvent(["STOP", "SHUTDOWN"], timeoutMS: 0) {
+                    if e == "STOP" { break }
+                }
+            } catch is UnixSocket.PeerClosed {
+                try drainRing(); markEnded(); return .ended
+            }
+            var fds = [pollfd(fd: qmp.fileDescriptor, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+            _ = poll(&fds, 3, sink == nil ? 100 : 5)
+            try drainRing()
+            if fds[1].revents != 0 { try drainRing(); markEnded(); return .ended }
+            if fds[2].revents != 0 { _ = SignalWatcher.take(); interruptRequested = true }
+            if interruptRequested && !stopSent {
+                stopSent = true
+                do { try qmp.execute("stop") } catch is UnixSocket.PeerClosed { markEnded(); return .ended }
+            }
+            if let progress, monotonicMS() - lastProgress >= 200 {
+                lastProgress = monotonicMS()
+                progress(shm.brctr)
+            }
+        }
+        // The stub reports the stop (T05 at a breakpoint, T02 after a QMP stop).
+        _ = try? gdb.receivePacketIfAny(timeoutMS: 2000)
+        try gdb.drainUnsolicited()
+        try drainRing()
+        if interruptRequested { return .interrupted }
+        let ip = try linearIP(try readRegs())
+        return breakpoints.contains(ip) ? .breakpoint : .ended
+    }
+
+    private func stopIfRunning() throws {
+        let (qmp, gdb, _) = (qmp!, gdb!, shm)
+        if try qmp.isRunning() {
+            try qmp.execute("stop")
+            _ = try qmp.takeEvent(["STOP"], timeoutMS: 5000)
+            _ = try? gdb.receivePacketIfAny(timeoutMS: 1000)
+        }
+        try gdb.drainUnsolicited()
+        qmp.discardEvents()
+    }
+
+    public func resumeDetached() throws {
+        let (qmp, _, _) = try requireVM()
+        detachBreakpoints()
+        try qmp.execute("cont")
+    }
+
+    private func detachBreakpoints() {
+        guard let gdb else { return }
+        for b in breakpoints { _ = try? gdb.request("z0,\(String(b, radix: 16)),1") }
+        breakpoints = []
+    }
+
+    public func pause() throws {
+        _ = try requireVM()
+        try stopIfRunning()
+    }
+
+    public func seek(toAtMost brctr: UInt64) throws -> Position {
+        let (qmp, gdb, shm) = try requireVM()
+        log("replay-seek to icount 0 (the recording's initial snapshot)")
+        qmp.discardEvents()
+        try qmp.execute("replay-seek", ["icount": 0])
+        _ = try qmp.takeEvent(["STOP"], timeoutMS: 10_000)
+        _ = try? gdb.receivePacketIfAny(timeoutMS: 200)
+        try gdb.drainUnsolicited()
+        // Plugin counters are not part of snapshots: put back the snapshot's values.
+        shm.restore(brctr: 0, instructions: 0, lastPC: 0, lastSize: 0, lastFlags: 0)
+        return try position()
+    }
+
+    // MARK: tracing
+
+    public func setTracing(_ newSink: BranchSink?) throws {
+        let (_, _, shm) = try requireVM()
+        if let newSink {
+            _ = try position() // completes the arrival at the current point: it is not traced
+            sink = newSink
+            shm.setTracing(true, after: shm.brctr)
+        } else {
+            try drainRing()
+            shm.setTracing(false, after: shm.brctr)
+            sink = nil
+        }
+    }
+
+    private func drainRing() throws {
+        guard let shm else { return }
+        if let sink {
+            try shm.drain { try sink.receive($0) }
+        } else {
+            shm.drain { _ in }
+        }
+    }
+}
+
+func monotonicMS() -> Int {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+extension GDBRemoteClient {
+    /// One packet if it arrives within the timeout.
+    func receivePacketIfAny(timeoutMS: Int32) throws -> String? {
+        guard try socketReadable(timeoutMS: timeoutMS) else { return nil }
+        return try receivePacket()
+    }
+}

@@ -1,0 +1,130 @@
+import TTSystem
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A connected unix stream socket with a read buffer: the transport under the QMP and
+/// gdb-remote clients. Paths longer than sun_path allows are reached through the
+/// directory's /proc/self/fd link, so deep state directories work.
+final class UnixSocket {
+    let fd: Int32
+    let path: FilePath
+    private var buffer: [UInt8] = []
+    private var start = 0
+
+    init(connectingTo path: FilePath) throws {
+        self.path = path
+        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "socket") }
+        var dirFD: Int32 = -1
+        defer { if dirFD >= 0 { close(dirFD) } }
+        var target = path.string
+        if target.utf8.count >= 100, let name = path.lastComponent?.string {
+            dirFD = open(path.removingLastComponent().string, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard dirFD >= 0 else {
+                close(s)
+                throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "open directory")
+            }
+            target = "/proc/self/fd/\(dirFD)/\(name)"
+        }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(target.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(s)
+            throw SystemError(path: path, message: "socket path too long")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard rc == 0 else {
+            let e = Errno(rawValue: errno)
+            close(s)
+            throw SystemError(path: path, errno: e, doing: "connect")
+        }
+        fd = s
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "send")
+            }
+            off += n
+        }
+    }
+
+    func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Bytes buffered but not yet consumed.
+    var hasBufferedData: Bool { start < buffer.count }
+
+    /// Wait up to `timeoutMS` (−1 forever) for data; false on timeout.
+    func waitReadable(timeoutMS: Int32) throws -> Bool {
+        if hasBufferedData { return true }
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let rc = poll(&p, 1, timeoutMS)
+            if rc < 0 {
+                if errno == EINTR { continue }
+                throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "poll")
+            }
+            return rc > 0
+        }
+    }
+
+    /// Read more bytes into the buffer; throws when the peer closed.
+    private func fill() throws {
+        if start > 0 && start == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        }
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "recv")
+            }
+            if n == 0 { throw PeerClosed(path: path) }
+            buffer.append(contentsOf: chunk[0..<n])
+            return
+        }
+    }
+
+    func readByte() throws -> UInt8 {
+        if start >= buffer.count { try fill() }
+        let b = buffer[start]
+        start += 1
+        return b
+    }
+
+    /// One line without its terminating newline.
+    func readLine() throws -> [UInt8] {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: 0x0a) {
+                let line = Array(buffer[start..<nl])
+                start = nl + 1
+                return line
+            }
+            try fill()
+        }
+    }
+
+    struct PeerClosed: Error, CustomStringConvertible {
+        let path: FilePath
+        var description: String { "\(path): connection closed by QEMU" }
+    }
+}

@@ -1,0 +1,168 @@
+import TTSystem
+
+/// A point of a replay as users write it (the original tools' syntax):
+/// - `WHERE` — the next time the ip reaches WHERE;
+/// - `WHERE:brctr` — ip = WHERE while the branch counter = brctr;
+/// - `WHERE:brctr:cx` — and RCX/ECX = cx (tells apart iterations of a `rep` instruction);
+/// - `WHERE#N` — the N-th time (N ≥ 1) the ip reaches WHERE since the replay began.
+/// WHERE is `0x` hex, decimal, or a symbol (optionally `symbol+offset`) resolved against
+/// the recording's symbol file. brctr and cx are decimal or `0x` hex.
+public struct Location: Hashable, Sendable, CustomStringConvertible {
+    public enum Place: Hashable, Sendable {
+        case address(UInt64)
+        case symbol(String, offset: UInt64)
+    }
+    public enum Condition: Hashable, Sendable {
+        /// The next arrival at the place, after the current position.
+        case next
+        /// Arrival with this branch count (and this RCX, if given).
+        case exact(brctr: UInt64, cx: UInt64?)
+        /// The N-th arrival since the beginning of the replay.
+        case occurrence(UInt64)
+    }
+
+    public var place: Place
+    public var condition: Condition
+
+    public init(place: Place, condition: Condition) {
+        self.place = place
+        self.condition = condition
+    }
+
+    public init(_ landmark: Landmark) {
+        self.init(place: .address(landmark.ip), condition: .exact(brctr: landmark.brctr, cx: landmark.cx))
+    }
+
+    public struct ParseError: Error, CustomStringConvertible, ExitStatusProviding {
+        public let text: String
+        public let problem: String
+        public var description: String { "bad location '\(text)': \(problem)" }
+        public var exitStatus: Int32 { ExitStatus.dataError }
+    }
+
+    public init(parsing text: String) throws {
+        func fail(_ problem: String) -> ParseError { ParseError(text: text, problem: problem) }
+        guard !text.isEmpty else { throw fail("empty") }
+        guard text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f }) else {
+            throw fail("contains spaces or control characters")
+        }
+        var head = Substring(text)
+        if let hash = text.firstIndex(of: "#") {
+            head = text[..<hash]
+            let count = text[text.index(after: hash)...]
+            guard let n = Self.number(count), n >= 1 else {
+                throw fail("occurrence '\(count)' after '#' must be a number ≥ 1")
+            }
+            condition = .occurrence(n)
+            guard !head.contains(":") else { throw fail("use either '#N' or ':brctr[:cx]', not both") }
+        } else {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count <= 3 else { throw fail("too many ':' (expected WHERE[:brctr[:cx]])") }
+            head = parts[0]
+            if parts.count == 1 {
+                condition = .next
+            } else {
+                guard let b = Self.number(parts[1]) else { throw fail("branch count '\(parts[1])' is not a number") }
+                var cx: UInt64? = nil
+                if parts.count == 3 {
+                    guard let c = Self.number(parts[2]) else { throw fail("cx '\(parts[2])' is not a number") }
+                    cx = c
+                }
+                condition = .exact(brctr: b, cx: cx)
+            }
+        }
+        guard !head.isEmpty else { throw fail("no address or symbol before ':' or '#'") }
+        if let first = head.first, first.isNumber {
+            guard let a = Self.number(head) else { throw fail("address '\(head)' is not a number") }
+            place = .address(a)
+        } else {
+            var name = head
+            var offset: UInt64 = 0
+            if let plus = head.firstIndex(of: "+") {
+                name = head[..<plus]
+                let off = head[head.index(after: plus)...]
+                guard let o = Self.number(off) else { throw fail("offset '\(off)' is not a number") }
+                offset = o
+            }
+            guard let c = name.first, c.isLetter || c == "_" || c == ".",
+                  name.allSatisfy({ $0.isLetter || $0.isNumber || "_.$@".contains($0) }) else {
+                throw fail("'\(name)' is neither a number nor a symbol name")
+            }
+            place = .symbol(String(name), offset: offset)
+        }
+    }
+
+    /// Decimal, or hex with 0x.
+    static func number(_ s: Substring) -> UInt64? {
+        if s.hasPrefix("0x") || s.hasPrefix("0X") {
+            let digits = s.dropFirst(2)
+            return digits.isEmpty ? nil : UInt64(digits, radix: 16)
+        }
+        return s.isEmpty ? nil : UInt64(s, radix: 10)
+    }
+
+    public var description: String {
+        var out: String
+        switch place {
+        case .address(let a): out = "0x" + String(a, radix: 16)
+        case .symbol(let s, let off): out = off == 0 ? s : s + "+0x" + String(off, radix: 16)
+        }
+        switch condition {
+        case .next: break
+        case .exact(let b, let cx):
+            out += ":" + String(b)
+            if let cx { out += ":0x" + String(cx, radix: 16) }
+        case .occurrence(let n): out += "#" + String(n)
+        }
+        return out
+    }
+
+    public struct UnknownSymbol: Error, CustomStringConvertible, ExitStatusProviding {
+        public let location: String
+        public let reason: String
+        public var description: String { "cannot resolve location '\(location)': \(reason)" }
+        public var exitStatus: Int32 { ExitStatus.dataError }
+    }
+
+    /// The location with its place turned into an address; `symbolAddress` looks a
+    /// symbol up (e.g. through Symbolize against the recording's `symfile`).
+    public func resolved(_ symbolAddress: (String) throws -> UInt64) throws -> ResolvedLocation {
+        switch place {
+        case .address(let a):
+            return ResolvedLocation(address: a, condition: condition, text: description)
+        case .symbol(let name, let offset):
+            do {
+                let a = try symbolAddress(name)
+                return ResolvedLocation(address: a &+ offset, condition: condition, text: description)
+            } catch {
+                throw UnknownSymbol(location: description, reason: String(describing: error))
+            }
+        }
+    }
+}
+
+/// A location whose place is an address: what a session runs to.
+public struct ResolvedLocation: Hashable, Sendable, CustomStringConvertible {
+    public var address: UInt64
+    public var condition: Location.Condition
+    /// How the user wrote it, for messages.
+    public var text: String
+
+    public init(address: UInt64, condition: Location.Condition, text: String? = nil) {
+        self.address = address
+        self.condition = condition
+        self.text = text ?? Location(place: .address(address), condition: condition).description
+    }
+
+    public var description: String { text }
+
+    /// Whether the vCPU, stopped at `landmark`, is at this location (`.next` and
+    /// `.occurrence` only compare the address; counting is the session's job).
+    public func matches(_ landmark: Landmark) -> Bool {
+        guard landmark.ip == address else { return false }
+        if case .exact(let b, let cx) = condition {
+            return landmark.brctr == b && (cx == nil || cx == landmark.cx)
+        }
+        return true
+    }
+}

@@ -1,0 +1,157 @@
+/// The contract between the backend-neutral session logic (`ReplaySession`) and a
+/// hypervisor that can replay a recording: QEMU's icount record/replay, or Xen.
+///
+/// A backend offers primitives only — boot paused, read the position, breakpoints,
+/// single-step, continue until something stops the vCPU, seek back, branch tracing.
+/// The policy (what "run until WHERE:brctr:cx" means, occurrence counting, when to
+/// seek backwards) lives once, in `ReplaySession`, on top of these.
+///
+/// Counter semantics every backend must honour: a `Landmark` reported while stopped
+/// at instruction X means "about to execute X, `brctr` taken control transfers so far",
+/// where the count already INCLUDES the transfer that arrived at X (if X was reached by
+/// one). So the k-th branch record of a run is the transfer that takes the counter from
+/// k−1 to k. `rep`-prefixed string instructions re-executing at one address are not
+/// transfers; jumps, calls, returns, interrupts and exceptions are.
+
+/// A point of a replay: the vCPU is about to execute `ip`, having taken `brctr`
+/// control transfers since the replay began; `cx` is RCX/ECX (it tells apart
+/// iterations of a `rep` instruction, which take no branch).
+public struct Landmark: Hashable, Sendable, CustomStringConvertible {
+    public var ip: UInt64
+    public var brctr: UInt64
+    public var cx: UInt64
+
+    public init(ip: UInt64, brctr: UInt64, cx: UInt64) {
+        self.ip = ip
+        self.brctr = brctr
+        self.cx = cx
+    }
+
+    /// `0x<ip>:<brctr>:<cx>` — the syntax `Location` parses back (cx in hex).
+    public var description: String {
+        "0x" + String(ip, radix: 16) + ":" + String(brctr) + ":0x" + String(cx, radix: 16)
+    }
+}
+
+/// Where a stopped replay is, with what the backend knows beyond the landmark.
+public struct Position: Hashable, Sendable {
+    public var landmark: Landmark
+    /// Instructions executed since the replay began, when the backend knows it (QEMU's icount).
+    public var icount: UInt64?
+
+    public init(landmark: Landmark, icount: UInt64?) {
+        self.landmark = landmark
+        self.icount = icount
+    }
+}
+
+/// Why the vCPU stopped after `step` or `continueUntilStop`.
+public enum StopReason: Equatable, Sendable {
+    /// At an address that has a breakpoint (not yet executed).
+    case breakpoint
+    /// One instruction (or one `rep` iteration) was executed.
+    case stepped
+    /// Stopped by `interrupt` (a signal, a user request) or by a backend-internal fast-forward.
+    case interrupted
+    /// The recording is exhausted, or the guest ended; the VM can run no further.
+    case ended
+}
+
+/// One taken control transfer: `from` the last instruction executed, `to` the next one;
+/// `brctr` is the counter value after it (the k-th transfer has brctr k).
+public struct BranchTransfer: Hashable, Sendable {
+    public var from: UInt64
+    public var to: UInt64
+    public var brctr: UInt64
+
+    public init(from: UInt64, to: UInt64, brctr: UInt64) {
+        self.from = from
+        self.to = to
+        self.brctr = brctr
+    }
+}
+
+/// Receives branch records while tracing is on, in order, each exactly once.
+/// Batches end at arbitrary points; `brctr` values are consecutive across batches.
+public protocol BranchSink: AnyObject {
+    func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws
+}
+
+/// A register as the backend names it (`rax`/`eax`, `rip`/`eip`, `eflags`, ...).
+public struct RegisterValue: Hashable, Sendable {
+    public var name: String
+    public var value: UInt64
+
+    public init(name: String, value: UInt64) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// What a backend can do beyond the required primitives.
+public struct BackendCapabilities: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
+    /// `seek(toAtMost:)` works: the session can go back in time.
+    public static let seeking = BackendCapabilities(rawValue: 1 << 0)
+    /// `setTracing` delivers branch records.
+    public static let branchTracing = BackendCapabilities(rawValue: 1 << 1)
+}
+
+/// A hypervisor-specific replay VM driver. One object drives one replay VM of one
+/// recorded state directory. Calls are made from one thread; every call except
+/// `interrupt()` happens while the vCPU is stopped (or before `boot`).
+public protocol ReplayBackend: AnyObject {
+    /// "qemu", "xen": for messages.
+    var name: String { get }
+    var capabilities: BackendCapabilities { get }
+
+    /// Whether a replay VM of this state directory exists (this process's or a detached one).
+    var isLive: Bool { get }
+
+    /// Create the replay VM at the very beginning of the recording, vCPU stopped.
+    /// Precondition: `!isLive`.
+    func boot() throws
+    /// Take control of a replay VM that already exists (started by an earlier command);
+    /// stops its vCPU if it was running. Precondition: `isLive`.
+    func attach() throws
+    /// Let go of the VM without stopping it (it keeps running or stays paused as it is).
+    func detach()
+
+    /// The current landmark (counter semantics above) and icount. vCPU stopped.
+    func position() throws -> Position
+    /// General-purpose registers and the instruction pointer, for comparison and display.
+    func registers() throws -> [RegisterValue]
+
+    func insertBreakpoint(at address: UInt64) throws
+    func removeBreakpoint(at address: UInt64) throws
+
+    /// Execute exactly one instruction (one `rep` iteration). Returns `.stepped`,
+    /// or `.ended` when the replay cannot go further.
+    func step() throws -> StopReason
+    /// Execute at least one instruction, then run until the vCPU is about to execute
+    /// an address with a breakpoint, the replay ends, or `interrupt()` is called.
+    /// `hintBrctr`: the caller wants to reach this branch count; a backend may use it to
+    /// fast-forward (it must then stop no later than the first breakpoint at or after it).
+    /// `progress` is called now and then with the live branch count while the vCPU runs.
+    func continueUntilStop(hintBrctr: UInt64?, progress: ((UInt64) -> Void)?) throws -> StopReason
+    /// Ask a running `continueUntilStop` to stop soon; safe from a signal-watching thread.
+    func interrupt()
+
+    /// Let the vCPU run freely (no controller waiting), e.g. `tt replay` without `-p`.
+    func resumeDetached() throws
+    /// Stop a freely running vCPU.
+    func pause() throws
+
+    /// Go back: restore a state whose branch count is at most `brctr` (counters restored),
+    /// and return where that left the vCPU. Only with `.seeking`.
+    func seek(toAtMost brctr: UInt64) throws -> Position
+
+    /// Switch branch tracing on (records after the current landmark go to `sink`) or off
+    /// (`sink` nil; records up to and including the current landmark have been delivered).
+    func setTracing(_ sink: BranchSink?) throws
+
+    /// Kill the replay VM; all recorded state stays. Afterwards `!isLive`.
+    func kill() throws
+}

@@ -1,0 +1,294 @@
+import SystemPackage
+import TTSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Problems with state directories, names and locks.
+public enum StateError: Error, CustomStringConvertible, ExitStatusProviding {
+    case badName(String, String)
+    case badPath(String, String)
+    case missing(FilePath)
+    case exists(FilePath)
+    case busy(FilePath, pid: Int32)
+    case vmRunning(FilePath, pid: Int32)
+    case noVM(FilePath)
+    case badFile(FilePath, String)
+
+    public var description: String {
+        switch self {
+        case .badName(let n, let why): return "bad name '\(n)': \(why)"
+        case .badPath(let p, let why): return "bad state directory '\(p)': \(why)"
+        case .missing(let p): return "\(p): no recording here (run tt record first)"
+        case .exists(let p): return "\(p): a recording already exists (use -f to replace it)"
+        case .busy(let p, let pid): return "\(p): in use by pid \(pid)"
+        case .vmRunning(let p, let pid): return "\(p): a VM of this state directory is running (pid \(pid))"
+        case .noVM(let p): return "\(p): no replay VM is running (start one with tt replay)"
+        case .badFile(let p, let why): return "\(p): \(why)"
+        }
+    }
+
+    public var exitStatus: Int32 {
+        switch self {
+        case .badName, .badPath, .badFile: return ExitStatus.dataError
+        case .missing, .noVM: return ExitStatus.noInput
+        default: return ExitStatus.failure
+        }
+    }
+}
+
+/// A recording's state directory: validated names, 0700 directories, 0600 files, and
+/// small text files (`qemu.argv`, `symfile`, `pid`, ...).
+public struct StateDirectory: Sendable {
+    public let path: FilePath
+    public let name: String
+
+    /// Names become directory names: no `/`, no `..`, no control characters, no leading
+    /// `-` or `.`; at most 64 of [A-Za-z0-9._-].
+    public static func validate(name: String) throws {
+        guard !name.isEmpty else { throw StateError.badName(name, "empty") }
+        guard name.utf8.count <= 64 else { throw StateError.badName(name, "longer than 64 bytes") }
+        guard !name.contains("/") else { throw StateError.badName(name, "contains '/'") }
+        guard !name.contains("..") else { throw StateError.badName(name, "contains '..'") }
+        guard name.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7f }) else {
+            throw StateError.badName(name, "contains control characters")
+        }
+        guard let first = name.first, first != "-", first != "." else {
+            throw StateError.badName(name, "starts with '-' or '.'")
+        }
+        guard name.unicodeScalars.allSatisfy({ ($0.properties.isASCIIHexDigit || ("a"..."z").contains($0) || ("A"..."Z").contains($0)
+                                                || "0123456789._-".unicodeScalars.contains($0)) }) else {
+            throw StateError.badName(name, "only letters, digits, '.', '_' and '-' are allowed")
+        }
+    }
+
+    /// `explicit` (-s) wins; otherwise `<base>/<name>`. Relative paths are made absolute.
+    public init(name: String, explicit: String?, base: String) throws {
+        try Self.validate(name: name)
+        self.name = name
+        let raw = explicit ?? base
+        guard !raw.isEmpty else { throw StateError.badPath(raw, "empty") }
+        guard raw.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7f }) else {
+            throw StateError.badPath(raw, "contains control characters")
+        }
+        var p = FilePath(raw)
+        if p.isRelative {
+            var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
+            guard getcwd(&buf, buf.count) != nil else { throw StateError.badPath(raw, "cannot find the current directory") }
+            p = FilePath(String(cString: buf)).pushing(p)
+        }
+        p = p.lexicallyNormalized()
+        guard !p.components.contains(where: { $0.kind == .parentDirectory }) else {
+            throw StateError.badPath(raw, "contains '..'")
+        }
+        path = explicit == nil ? p.appending(name) : p
+    }
+
+    public func file(_ name: String) -> FilePath { path.appending(name) }
+
+    public var exists: Bool { Self.isDirectory(path) }
+
+    static func isDirectory(_ p: FilePath) -> Bool {
+        var st = stat()
+        return lstat(p.string, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public func fileExists(_ name: String) -> Bool {
+        var st = stat()
+        return lstat(file(name).string, &st) == 0
+    }
+
+    /// Create the directory (and missing parents) with mode 0700.
+    public func create() throws {
+        var prefix = FilePath("/")
+        for c in path.components {
+            prefix.append(c)
+            if Self.isDirectory(prefix) { continue }
+            if mkdir(prefix.string, 0o700) != 0 && errno != EEXIST {
+                throw SystemError(path: prefix, errno: Errno(rawValue: errno), doing: "mkdir")
+            }
+        }
+        guard chmod(path.string, 0o700) == 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "chmod") }
+    }
+
+    public func requireRecording() throws {
+        guard exists, fileExists("qemu.argv") || fileExists("backend") else { throw StateError.missing(path) }
+    }
+
+    /// Write a file atomically (temporary + rename), mode 0600.
+    public func write(_ name: String, _ text: String) throws {
+        let tmp = file("." + name + ".tmp")
+        _ = unlink(tmp.string)
+        let fd = try FileDescriptor.open(tmp, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec, .noFollow],
+                                         permissions: [.ownerReadWrite])
+        do {
+            try fd.closeAfter { _ = try fd.writeAll(Array(text.utf8)) }
+        } catch {
+            _ = unlink(tmp.string)
+            throw error
+        }
+        guard rename(tmp.string, file(name).string) == 0 else {
+            throw SystemError(path: file(name), errno: Errno(rawValue: errno), doing: "rename")
+        }
+    }
+
+    public func read(_ name: String) throws -> String {
+        let fd = try FileDescriptor.open(file(name), .readOnly, options: [.closeOnExec, .noFollow])
+        return try fd.closeAfter {
+            var out: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
+                if n == 0 { break }
+                out += chunk[0..<n]
+                guard out.count < 1 << 22 else { throw StateError.badFile(file(name), "larger than 4 MiB") }
+            }
+            return String(decoding: out, as: UTF8.self)
+        }
+    }
+
+    public func readIfPresent(_ name: String) -> String? { try? read(name) }
+
+    /// One entry per line (arguments may contain spaces, never newlines).
+    public func writeLines(_ name: String, _ lines: [String]) throws {
+        for l in lines where l.contains("\n") { throw StateError.badFile(file(name), "argument with a newline: \(l)") }
+        try write(name, lines.map { $0 + "\n" }.joined())
+    }
+
+    public func readLines(_ name: String) throws -> [String] {
+        let text = try read(name)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        return lines
+    }
+
+    public func remove(_ name: String) { _ = unlink(file(name).string) }
+
+    /// Remove the whole directory tree (tt record -D, -f). Only regular files, sockets
+    /// and subdirectories this tool made; never follows symlinks.
+    public func removeAll() throws {
+        try Self.removeTree(path)
+    }
+
+    private static func removeTree(_ p: FilePath) throws {
+        guard let dir = opendir(p.string) else {
+            if errno == ENOENT { return }
+            throw SystemError(path: p, errno: Errno(rawValue: errno), doing: "opendir")
+        }
+        var names: [String] = []
+        while let e = readdir(dir) {
+            let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if n != "." && n != ".." { names.append(n) }
+        }
+        closedir(dir)
+        for n in names {
+            let child = p.appending(n)
+            if isDirectory(child) { try removeTree(child) } else if unlink(child.string) != 0 {
+                throw SystemError(path: child, errno: Errno(rawValue: errno), doing: "unlink")
+            }
+        }
+        if rmdir(p.string) != 0 { throw SystemError(path: p, errno: Errno(rawValue: errno), doing: "rmdir") }
+    }
+
+    /// Exclusive use of this state directory by this process for one command
+    /// (released when the returned lock is dropped or the process dies).
+    public func lock() throws -> StateLock { try StateLock(directory: self) }
+}
+
+/// flock(2) on `<state>/lock`, holding our pid. The kernel drops it when the holder
+/// dies, so a dead holder never blocks anyone; its processes are reaped separately.
+public final class StateLock {
+    private let fd: FileDescriptor
+
+    init(directory: StateDirectory) throws {
+        let path = directory.file("lock")
+        fd = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec, .noFollow], permissions: [.ownerReadWrite])
+        if flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            var holder: Int32 = 0
+            var buf = [UInt8](repeating: 0, count: 32)
+            let n = buf.withUnsafeMutableBytes { pread(fd.rawValue, $0.baseAddress!, 31, 0) }
+            if n > 0 { holder = Int32(String(decoding: buf[0..<n], as: UTF8.self).trimmingWhitespace) ?? 0 }
+            try? fd.close()
+            if e == EWOULDBLOCK { throw StateError.busy(directory.path, pid: holder) }
+            throw SystemError(path: path, errno: Errno(rawValue: e), doing: "flock")
+        }
+        let text = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd.rawValue, 0)
+        _ = text.withUnsafeBytes { pwrite(fd.rawValue, $0.baseAddress!, $0.count, 0) }
+    }
+
+    deinit { try? fd.close() }
+}
+
+extension String {
+    var trimmingWhitespace: String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s.removeFirst() }
+        while let c = s.last, c.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}
+
+/// Where state directories go by default: `state_base = PATH` in tt.conf (TT_CONFIG, or
+/// /etc/xentt/tt.conf, or etc/xentt/tt.conf next to the build), overridden by the
+/// environment variable TT_STATE_BASE; `-s` overrides both.
+public enum TTConfiguration {
+    public static let defaultStateBase = "/var/lib/tt"
+
+    public static func stateBase() -> String {
+        if let env = getenv("TT_STATE_BASE"), env.pointee != 0 { return String(cString: env) }
+        for file in configFiles() {
+            guard let text = try? StateDirectory.readSmallFile(FilePath(file)) else { continue }
+            for line in text.split(separator: "\n") {
+                let l = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+                let kv = l.split(separator: "=", maxSplits: 1)
+                if kv.count == 2, String(kv[0]).trimmingWhitespace == "state_base" {
+                    let v = String(kv[1]).trimmingWhitespace
+                    if !v.isEmpty { return v }
+                }
+            }
+        }
+        return defaultStateBase
+    }
+
+    static func configFiles() -> [String] {
+        var files: [String] = []
+        if let c = getenv("TT_CONFIG") { files.append(String(cString: c)) }
+        files.append("/etc/xentt/tt.conf")
+        for root in packageRootCandidates() { files.append(root.appending("etc/xentt/tt.conf").string) }
+        return files
+    }
+
+    /// Directories above the executable that may be the package's root, for a tt run
+    /// from its build directory (.build/<triple>/<config>/tt).
+    public static func packageRootCandidates() -> [FilePath] {
+        guard var dir = executableDirectory() else { return [] }
+        var out: [FilePath] = []
+        for _ in 0..<4 {
+            dir = dir.removingLastComponent()
+            if dir.lastComponent?.string != ".build" && !dir.isEmpty { out.append(dir) }
+        }
+        return out
+    }
+
+    /// The directory of the running executable (/proc/self/exe).
+    public static func executableDirectory() -> FilePath? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        buf[n] = 0
+        return FilePath(String(cString: buf)).removingLastComponent()
+    }
+}
+
+extension StateDirectory {
+    static func readSmallFile(_ p: FilePath) throws -> String {
+        let fd = try FileDescriptor.open(p, .readOnly, options: [.closeOnExec])
+        return try fd.closeAfter {
+            var buf = [UInt8](repeating: 0, count: 65536)
+            let n = try buf.withUnsafeMutableBytes { try fd.read(into: $0) }
+            return String(decoding: buf[0..<n], as: UTF8.self)
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import XCTest
+@testable import XenTT
+import TTSystem
+
+final class LocationTests: XCTestCase {
+    func testForms() throws {
+        XCTAssertEqual(try Location(parsing: "0x100390"), Location(place: .address(0x100390), condition: .next))
+        XCTAssertEqual(try Location(parsing: "1049488"), Location(place: .address(1_049_488), condition: .next))
+        XCTAssertEqual(try Location(parsing: "fib"), Location(place: .symbol("fib", offset: 0), condition: .next))
+        XCTAssertEqual(try Location(parsing: "fib+0x10:42"), Location(place: .symbol("fib", offset: 16), condition: .exact(brctr: 42, cx: nil)))
+        XCTAssertEqual(try Location(parsing: "0x100407:1175444:0x10"),
+                       Location(place: .address(0x100407), condition: .exact(brctr: 1_175_444, cx: 16)))
+        XCTAssertEqual(try Location(parsing: "copy_block:7:12"), Location(place: .symbol("copy_block", offset: 0), condition: .exact(brctr: 7, cx: 12)))
+        XCTAssertEqual(try Location(parsing: "fib#3"), Location(place: .symbol("fib", offset: 0), condition: .occurrence(3)))
+        XCTAssertEqual(try Location(parsing: "0x10#0x10"), Location(place: .address(16), condition: .occurrence(16)))
+    }
+
+    func testPrintsWhatItParses() throws {
+        for text in ["0x100390", "fib", "fib+0x10:42", "0x100407:1175444:0x10", "fib#3", "_start.isra.0:0"] {
+            XCTAssertEqual(try Location(parsing: text).description, text)
+            XCTAssertEqual(try Location(parsing: Location(parsing: text).description), try Location(parsing: text))
+        }
+        let l = Landmark(ip: 0x100390, brctr: 1_174_278, cx: 0x3c3c0020)
+        XCTAssertEqual(l.description, "0x100390:1174278:0x3c3c0020")
+        XCTAssertEqual(try Location(parsing: l.description), Location(l))
+    }
+
+    func testErrorsSayWhatIsWrong() {
+        let cases: [(String, String)] = [
+            ("", "empty"),
+            ("fib:", "branch count '' is not a number"),
+            ("fib:x", "branch count 'x' is not a number"),
+            ("fib:1:zz", "cx 'zz' is not a number"),
+            ("fib:1:2:3", "too many ':'"),
+            ("fib#0", "must be a number ≥ 1"),
+            ("fib#", "must be a number ≥ 1"),
+            ("fib:3#2", "either '#N' or ':brctr[:cx]'"),
+            ("0xzz", "address '0xzz' is not a number"),
+            ("12ab", "address '12ab' is not a number"),
+            (":5", "no address or symbol"),
+            ("fi b", "spaces or control characters"),
+            ("fib\u{1}", "spaces or control characters"),
+            ("f/b", "neither a number nor a symbol name"),
+            ("fib+q", "offset 'q' is not a number"),
+            ("0x", "address '0x' is not a number"),
+        ]
+        for (text, expected) in cases {
+            XCTAssertThrowsError(try Location(parsing: text), text) { error in
+                let message = String(describing: error)
+                XCTAssertTrue(message.contains(expected), "\(text): \(message)")
+                XCTAssertTrue(message.hasPrefix("bad location '\(text)'"), message)
+                XCTAssertEqual((error as? ExitStatusProviding)?.exitStatus, ExitStatus.dataError)
+            }
+        }
+    }
+
+    func testResolveAndMatch() throws {
+        let r = try Location(parsing: "fib+4:10").resolved { name in
+            XCTAssertEqual(name, "fib")
+            return 0x1000
+        }
+        XCTAssertEqual(r.address, 0x1004)
+        XCTAssertTrue(r.matches(Landmark(ip: 0x1004, brctr: 10, cx: 99)))
+        XCTAssertFalse(r.matches(Landmark(ip: 0x1004, brctr: 11, cx: 99)))
+        XCTAssertFalse(r.matches(Landmark(ip: 0x1000, brctr: 10, cx: 99)))
+        let withCX = try Location(parsing: "0x1004:10:5").resolved { _ in 0 }
+        XCTAssertTrue(withCX.matches(Landmark(ip: 0x1004, brctr: 10, cx: 5)))
+        XCTAssertFalse(withCX.matches(Landmark(ip: 0x1004, brctr: 10, cx: 6)))
+        struct NoSuch: Error, CustomStringConvertible { var description: String { "no function named 'nope'" } }
+        XCTAssertThrowsError(try Location(parsing: "nope").resolved { _ in throw NoSuch() }) { error in
+            XCTAssertEqual(String(describing: error), "cannot resolve location 'nope': no function named 'nope'")
+        }
+    }
+}
