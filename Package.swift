@@ -83,6 +83,9 @@ let package = Package(
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
+        // Real QEMU and the bundled guest; needs the tt executable and libttplugin.so built.
+        .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem", "ExecLogOracle",
+            .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",

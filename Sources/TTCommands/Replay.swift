@@ -11,7 +11,7 @@ struct Replay: ParsableCommand {
             and tt run-until drive it; tt replay -K kills it, keeping the state.
             """)
 
-    @Flag(name: .customShort("c"), help: "Show the guest console (replay output so far) when done.")
+    @Flag(name: .customShort("c"), help: "Show the guest console: follow the replay's serial output until the replay ends or ^C (the VM keeps running).")
     var console = false
     @Flag(name: .customShort("d"), help: "Debug output.")
     var debug = false
@@ -31,7 +31,7 @@ struct Replay: ParsableCommand {
             if backend == .xen { try XenSessions.requireAvailable() }
             let dir = try state.resolve()
             try dir.requireRecording()
-            let lock = try dir.lock()
+            var lock: StateLock? = try dir.lock()
             defer { withExtendedLifetime(lock) {} }
             QEMURecorder.cleanStale(dir)
             let backend = try SessionBackends.backend(for: dir, debug: debug, choice: self.backend)
@@ -64,6 +64,10 @@ struct Replay: ParsableCommand {
             try session.detach()
             let vm = (backend as? QEMUReplayBackend).map { "QEMU pid \($0.vmPID ?? 0)" } ?? (backend as? XenReplayBackend)?.domid.map { "Xen \($0)" } ?? backend.name
             printLine("tt: replaying \(dir.name) (\(vm)), \(paused ? "paused at" : "started from") \(session.describe(position))")
+            if console && !paused, let qemu = backend as? QEMUReplayBackend, let pid = qemu.vmPID {
+                lock = nil // others may drive the replay meanwhile
+                QEMURecorder.followConsole(dir.file(QEMUMachine.File.replayConsole), whileAlive: pid)
+            }
         }
     }
 }

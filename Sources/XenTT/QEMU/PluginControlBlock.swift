@@ -107,19 +107,6 @@ final class PluginControlBlock {
         return (l.pc, ip)
     }
 
-    /// Count the pending arrival at `ip` now, so the counter says "transfers so far,
-    /// including the one into ip"; the plugin then sees `ip` as already arrived at.
-    @discardableResult
-    func completeArrival(at ip: UInt64) -> (from: UInt64, to: UInt64, brctr: UInt64)? {
-        guard let p = pendingArrival(at: ip) else { return nil }
-        let n = brctr + 1
-        store(Offset.brctr, n)
-        store(Offset.lastPC, ip)
-        store(Offset.lastSize, 0)
-        store(Offset.lastFlags, Self.flagValid)
-        return (p.from, p.to, n)
-    }
-
     /// Put the counters back to a saved state (after a snapshot was loaded).
     func restore(brctr: UInt64, instructions: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64) {
         store(Offset.brctr, brctr)
