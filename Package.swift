@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "XenTT", targets: ["XenTT"]),
         .library(name: "BTS", targets: ["BTS"]),
         .library(name: "Symbolize", targets: ["Symbolize"]),
+        // For fuzz/ReplayLogFuzz, which re-checksums mutated logs.
+        .library(name: "CCRC32C", targets: ["CCRC32C"]),
         // The QEMU TCG plugin, loaded by QEMU with -plugin; QEMU resolves qemu_plugin_* at load.
         .library(name: "ttplugin", type: .dynamic, targets: ["TTQemuPlugin"]),
     ],
@@ -68,7 +70,10 @@ let package = Package(
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
-        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         // CXen only for the libxl JSON oracle (libxl's own parser checks our JSON).
         .testTarget(name: "XenBackendTests", dependencies: [
             "XenBackend", "XenTT", "TTSystem", "CXen", "CIpt",
