@@ -53,6 +53,9 @@ final class SessionIntegrationTests: XCTestCase {
         for f in ["qemu.argv", "recording.rr", "snapshot.qcow2", "symfile", "kernel"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: s + "/" + f), f)
         }
+        for f in try FileManager.default.contentsOfDirectory(atPath: s) where !f.hasSuffix(".sock") {
+            XCTAssertEqual(IT.mode(s + "/" + f), 0o600, f)
+        }
         let argv = try String(contentsOfFile: s + "/qemu.argv", encoding: .utf8).split(separator: "\n").map(String.init)
         XCTAssertEqual(argv.first, "qemu-system-x86_64")
         XCTAssertTrue(argv.contains { $0.contains("rr=record") && $0.contains("rrsnapshot=init") })
