@@ -342,6 +342,7 @@ final class SessionIntegrationTests: XCTestCase {
         let state = Self.base + "/sig"
         for signal in [SIGTERM, SIGINT, SIGHUP] {
             let child = try IT.start([IT.tt, "record", "-f", "-s", state, "sig"])
+            defer { unlink(child.out); unlink(child.err) }
             let pid = try XCTUnwrap(waitForRecordPID(state), "record.pid appeared")
             kill(child.pid, signal)
             XCTAssertEqual(IT.wait(child.pid), 128 + signal)
@@ -349,6 +350,7 @@ final class SessionIntegrationTests: XCTestCase {
         }
         // A tt record that dies without cleaning up (SIGKILL): the next command reaps its QEMU.
         let child = try IT.start([IT.tt, "record", "-f", "-s", state, "sig"])
+        defer { unlink(child.out); unlink(child.err) }
         let pid = try XCTUnwrap(waitForRecordPID(state))
         kill(child.pid, SIGKILL)
         _ = IT.wait(child.pid)
