@@ -47,27 +47,7 @@ struct BtsSymbolOptions: ParsableArguments {
 
     func symbolizer() throws -> Symbolizer? {
         guard any else { return nil }
-        var entries: [SymbolMapEntry] = []
-        var opened: [String: SymbolFile] = [:]
-        func load(_ path: String) throws -> SymbolFile {
-            if let f = opened[path] { return f }
-            let f = try SymbolFile(path: FilePath(path))
-            opened[path] = f
-            return f
-        }
-        for spec in maps {
-            let m = try MapSpec(parsing: spec)
-            entries.append(SymbolMapEntry(range: m.range, file: try load(m.file), prefix: m.prefix, bias: m.bias))
-        }
-        if let user {
-            let f = try load(user)
-            let top: UInt64 = f.is64Bit ? 0x7fff_ffff_ffff : 0xbfff_ffff
-            entries.append(SymbolMapEntry(range: 0...top, file: f, prefix: "User:"))
-        }
-        if let symbols {
-            entries.append(SymbolMapEntry(range: 0...UInt64.max, file: try load(symbols)))
-        }
-        return Symbolizer(maps: entries)
+        return try makeSymbolizer(symbols: symbols, user: user, maps: maps)
     }
 }
 

@@ -63,23 +63,7 @@ struct SymbolizeCommand: ParsableCommand {
                 try out.flush()
                 return
             }
-            var entries: [SymbolMapEntry] = []
-            var opened: [String: SymbolFile] = [:]
-            func load(_ path: String) throws -> SymbolFile {
-                if let f = opened[path] { return f }
-                let f = try SymbolFile(path: FilePath(path))
-                opened[path] = f
-                return f
-            }
-            for spec in maps {
-                let m = try MapSpec(parsing: spec)
-                entries.append(SymbolMapEntry(range: m.range, file: try load(m.file), prefix: m.prefix, bias: m.bias))
-            }
-            if let symbols {
-                // The default map covers what the explicit maps leave (first match wins).
-                entries.append(SymbolMapEntry(range: 0...UInt64.max, file: try load(symbols)))
-            }
-            let symbolizer = Symbolizer(maps: entries)
+            let symbolizer = try makeSymbolizer(symbols: symbols, user: nil, maps: maps)
             let style: SymbolStyle = inline ? .inline : .gdb
             let printer = Printer(symbolizer: symbolizer, style: style, lines: lines, json: json, out: out)
             if !addresses.isEmpty {
@@ -162,43 +146,6 @@ private struct Printer {
 func parseAddress(_ text: String) -> UInt64? {
     var copy = text
     return copy.withUTF8 { parseAddress(UnsafeRawBufferPointer($0)) }
-}
-
-/// `LO-HI=FILE[,prefix=P][,bias=B]`.
-struct MapSpec {
-    var range: ClosedRange<UInt64>
-    var file: String
-    var prefix: String = ""
-    var bias: Int64 = 0
-
-    init(parsing spec: String) throws {
-        func bad(_ why: String) -> SymbolizeError { SymbolizeError(.data, "--map '\(spec)': \(why)") }
-        guard let eq = spec.firstIndex(of: "=") else { throw bad("expected LO-HI=FILE") }
-        let rangeText = spec[..<eq]
-        let parts = spec[spec.index(after: eq)...].split(separator: ",", omittingEmptySubsequences: false)
-        guard let dash = rangeText.firstIndex(of: "-"),
-              let lo = parseAddress(String(rangeText[..<dash])), let hi = parseAddress(String(rangeText[rangeText.index(after: dash)...])) else {
-            throw bad("range must be LO-HI in hex")
-        }
-        guard lo <= hi else { throw bad("range start is above its end") }
-        range = lo...hi
-        guard let first = parts.first, !first.isEmpty else { throw bad("no file") }
-        file = String(first)
-        for option in parts.dropFirst() {
-            if option.hasPrefix("prefix=") {
-                prefix = String(option.dropFirst(7))
-                guard !prefix.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "<" || $0 == ">" }) else { throw bad("bad prefix") }
-            } else if option.hasPrefix("bias=") {
-                var v = option.dropFirst(5)
-                let negative = v.hasPrefix("-")
-                if negative { v = v.dropFirst() }
-                guard let magnitude = parseAddress(String(v)), magnitude <= UInt64(Int64.max) else { throw bad("bias must be hex") }
-                bias = negative ? -Int64(magnitude) : Int64(magnitude)
-            } else {
-                throw bad("unknown option '\(option)'")
-            }
-        }
-    }
 }
 
 /// Hex with or without 0x, surrounded by optional blanks, from raw bytes.

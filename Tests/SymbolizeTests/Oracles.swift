@@ -6,14 +6,20 @@ func runTool(_ argv: [String], allowFailure: Bool = false, file: StaticString = 
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     p.arguments = argv
-    let out = Pipe(), err = Pipe()
+    // stdout through a pipe read before waiting (the oracles print megabytes); stderr into
+    // a file, so a tool that fills a stderr pipe can never block while stdout is drained.
+    let out = Pipe()
+    let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("tt-oracle-stderr-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    let err = try FileHandle(forWritingTo: errURL)
+    defer { try? FileManager.default.removeItem(at: errURL) }
     p.standardOutput = out
     p.standardError = err
     try p.run()
-    // Read before waiting: the oracles print megabytes.
     let data = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
+    try? err.close()
+    let errData = (try? Data(contentsOf: errURL)) ?? Data()
     if p.terminationStatus != 0 && !allowFailure {
         XCTFail("\(argv.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: errData, as: UTF8.self))", file: file, line: line)
     }
