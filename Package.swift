@@ -72,6 +72,8 @@ let package = Package(
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
+        // tt trace-task end to end: real QEMU, the bundled guests, QEMU's exec log as the oracle.
+        .testTarget(name: "TraceTaskTests", dependencies: ["ExecLogOracle"]),
         .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",

@@ -23,7 +23,8 @@ final class PluginControlBlock {
     static let flagRep: UInt64 = 2
 
     let path: FilePath
-    let capacity: Int
+    /// Records in the ring (set by `create` after mapping a new, still empty file).
+    private(set) var capacity: Int
     private let base: UnsafeMutableRawPointer
     private let length: Int
 
@@ -40,6 +41,7 @@ final class PluginControlBlock {
         }
         let block = try PluginControlBlock(path: path, fd: fd, length: length)
         block.store(Offset.ringCapacity, UInt64(ringCapacity))
+        block.capacity = ringCapacity // init read 0 from the new file
         block.base.storeBytes(of: UInt32(1), toByteOffset: Offset.version, as: UInt32.self)
         block.base.storeBytes(of: UInt32(headerBytes), toByteOffset: Offset.version + 4, as: UInt32.self)
         block.store(Offset.magic, magic)
