@@ -135,35 +135,43 @@ final class TraceTaskTests: XCTestCase {
     }
 
     /// SIGINT while tracing: non-zero exit, no QEMU left, the records so far in OUT.partial
-    /// (a prefix of the exact trace), no OUT.
+    /// (a prefix of the exact trace), no OUT, the replay log ended with an error entry.
     func testInterruptLeavesNoQEMUAndMarksOutputPartial() throws {
         let g = Guest.g32
         let state = try record(g, tag: "-sig")
         let out = state + "/sig.bts"
         // kmain's first execution to an end never reached: tracing runs to the replay's end.
         let started = try TT.start([TT.tt, "trace-task", "-x", "-s", state, "--start", "kmain", "--end", "debug_exit:999999999", "-o", out, g.name])
-        // Branch entries reach the log file in 1 MiB flushes: wait for the first one.
+        // Wait until tracing is on: the tracing word (offset 64) of the plugin's control file.
         let deadline = Date().addingTimeInterval(60)
-        var size = 0
-        while Date() < deadline {
-            size = ((try? FileManager.default.attributesOfItem(atPath: state + "/trace.ttlog"))?[.size] as? Int) ?? 0
-            if size > 4096 { break }
-            usleep(2_000)
+        var on = false
+        while Date() < deadline && !on {
+            if let h = FileHandle(forReadingAtPath: state + "/replay.shm") {
+                let d = h.readData(ofLength: 72)
+                try? h.close()
+                on = d.count == 72 && d[64] == 1
+            }
+            if !on { usleep(1_000) }
         }
-        XCTAssertGreaterThan(size, 4096, "tracing never started")
+        XCTAssertTrue(on, "tracing never started")
         kill(started.pid, SIGINT)
         let r = TT.collect(started)
-        XCTAssertNotEqual(r.status, 0, r.out + r.err)
+        // 130 when the stop took effect during tracing; 2 ("not reached") when QEMU ran to the
+        // end of the recording before it served the stop (the replaying vCPU starves QEMU's
+        // main loop; the bundled guest's whole run lasts a fraction of a second).
+        XCTAssertTrue([130, 2].contains(r.status), "status \(r.status): " + r.out + r.err)
         XCTAssertEqual(TT.processes(in: state), [], "a QEMU was left behind")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         XCTAssertTrue(r.err.contains("partial"), r.err)
+        let dump = try TT.tt(["log", "dump", state + "/trace.ttlog"]).out
+        XCTAssertTrue(dump.split(separator: "\n").last?.contains("session-end") == true, dump.suffix(200).description)
         let (extended, partial) = try TT.records(out + ".partial")
         XCTAssertTrue(extended)
         XCTAssertGreaterThan(partial.count, 0)
         // A prefix of the full trace from the same start (a complete run of the same window
         // to the guest's exit).
         let full = try traceTask(state, g, start: "kmain", end: "debug_exit", out: state + "/full.bts", extra: ["--print-limit", "0"])
-        XCTAssertLessThan(partial.count, full.records.count)
+        XCTAssertLessThanOrEqual(partial.count, full.records.count)
         XCTAssertEqual(Array(full.records.prefix(partial.count)), partial)
     }
 }

@@ -28,8 +28,11 @@ final class PluginControlBlock {
     private let base: UnsafeMutableRawPointer
     private let length: Int
 
-    /// Create (replacing) the control file, mode 0600, with an empty ring.
-    static func create(at path: FilePath, ringCapacity: Int = 1 << 16) throws -> PluginControlBlock {
+    /// Create (replacing) the control file, mode 0600, with an empty ring. The default ring
+    /// (1M records, 24 MiB, sparse until used) holds a whole bundled-guest run: while the
+    /// controller waits for the reply to QMP `cont`, nobody drains, and a full ring would
+    /// block the vCPU thread that QEMU needs to answer (observed with 64K records).
+    static func create(at path: FilePath, ringCapacity: Int = 1 << 20) throws -> PluginControlBlock {
         precondition(ringCapacity > 0 && ringCapacity & (ringCapacity - 1) == 0)
         _ = unlink(path.string)
         let fd = try FileDescriptor.open(path, .readWrite, options: [.create, .exclusiveCreate, .closeOnExec, .noFollow],
