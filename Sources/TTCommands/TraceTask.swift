@@ -80,11 +80,7 @@ struct TraceTaskCommand: ParsableCommand {
             QEMURecorder.cleanStale(dir)
             SignalWatcher.install()
             let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug))
-            var wordSize: UInt8 = 64
-            if let s = recordingSymbols ?? symfile.flatMap({ try? SymbolFile(path: FilePath($0)) }) {
-                recordingSymbols = s
-                wordSize = s.is64Bit ? 64 : 32
-            }
+            let wordSize = symfile.flatMap { Self.elfWordSize(FilePath($0)) } ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(Self.logName), guestWordSize: wordSize)
             task.progress = progressLine()
@@ -115,15 +111,28 @@ struct TraceTaskCommand: ParsableCommand {
         }
     }
 
+    /// 32 or 64 from an ELF file's class byte (nil if it is not ELF, e.g. a bzImage).
+    static func elfWordSize(_ path: FilePath) -> UInt8? {
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) else { return nil }
+        defer { try? fd.close() }
+        var ident = [UInt8](repeating: 0, count: 5)
+        guard (try? ident.withUnsafeMutableBytes({ try fd.read(into: $0) })) == 5,
+              ident[0..<4] == [0x7f, 0x45, 0x4c, 0x46] else { return nil }
+        return ident[4] == 1 ? 32 : ident[4] == 2 ? 64 : nil
+    }
+
     /// The trace in GDB style (bts-dump -G's formatting), or the command that prints it.
     private func printTrace(_ path: FilePath, records: UInt64, recordingSymbols: SymbolFile?, symfile: String?) throws {
-        let symbolPath = symbols ?? symfile
-        let file: SymbolFile?
-        if let symbols { file = try SymbolFile(path: FilePath(symbols)) } else { file = recordingSymbols }
-        let dumpCommand = "bts-dump\(symbolPath.map { " --symbols \($0)" } ?? "") -G \(path)"
         guard records > 0 else { return }
+        // --symbols, else the recording's symbol file if it is an ELF file (a bzImage is not).
+        let symbolPath = symbols ?? symfile.flatMap { Self.elfWordSize(FilePath($0)) == nil ? nil : $0 }
+        var file: SymbolFile? = nil
+        if records <= UInt64(printLimit), let symbolPath {
+            file = symbols == nil ? try recordingSymbols ?? SymbolFile(path: FilePath(symbolPath)) : try SymbolFile(path: FilePath(symbolPath))
+        }
         guard records <= UInt64(printLimit), let file else {
-            printLine("  print it with: \(dumpCommand)")
+            let options = symbolPath.map { " --symbols \($0) -G" } ?? " --symbols VMLINUX -G"
+            printLine("  print it with: bts-dump\(options) \(path)")
             return
         }
         let out = OutputBuffer(fd: 1, capacity: 1 << 20)
