@@ -14,18 +14,20 @@ struct TraceTaskCommand: ParsableCommand {
         commandName: "trace-task",
         abstract: "Capture the branch trace between two locations of a replay, exactly.",
         discussion: """
-            Runs the replay (a live one of NAME, started by tt replay, or a new one that is
-            killed afterwards) to the start location, switches branch tracing on, runs to the
-            end location and switches it off. The branch records go into the replay log
-            STATEDIR/trace.ttlog as hardware-branch entries (with landmark, trace-on/off and
-            session start/end entries around them); the records numbered c_s+1 … c_e, where
+            Runs the replay (a live one of NAME, started by tt replay, or a new one that is \
+            killed afterwards) to the start location, switches branch tracing on, runs to the \
+            end location and switches it off. The branch records go into the replay log \
+            STATEDIR/trace.ttlog as hardware-branch entries (with landmark, trace-on/off and \
+            session start/end entries around them); the records numbered c_s+1 … c_e, where \
             (eip_s, c_s) and (eip_e, c_e) are the landmarks landed on, are extracted into OUT.
-            A start without a branch count is its symbol's first execution in the replay; an
-            end without one, its first execution after the start; WHERE#N the N-th since the
+
+            A start without a branch count is its symbol's first execution in the replay; an \
+            end without one, its first execution after the start; WHERE#N the N-th since the \
             replay began; WHERE:brctr[:cx] that exact point.
-            OUT is written as OUT.partial and renamed when complete: after an error or a
-            signal, the records captured so far are in OUT.partial, the exit status is
-            non-zero, no VM of this command is left running, and a live replay that was
+
+            OUT is written as OUT.partial and renamed when complete: after an error or a \
+            signal, the records captured so far are in OUT.partial, the exit status is \
+            non-zero, no VM of this command is left running, and a live replay that was \
             used stays alive, paused where it stopped.
             """)
 
