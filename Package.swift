@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "XenTT", targets: ["XenTT"]),
         .library(name: "BTS", targets: ["BTS"]),
         .library(name: "Symbolize", targets: ["Symbolize"]),
+        // For fuzz/ReplayLogFuzz, which re-checksums mutated logs.
+        .library(name: "CCRC32C", targets: ["CCRC32C"]),
         // The QEMU TCG plugin, loaded by QEMU with -plugin; QEMU resolves qemu_plugin_* at load.
         .library(name: "ttplugin", type: .dynamic, targets: ["TTQemuPlugin"]),
     ],
@@ -43,9 +45,12 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "XenBackend", dependencies: [
-            "CXen", "XenTT", "TTSystem",
+            "CXen", "XenTT", "TTSystem", "IntelPT",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // Intel PT (Xen vmtrace) decoding into branch records, through libipt.
+        .systemLibrary(name: "CIpt", path: "Sources/CIpt"),
+        .target(name: "IntelPT", dependencies: ["CIpt", "XenTT", "TTSystem"]),
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
         .target(name: "TTCommands", dependencies: [
@@ -59,21 +64,30 @@ let package = Package(
         .executableTarget(name: "bts-extract", dependencies: ["TTCommands"]),
 
         // Test support: QEMU's own exec log as an independent branch-trace oracle.
-        .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle"),
+        .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle",
+                // Optimized even in debug builds: the tests parse logs of millions of lines.
+                swiftSettings: [.unsafeFlags(["-O"])]),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
-        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT"]),
+        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         // CXen only for the libxl JSON oracle (libxl's own parser checks our JSON).
         .testTarget(name: "XenBackendTests", dependencies: [
-            "XenBackend", "XenTT", "TTSystem", "CXen",
+            "XenBackend", "XenTT", "TTSystem", "CXen", "CIpt",
             .product(name: "SystemPackage", package: "swift-system"),
         ], resources: [.copy("Golden")]),
+        .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
         // tt trace-task end to end: real QEMU, the bundled guests, QEMU's exec log as the oracle.
         .testTarget(name: "TraceTaskTests", dependencies: ["ExecLogOracle"]),
+        // Real QEMU and the bundled guest; needs the tt executable and libttplugin.so built.
+        .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem", "ExecLogOracle",
+            .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",

@@ -35,22 +35,27 @@ gcc -O2 -msse4.2 -o "$work/extract" scripts/bench/extract.c
 gcc -g -O2 -nostdlib -static -o "$work/funcs" "$work/funcs.c"
 nm -S --defined-only "$work/funcs" | "$work/gen-input" "$N" "$work/in.bts" "$work/in.log"
 
-# best_seconds CMD...: the fastest of RUNS runs, stdout to /dev/null.
-best_seconds() {
-    local best="" t0 t1 s
+# best CMD...: "wall cpu" seconds of the fastest of RUNS runs (by wall time), stdout to
+# /dev/null. CPU (user+sys) is printed too because the machine may be shared: it is the
+# steadier figure under load.
+best() {
+    local best_wall="" best_cpu="" line wall user sys
     for _ in $(seq 1 "$RUNS"); do
-        t0=$(date +%s%N)
-        "$@" >/dev/null 2>&1
-        t1=$(date +%s%N)
-        s=$(( t1 - t0 ))
-        if [[ -z "$best" || $s -lt $best ]]; then best=$s; fi
+        line=$( { TIMEFORMAT='%3R %3U %3S'; time "$@" >/dev/null 2>&1; } 2>&1 )
+        read -r wall user sys <<<"$line"
+        if [[ -z "$best_wall" ]] || awk -v a="$wall" -v b="$best_wall" 'BEGIN { exit !(a < b) }'; then
+            best_wall=$wall
+            best_cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.3f", u + s }')
+        fi
     done
-    echo "$best"
+    echo "$best_wall $best_cpu"
 }
 
-row() { # name swift_ns c_ns
+row() { # name "swift_wall swift_cpu" "c_wall c_cpu"
     awk -v name="$1" -v s="$2" -v c="$3" -v n="$N" 'BEGIN {
-        printf "%-26s %12.0f %12.0f %8.2f\n", name, n / (s / 1e9), n / (c / 1e9), (n / (s / 1e9)) / (n / (c / 1e9)) }'
+        split(s, S, " "); split(c, C, " ")
+        sw = n / S[1]; cw = n / C[1]; sc = n / S[2]; cc = n / C[2]
+        printf "%-30s %11.0f %11.0f %6.2f   %11.0f %11.0f %6.2f\n", name, sw, cw, sw / cw, sc, cc, sc / cc }'
 }
 
 cmp <("$bin/bts-dump" "$work/in.bts") <("$work/dump" "$work/in.bts") || { echo "plain outputs differ" >&2; exit 1; }
@@ -60,13 +65,13 @@ cmp <("$bin/bts-dump" -G --symbols "$work/funcs" "$work/in.bts") <("$work/dump" 
 "$bin/bts-extract" -o "$work/x.bts" "$work/in.log"
 cmp "$work/x.bts" "$work/in.bts" || { echo "extracted records differ from the input" >&2; exit 1; }
 
-echo "records: $N   (records/s, best of $RUNS)"
-printf "%-26s %12s %12s %8s\n" "job" "swift" "C" "ratio"
-row "dump plain" "$(best_seconds "$bin/bts-dump" "$work/in.bts")" "$(best_seconds "$work/dump" "$work/in.bts")"
-cs=$(best_seconds "$work/dump" -s "$work/funcs" "$work/in.bts")
-row "dump symbolic -G" "$(best_seconds "$bin/bts-dump" -G --symbols "$work/funcs" "$work/in.bts")" "$cs"
-row "dump symbolic (inline)" "$(best_seconds "$bin/bts-dump" --symbols "$work/funcs" "$work/in.bts")" "$cs"
-row "extract (whole log)" "$(best_seconds "$bin/bts-extract" -o "$work/x.bts" "$work/in.log")" \
-    "$(best_seconds "$work/extract" 0 0xffffffffffffffff "$work/in.log" "$work/cx.bts")"
-row "extract (middle half, -S/-E)" "$(best_seconds "$bin/bts-extract" -S $((N / 4)) -E $((3 * N / 4)) -o "$work/x.bts" "$work/in.log")" \
-    "$(best_seconds "$work/extract" $((N / 4)) $((3 * N / 4)) "$work/in.log" "$work/cx.bts")"
+echo "records: $N   (records/s, best of $RUNS; wall clock, then CPU time user+sys)"
+printf "%-30s %11s %11s %6s   %11s %11s %6s\n" "job" "swift" "C" "ratio" "swift-cpu" "C-cpu" "ratio"
+row "dump plain" "$(best "$bin/bts-dump" "$work/in.bts")" "$(best "$work/dump" "$work/in.bts")"
+cs=$(best "$work/dump" -s "$work/funcs" "$work/in.bts")
+row "dump symbolic -G" "$(best "$bin/bts-dump" -G --symbols "$work/funcs" "$work/in.bts")" "$cs"
+row "dump symbolic (inline)" "$(best "$bin/bts-dump" --symbols "$work/funcs" "$work/in.bts")" "$cs"
+row "extract (whole log)" "$(best "$bin/bts-extract" -o "$work/x.bts" "$work/in.log")" \
+    "$(best "$work/extract" 0 0xffffffffffffffff "$work/in.log" "$work/cx.bts")"
+row "extract middle half (-S/-E)" "$(best "$bin/bts-extract" -S $((N / 4)) -E $((3 * N / 4)) -o "$work/x.bts" "$work/in.log")" \
+    "$(best "$work/extract" $((N / 4)) $((3 * N / 4)) "$work/in.log" "$work/cx.bts")"

@@ -7,6 +7,9 @@ import CLibDW
 struct DWARFIndex {
     struct Function {
         var name: Int32        // index into names
+        /// The name GDB prints for it (differs for C++: the linkage name, or the
+        /// qualified name with its parameter list).
+        var gdbName: Int32
         var entry: UInt64
         var firstRange: Int32  // index into ranges
         var rangeCount: Int32
@@ -59,7 +62,13 @@ struct DWARFIndex {
             let unitName = dwarf_diename(&cudie).map { String(cString: $0) } ?? "?"
             builder.unit = Int32(builder.index.units.count)
             builder.index.units.append(Unit(dieOffset: dwarf_dieoffset(&cudie), name: unitName, die: cudie))
+            var lang: Dwarf_Word = 0
+            var langAttr = Dwarf_Attribute()
+            if dwarf_attr(&cudie, UInt32(DW_AT_language), &langAttr) != nil { _ = dwarf_formudata(&langAttr, &lang) }
+            builder.cxx = [0x4, 0x19, 0x1a, 0x21].contains(lang)
+            builder.scope = []
             builder.walkChildren(of: &cudie, function: -1, inline: -1, depth: 0)
+            builder.resolvePendingNames()
         }
         self = builder.finish()
     }
@@ -68,6 +77,14 @@ struct DWARFIndex {
         var index = DWARFIndex()
         var unit: Int32 = 0
         let dropZero: Bool
+        /// The unit is C++: GDB names its functions differently.
+        var cxx = false
+        /// Enclosing namespaces and classes, for C++ qualified names.
+        var scope: [String] = []
+        /// C++ declarations seen inside namespaces/classes: DIE offset → scope.
+        var scopeByDeclaration: [UInt64: [String]] = [:]
+        /// C++ definitions whose declaration's scope is resolved at the end of the unit.
+        var pendingNames: [(function: Int, declaration: UInt64, suffix: String)] = []
         var nameIDs: [String: Int32] = [:]
         /// Names by the DIE offset that carries them (abstract origins are shared).
         var nameByOrigin: [UInt64: Int32] = [:]
@@ -110,6 +127,72 @@ struct DWARFIndex {
             return id
         }
 
+        /// GDB's linkage name for a function, which print/a shows: DW_AT_linkage_name when
+        /// there is one (any language; printed mangled), else for C++ the qualified name with
+        /// parameter types, else DW_AT_name.
+        mutating func gdbName(_ die: inout Dwarf_Die, plain: Int32) -> Int32 {
+            var attr = Dwarf_Attribute()
+            if (dwarf_attr_integrate(&die, UInt32(DW_AT_linkage_name), &attr) != nil
+                || dwarf_attr_integrate(&die, UInt32(DW_AT_MIPS_linkage_name), &attr) != nil),
+               let s = dwarf_formstring(&attr) {
+                return intern(String(cString: s))
+            }
+            guard cxx else { return plain }
+            var params: [String] = []
+            var child = Dwarf_Die()
+            if dwarf_child(&die, &child) == 0 {
+                repeat {
+                    if dwarf_tag(&child) == Int32(DW_TAG_formal_parameter) {
+                        var flag = false
+                        var a = Dwarf_Attribute()
+                        if dwarf_attr_integrate(&child, UInt32(DW_AT_artificial), &a) != nil { _ = dwarf_formflag(&a, &flag) }
+                        if !flag { params.append(typeName(&child, depth: 0)) }
+                    }
+                    var next = Dwarf_Die()
+                    if dwarf_siblingof(&child, &next) != 0 { break }
+                    child = next
+                } while true
+            }
+            let suffix = index.names[Int(plain)] + "(" + params.joined(separator: ", ") + ")"
+            // A definition outside its namespace names its declaration by DW_AT_specification,
+            // a concrete instance its abstract instance by DW_AT_abstract_origin (which may
+            // in turn name the declaration).
+            var current = die
+            for _ in 0..<3 {
+                var link = Dwarf_Attribute()
+                guard dwarf_attr(&current, UInt32(DW_AT_abstract_origin), &link) != nil
+                        || dwarf_attr(&current, UInt32(DW_AT_specification), &link) != nil else { break }
+                var target = Dwarf_Die()
+                guard dwarf_formref_die(&link, &target) != nil else { break }
+                let key = dwarf_dieoffset(&target)
+                if let s = scopeByDeclaration[key] { return intern((s + [suffix]).joined(separator: "::")) }
+                var further = Dwarf_Attribute()
+                if dwarf_attr(&target, UInt32(DW_AT_specification), &further) == nil
+                    && dwarf_attr(&target, UInt32(DW_AT_abstract_origin), &further) == nil {
+                    pendingNames.append((index.functions.count, key, suffix))
+                    break
+                }
+                current = target
+            }
+            return intern((scope + [suffix]).joined(separator: "::"))
+        }
+
+        /// The C++ spelling of a DIE's DW_AT_type, as GDB writes it in names.
+        func typeName(_ die: inout Dwarf_Die, depth: Int) -> String {
+            var attr = Dwarf_Attribute()
+            var type = Dwarf_Die()
+            guard depth < 16, dwarf_attr_integrate(&die, UInt32(DW_AT_type), &attr) != nil,
+                  dwarf_formref_die(&attr, &type) != nil else { return "void" }
+            switch dwarf_tag(&type) {
+            case Int32(DW_TAG_pointer_type): return typeName(&type, depth: depth + 1) + "*"
+            case Int32(DW_TAG_reference_type): return typeName(&type, depth: depth + 1) + "&"
+            case Int32(DW_TAG_rvalue_reference_type): return typeName(&type, depth: depth + 1) + "&&"
+            case Int32(DW_TAG_const_type): return typeName(&type, depth: depth + 1) + " const"
+            case Int32(DW_TAG_volatile_type): return typeName(&type, depth: depth + 1) + " volatile"
+            default: return dwarf_diename(&type).map { String(cString: $0) } ?? "?"
+            }
+        }
+
         mutating func readRanges(_ die: inout Dwarf_Die) {
             scratch.removeAll(keepingCapacity: true)
             var base: Dwarf_Addr = 0, start: Dwarf_Addr = 0, end: Dwarf_Addr = 0
@@ -137,6 +220,7 @@ struct DWARFIndex {
             case Int32(DW_TAG_subprogram):
                 readRanges(&die)
                 if scratch.isEmpty {
+                    if cxx && !scope.isEmpty { scopeByDeclaration[dwarf_dieoffset(&die)] = scope }
                     // A declaration or an abstract instance: nothing at any address, but
                     // C++ classes may nest definitions; no code below it either way.
                     return
@@ -144,7 +228,8 @@ struct DWARFIndex {
                 let id = Int32(index.functions.count)
                 let first = Int32(index.ranges.count)
                 index.ranges.append(contentsOf: scratch)
-                index.functions.append(Function(name: nameID(of: &die), entry: scratch[0].lowerBound,
+                let plain = nameID(of: &die)
+                index.functions.append(Function(name: plain, gdbName: gdbName(&die, plain: plain), entry: scratch[0].lowerBound,
                                                 firstRange: first, rangeCount: Int32(scratch.count), unit: unit))
                 for r in scratch {
                     functionIntervals.append(.init(start: r.lowerBound, end: r.upperBound, item: id, depth: depth))
@@ -176,14 +261,29 @@ struct DWARFIndex {
                 if dwarf_haschildren(&die) != 0 {
                     walkChildren(of: &die, function: function, inline: next, depth: depth + 1)
                 }
-            case Int32(DW_TAG_lexical_block), Int32(DW_TAG_try_block), Int32(DW_TAG_catch_block),
-                 Int32(DW_TAG_namespace), Int32(DW_TAG_module):
+            case Int32(DW_TAG_namespace), Int32(DW_TAG_class_type), Int32(DW_TAG_structure_type), Int32(DW_TAG_union_type):
+                // Only C++ defines functions inside these.
+                guard cxx, dwarf_haschildren(&die) != 0 else { return }
+                scope.append(dwarf_diename(&die).map { String(cString: $0) } ?? "(anonymous namespace)")
+                walkChildren(of: &die, function: function, inline: inline, depth: depth + 1)
+                scope.removeLast()
+            case Int32(DW_TAG_lexical_block), Int32(DW_TAG_try_block), Int32(DW_TAG_catch_block), Int32(DW_TAG_module):
                 if dwarf_haschildren(&die) != 0 {
                     walkChildren(of: &die, function: function, inline: inline, depth: depth + 1)
                 }
             default:
                 return
             }
+        }
+
+        mutating func resolvePendingNames() {
+            for p in pendingNames {
+                if let s = scopeByDeclaration[p.declaration] {
+                    index.functions[p.function].gdbName = intern((s + [p.suffix]).joined(separator: "::"))
+                }
+            }
+            pendingNames.removeAll()
+            scopeByDeclaration.removeAll()
         }
 
         mutating func finish() -> DWARFIndex {

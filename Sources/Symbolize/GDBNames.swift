@@ -21,7 +21,7 @@ extension SymbolFile {
         var result: GDBName? = nil
         if let id = dwarfFunction(containing: address) {
             let f = index.functions[Int(id)]
-            result = GDBName(dwarfName: f.name, elfSymbol: -1, location: f.entry)
+            result = GDBName(dwarfName: f.gdbName, elfSymbol: -1, location: f.entry)
         }
         if let m = minimal.lookup(pc: address) {
             // Zero-sized non-code symbols are labels, not names for code.
@@ -181,6 +181,8 @@ final class NameTable {
     init(index: DWARFIndex, minimal: MinimalSymbols) {
         for (i, f) in index.functions.enumerated() {
             dwarf[index.names[Int(f.name)], default: []].append(Int32(i))
+            // C++: also by the name GDB prints (linkage or qualified name).
+            if f.gdbName != f.name { dwarf[index.names[Int(f.gdbName)], default: []].append(Int32(i)) }
         }
         for (i, s) in minimal.symbols.enumerated() where s.kind.isText {
             elf[s.name, default: []].append(Int32(i))

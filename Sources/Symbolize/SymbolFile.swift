@@ -112,6 +112,7 @@ public final class SymbolFile {
 
         var raw = image.symbols()
         if raw.isEmpty, let d = debugImage { raw = d.symbols() }
+        raw += image.pltSymbols()
         let sections = image.sections
         minimal = MinimalSymbols(raw: raw, sections: sections)
         let sectionAtZero = sections.contains { $0.isAllocated && $0.address == 0 && $0.size > 0 }

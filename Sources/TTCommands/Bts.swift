@@ -76,9 +76,9 @@ public struct BtsDump: ParsableCommand {
         commandName: "dump",
         abstract: "Print branch records, optionally with symbols.",
         discussion: """
-            Each record prints as `N: 0x<from> -> 0x<to>` (N counting from 0); in an extended
-            file (first record all ones) the branch counter, as 12 zero-padded decimal digits,
-            replaces N. Several files are printed one after another, each preceded by
+            Each record prints as `N: 0x<from> -> 0x<to>` (N counting from 0); in an extended \
+            file (first record all ones) the branch counter, as 12 zero-padded decimal digits, \
+            replaces N. Several files are printed one after another, each preceded by \
             `==> FILE <==` when there is more than one.
             """)
 
@@ -97,7 +97,7 @@ public struct BtsDump: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        try reporting {
+        try reporting(program: btsProgramName) {
             let out = OutputBuffer(fd: 1, capacity: 1 << 20)
             var sink = LineSink(out)
             defer { sink.deallocate() }
@@ -143,7 +143,7 @@ public struct BtsStats: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        try reporting {
+        try reporting(program: btsProgramName) {
             let symbolizer = try symbolOptions.symbolizer()
             let bts = try openBTS(file)
             var stats = BranchStats()
@@ -192,11 +192,11 @@ public struct BtsTrace: ParsableCommand {
         commandName: "trace",
         abstract: "Rebuild the call tree of a branch trace.",
         discussion: """
-            A branch from a call instruction to a function's entry is a call (`Call to f`,
-            indented by depth); a branch to the byte after a call instruction on the stack is a
-            return (`Return from f`, several levels at once after tail calls); a jump to a
-            function's entry is a tail call; any other branch leaving the current function's
-            DWARF ranges prints `*** branch from X to Y out of range [lo-hi]`. Extended files
+            A branch from a call instruction to a function's entry is a call (`Call to f`, \
+            indented by depth); a branch to the byte after a call instruction on the stack is a \
+            return (`Return from f`, several levels at once after tail calls); a jump to a \
+            function's entry is a tail call; any other branch leaving the current function's \
+            DWARF ranges prints `*** branch from X to Y out of range [lo-hi]`. Extended files \
             add ` (bctr=N)` to each line.
             """)
 
@@ -215,7 +215,7 @@ public struct BtsTrace: ParsableCommand {
     }
 
     public func run() throws {
-        try reporting {
+        try reporting(program: btsProgramName) {
             guard let symbolizer = try symbolOptions.symbolizer() else { return }
             let bts = try openBTS(file)
             let out = OutputBuffer(fd: 1, capacity: 1 << 20)
@@ -237,11 +237,11 @@ public struct BtsExport: ParsableCommand {
         commandName: "export",
         abstract: "Export a branch trace for viewers: Chrome trace JSON, folded stacks, JSON lines.",
         discussion: """
-            chrome: trace-event JSON for ui.perfetto.dev or chrome://tracing; calls are nested
-              slices on a timeline of branch counts (the branch counter in extended files, the
-              record number otherwise; one branch shows as 1 µs).
-            folded: `outer;inner;leaf N` lines for flamegraph.pl or speedscope, N the branches
-              taken in that stack.
+            chrome: trace-event JSON for ui.perfetto.dev or chrome://tracing; calls are nested \
+            slices on a timeline of branch counts (the branch counter in extended files, the \
+            record number otherwise; one branch shows as 1 µs).
+            folded: `outer;inner;leaf N` lines for flamegraph.pl or speedscope, N the branches \
+            taken in that stack.
             jsonl: one JSON object per record, with symbols when given.
             chrome and folded rebuild the call tree as `tt bts trace` does and need symbols.
             """)
@@ -267,7 +267,7 @@ public struct BtsExport: ParsableCommand {
     }
 
     public func run() throws {
-        try reporting {
+        try reporting(program: btsProgramName) {
             let symbolizer = try symbolOptions.symbolizer()
             let bts = try openBTS(file)
             let out = OutputBuffer(fd: 1, capacity: 1 << 20)
@@ -313,11 +313,11 @@ public struct BtsExtract: ParsableCommand {
         commandName: "extract",
         abstract: "Copy the branch records of a replay log in a branch-counter range into a BTS file.",
         discussion: """
-            Takes the records of the log's hardware-branch entries whose own branch counter lies
-            in [S-radius, E+radius] (bounds included, clamped at 0 and at the maximum). The
-            filter is exact per record: an entry straddling a bound contributes only its records
-            inside the range. Counters are per vCPU; without --vcpu every vCPU's records are taken,
-            each judged by its own counter. With a sidecar index (LOG.idx, from `tt log index`)
+            Takes the records of the log's hardware-branch entries whose own branch counter lies \
+            in [S-radius, E+radius] (bounds included, clamped at 0 and at the maximum). The \
+            filter is exact per record: an entry straddling a bound contributes only its records \
+            inside the range. Counters are per vCPU; without --vcpu every vCPU's records are taken, \
+            each judged by its own counter. With a sidecar index (LOG.idx, from `tt log index`) \
             the scan starts at the range instead of the log's beginning.
             """)
 
@@ -339,13 +339,16 @@ public struct BtsExtract: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        try reporting {
+        try reporting(program: btsProgramName) {
             guard let range = BranchExtractor.bounds(start: start?.value, startRadius: start?.radius ?? 0,
                                                      end: end?.value, endRadius: end?.radius ?? 0) else {
                 throw BTSError.badArgument("empty range: -S (minus its radius) is above -E (plus its radius)")
             }
             if output == nil && isatty(1) == 1 {
                 throw BTSError.badArgument("refusing to write binary records to a terminal: give -o FILE or redirect")
+            }
+            if let output, sameFile(output, log) || sameFile(output, log + ".idx") {
+                throw BTSError.badArgument("-o \(output): that is the log (or its index) being read; refusing to overwrite it")
             }
             let reader = try ReplayLogReader(path: FilePath(log))
             if let vcpu, vcpu >= reader.header.vcpuCount {
@@ -368,4 +371,50 @@ public struct BtsExtract: ParsableCommand {
             }
         }
     }
+}
+
+/// `bts-dump` etc. print their own name in usage and errors; `tt bts …` prints `tt`.
+let btsProgramName: String = {
+    let base = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+    return base.hasPrefix("bts-") ? base : "tt"
+}()
+
+private func renamed(_ c: CommandConfiguration, _ name: String) -> CommandConfiguration {
+    var c = c
+    c.commandName = name
+    return c
+}
+
+/// `bts-extract`: the original XenTT name of `tt bts extract`.
+public struct BtsExtractTool: ParsableCommand {
+    public static let configuration = renamed(BtsExtract.configuration, "bts-extract")
+    @OptionGroup var command: BtsExtract
+    public init() {}
+    public mutating func validate() throws { try command.validate() }
+    public mutating func run() throws { try command.run() }
+}
+
+/// `bts-dump`: the original XenTT name of `tt bts dump`.
+public struct BtsDumpTool: ParsableCommand {
+    public static let configuration = renamed(BtsDump.configuration, "bts-dump")
+    @OptionGroup var command: BtsDump
+    public init() {}
+    public mutating func validate() throws { try command.validate() }
+    public mutating func run() throws { try command.run() }
+}
+
+/// `bts-trace`: the original XenTT name of `tt bts trace`.
+public struct BtsTraceTool: ParsableCommand {
+    public static let configuration = renamed(BtsTrace.configuration, "bts-trace")
+    @OptionGroup var command: BtsTrace
+    public init() {}
+    public mutating func validate() throws { try command.validate() }
+    public mutating func run() throws { try command.run() }
+}
+
+/// Whether two paths name the same existing file (same device and inode).
+func sameFile(_ a: String, _ b: String) -> Bool {
+    var sa = stat(), sb = stat()
+    guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
 }

@@ -37,6 +37,8 @@ struct Record: ParsableCommand {
     var detach = false
     @Option(help: "Architecture of the bundled guest: i386 or x86_64.")
     var arch: String = "i386"
+    @Option(help: BackendChoice.help)
+    var backend: BackendChoice = .auto
     @OptionGroup var state: StateOptions
 
     func validate() throws {
@@ -47,6 +49,7 @@ struct Record: ParsableCommand {
 
     func run() throws {
         try reporting {
+            if backend.usesXen { return try recordWithXen() }
             let dir = try state.resolve()
             if stop || destroy {
                 guard dir.exists else { throw StateError.missing(dir.path) }

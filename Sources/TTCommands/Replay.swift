@@ -1,4 +1,5 @@
 import ArgumentParser
+import XenBackend
 import XenTT
 
 /// `tt replay`: start a replay VM that outlives the command.
@@ -10,7 +11,7 @@ struct Replay: ParsableCommand {
             and tt run-until drive it; tt replay -K kills it, keeping the state.
             """)
 
-    @Flag(name: .customShort("c"), help: "Show the guest console (replay output so far) when done.")
+    @Flag(name: .customShort("c"), help: "Show the guest console: follow the replay's serial output until the replay ends or ^C (the VM keeps running).")
     var console = false
     @Flag(name: .customShort("d"), help: "Debug output.")
     var debug = false
@@ -20,16 +21,20 @@ struct Replay: ParsableCommand {
     var paused = false
     @Flag(name: .customShort("K"), help: "Kill the replay VM, keeping the state.")
     var kill = false
+    @Option(help: ArgumentHelp("Hypervisor: xen or qemu (default: the one the recording was made with).", valueName: "xen|qemu|auto"))
+    var backend: BackendChoice?
     @OptionGroup var state: StateOptions
 
     func run() throws {
         try reporting {
+            // The one-line refusal comes before anything else is looked at.
+            if backend == .xen { try XenSessions.requireAvailable() }
             let dir = try state.resolve()
             try dir.requireRecording()
-            let lock = try dir.lock()
+            var lock: StateLock? = try dir.lock()
             defer { withExtendedLifetime(lock) {} }
             QEMURecorder.cleanStale(dir)
-            let backend = try SessionBackends.backend(for: dir, debug: debug)
+            let backend = try SessionBackends.backend(for: dir, debug: debug, choice: self.backend)
             let session = ReplaySession(name: dir.name, backend: backend)
             if kill {
                 let live = backend.isLive
@@ -57,8 +62,12 @@ struct Replay: ParsableCommand {
                 throw ExitCode(SignalWatcher.exitStatus(SignalWatcher.pending))
             }
             try session.detach()
-            let pid = (backend as? QEMUReplayBackend)?.vmPID ?? 0
-            printLine("tt: replaying \(dir.name) (QEMU pid \(pid)), \(paused ? "paused at" : "started from") \(session.describe(position))")
+            let vm = (backend as? QEMUReplayBackend).map { "QEMU pid \($0.vmPID ?? 0)" } ?? (backend as? XenReplayBackend)?.domid.map { "Xen \($0)" } ?? backend.name
+            printLine("tt: replaying \(dir.name) (\(vm)), \(paused ? "paused at" : "started from") \(session.describe(position))")
+            if console && !paused, let qemu = backend as? QEMUReplayBackend, let pid = qemu.vmPID {
+                lock = nil // others may drive the replay meanwhile
+                QEMURecorder.followConsole(dir.file(QEMUMachine.File.replayConsole), whileAlive: pid)
+            }
         }
     }
 }

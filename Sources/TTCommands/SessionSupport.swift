@@ -1,6 +1,7 @@
 import ArgumentParser
 import Symbolize
 import SystemPackage
+import XenBackend
 import XenTT
 #if canImport(Glibc)
 import Glibc
@@ -22,9 +23,14 @@ struct StateOptions: ParsableArguments {
 /// The backend a session command uses. `--backend qemu|xen|auto` plugs in here (the
 /// Xen backend registers itself); today every recording made by tt record is QEMU's.
 enum SessionBackends {
-    static func backend(for state: StateDirectory, debug: Bool) throws -> ReplayBackend {
+    static func backend(for state: StateDirectory, debug: Bool, choice: BackendChoice? = nil) throws -> ReplayBackend {
         let kind = state.readIfPresent("backend")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "qemu"
+        if let choice, choice != .auto, choice.rawValue != kind {
+            throw ValidationError("\(state.path): recorded with backend '\(kind)', not '\(choice.rawValue)'")
+        }
         switch kind {
+        case "xen":
+            return try XenSessions.replayBackend(state: state)
         case "qemu":
             let b = QEMUReplayBackend(state: state)
             b.debug = debug

@@ -3,6 +3,7 @@ import BTS
 import Symbolize
 import SystemPackage
 import TTSystem
+import XenBackend
 import XenTT
 #if canImport(Glibc)
 import Glibc
@@ -45,6 +46,8 @@ struct TraceTaskCommand: ParsableCommand {
     var symbols: String?
     @Option(help: ArgumentHelp("Print the trace (GDB style) when it has at most N records; otherwise print the bts-dump command. 0: never.", valueName: "N"))
     var printLimit: Int = 2000
+    @Option(help: ArgumentHelp("Hypervisor: xen or qemu (default: the one the recording was made with).", valueName: "xen|qemu|auto"))
+    var backend: BackendChoice?
     @OptionGroup var state: StateOptions
 
     static let logName = "trace.ttlog"
@@ -57,6 +60,7 @@ struct TraceTaskCommand: ParsableCommand {
     func run() throws {
         try reporting {
             // Syntax first, before touching anything.
+            if backend == .xen { try XenSessions.requireAvailable() }
             let startLocation = try Location(parsing: startText)
             let endLocation = try Location(parsing: endText)
             let dir = try state.resolve()
@@ -81,7 +85,7 @@ struct TraceTaskCommand: ParsableCommand {
             defer { withExtendedLifetime(lock) {} }
             QEMURecorder.cleanStale(dir)
             SignalWatcher.install()
-            let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug))
+            let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug, choice: backend))
             let wordSize = symfile.flatMap { Self.elfWordSize(FilePath($0)) } ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(Self.logName), guestWordSize: wordSize)

@@ -23,3 +23,15 @@ public struct SystemError: Error, CustomStringConvertible {
         return message
     }
 }
+
+extension SystemError: ExitStatusProviding {
+    /// A missing file is "no input"; another failed call is an I/O error; a file-level
+    /// problem without errno (not a regular file, not ELF) is malformed input.
+    public var exitStatus: Int32 {
+        switch errno {
+        case .noSuchFileOrDirectory?: return ExitStatus.noInput
+        case .some: return ExitStatus.ioError
+        case nil: return ExitStatus.dataError
+        }
+    }
+}

@@ -266,6 +266,22 @@ public final class LibXenToolstack: XenToolstack {
 
     public func monitorOpen(_ domid: XenDomainID) throws {
         guard monitors[domid] == nil else { return }
+        // Requests and responses are laid out by the interface version: a hypervisor
+        // speaking another one would misread every answer.
+        let version = xc_vm_event_get_version(xc.handle)
+        guard version == Int32(VM_EVENT_INTERFACE_VERSION) else {
+            throw XenError.unsupported("the hypervisor's vm_event interface is version \(version), tt speaks \(VM_EVENT_INTERFACE_VERSION)")
+        }
+        var capabilities: UInt32 = 0
+        guard xc_monitor_get_capabilities(xc.handle, domid.rawValue, &capabilities) == 0 else {
+            throw fail("xc_monitor_get_capabilities")
+        }
+        guard capabilities & (1 << UInt32(VM_EVENT_REASON_SOFTWARE_BREAKPOINT)) != 0 else {
+            throw XenError.unsupported("\(domid) offers no software-breakpoint monitor events (HVM guests only)")
+        }
+        guard capabilities & (1 << UInt32(VM_EVENT_REASON_SINGLESTEP)) != 0 else {
+            throw XenError.unsupported("\(domid) offers no single-step monitor events (they need Intel VMX with MTF)")
+        }
         var remotePort: UInt32 = 0
         guard let page = xc_monitor_enable(xc.handle, domid.rawValue, &remotePort) else {
             throw fail("xc_monitor_enable")
@@ -310,6 +326,9 @@ public final class LibXenToolstack: XenToolstack {
         guard tt_vm_event_unconsumed_requests(m.ring) != 0 else { return nil }
         var request = vm_event_request_t()
         tt_vm_event_get_request(m.ring, &request)
+        if request.version != UInt32(VM_EVENT_INTERFACE_VERSION) {
+            return XenMonitorEvent(kind: .other(reason: request.reason), vcpu: request.vcpu_id, ip: 0, cx: 0)
+        }
         let regs = request.data.regs.x86
         let kind: XenMonitorEvent.Kind
         switch request.reason {

@@ -37,7 +37,8 @@ public final class MonotonicClock: XenClock {
 public final class XenReplayBackend: ReplayBackend {
     public let name = "xen"
     /// Going back is a restart of the replay from its beginning (branch count 0).
-    public var capabilities: BackendCapabilities { [.seeking] }
+    /// HVM guests deliver branch records through vmtrace (Intel PT) decoding.
+    public var capabilities: BackendCapabilities { isHVM ? [.seeking, .branchTracing] : [.seeking] }
 
     let toolstack: XenToolstack
     let state: StateDirectory
@@ -53,13 +54,16 @@ public final class XenReplayBackend: ReplayBackend {
     static let int3: UInt8 = 0xCC
     static let trapFlag: UInt64 = 1 << 8
 
-    private(set) var domid: XenDomainID?
+    public private(set) var domid: XenDomainID?
     private var isHVM = false
     private var armed = false
     /// HVM: address -> the original byte under the int3. PV: address -> DR slot.
     private var softwareBreakpoints: [UInt64: UInt8] = [:]
     private var hardwareBreakpoints: [UInt64: Int] = [:]
     private var hypervisorTracing = false
+    private var tracer: XenVmtraceTracer?
+    private var tracingSink: BranchSink?
+    private var tracingStart: UInt64 = 0
     private let interruptRequest = InterruptRequest()
 
     public init(toolstack: XenToolstack, state: StateDirectory, domainName: String, configJSON: String,
@@ -126,6 +130,8 @@ public final class XenReplayBackend: ReplayBackend {
         softwareBreakpoints.removeAll()
         hardwareBreakpoints.removeAll()
         hypervisorTracing = false
+        tracer = nil  // unmaps the trace buffer before the domain goes
+        tracingSink = nil
         guard let id else {
             state.remove("domid")
             return
@@ -374,6 +380,15 @@ public final class XenReplayBackend: ReplayBackend {
     /// Wait for the running domain to stop. On return the domain is paused by tt (an
     /// answered vm_event no longer holds the vCPU), or it has ended.
     private func waitForStop(_ id: XenDomainID, progress: ((UInt64) -> Void)?, interruptible: Bool) throws -> Outcome {
+        let outcome = try waitForStopUntraced(id, progress: progress, interruptible: interruptible)
+        // The vmtrace buffer is a ring: copy what this run wrote before the next one.
+        if let tracer {
+            if case .ended = outcome { try? tracer.collect() } else { try tracer.collect() }
+        }
+        return outcome
+    }
+
+    private func waitForStopUntraced(_ id: XenDomainID, progress: ((UInt64) -> Void)?, interruptible: Bool) throws -> Outcome {
         var lastProgress = clock.now()
         while true {
             if interruptible && (interruptRequest.take() || SignalWatcher.pending != 0) {
@@ -387,6 +402,11 @@ public final class XenReplayBackend: ReplayBackend {
             }
             if isHVM {
                 if let event = try toolstack.monitorNextEvent(id, timeoutMilliseconds: 50) {
+                    if case .other = event.kind {
+                        // Not a stop tt asked for: let the vCPU go on.
+                        try toolstack.monitorResume(id, event: event, toggleSingleStep: false)
+                        continue
+                    }
                     try toolstack.pauseDomain(id)
                     try toolstack.monitorResume(id, event: event, toggleSingleStep: false)
                     return .event(event)
@@ -429,6 +449,9 @@ public final class XenReplayBackend: ReplayBackend {
 
     /// Back to the beginning: the replay is restarted (branch count 0), breakpoints kept.
     public func seek(toAtMost brctr: UInt64) throws -> Position {
+        guard tracer == nil && !hypervisorTracing else {
+            throw XenError.unsupported("cannot go back while branch tracing is on (the restart would lose the trace)")
+        }
         let keep = breakpointAddresses
         try kill()
         try boot()
@@ -436,15 +459,38 @@ public final class XenReplayBackend: ReplayBackend {
         return try position()
     }
 
-    /// On the time-travel hypervisor branch tracing is its BTS: the records go into the
-    /// hypervisor's own replay log in the state directory (as in the original), not to
-    /// `sink`; hence no `.branchTracing` capability. `nil` switches it off.
+    /// HVM: vmtrace (Intel PT) from here on; switching off decodes the trace and delivers
+    /// every transfer to the sink, numbered from the branch count at the start, and
+    /// checked against the branch counter's advance.
+    /// PV: the time-travel hypervisor's BTS, whose records go into the hypervisor's own
+    /// replay log in the state directory (as in the original), not to `sink`; hence no
+    /// `.branchTracing` capability for PV.
     public func setTracing(_ sink: BranchSink?) throws {
         let id = try requireDomain()
-        let on = sink != nil
-        guard on != hypervisorTracing else { return }
-        try toolstack.timeTravelSetBranchTracing(id, on: on)
-        hypervisorTracing = on
+        if let sink {
+            guard tracer == nil && !hypervisorTracing else { return }
+            if isHVM {
+                tracingStart = try position().landmark.brctr
+                tracer = try XenVmtraceTracer(toolstack: toolstack, domid: id, vcpu: Self.vcpu)
+                tracingSink = sink
+            } else {
+                try toolstack.timeTravelSetBranchTracing(id, on: true)
+                hypervisorTracing = true
+            }
+            return
+        }
+        if let tracer, let tracingSink {
+            self.tracer = nil
+            self.tracingSink = nil
+            let end = try position().landmark.brctr
+            let originals = softwareBreakpoints
+            try tracer.finish(into: tracingSink, startBrctr: tracingStart, expectedCount: end - tracingStart,
+                              originalByte: { originals[$0] })
+        }
+        if hypervisorTracing {
+            try toolstack.timeTravelSetBranchTracing(id, on: false)
+            hypervisorTracing = false
+        }
     }
 }
 

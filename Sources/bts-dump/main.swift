@@ -1,3 +1,3 @@
 import TTCommands
 
-BtsDump.main()
+BtsDumpTool.main()

@@ -1,3 +1,3 @@
 import TTCommands
 
-BtsExtract.main()
+BtsExtractTool.main()

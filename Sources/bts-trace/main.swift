@@ -1,3 +1,3 @@
 import TTCommands
 
-BtsTrace.main()
+BtsTraceTool.main()

@@ -97,3 +97,58 @@ final class ExtractTests: XCTestCase {
         XCTAssertEqual(bad.err.split(separator: "\n").count, 1, bad.err)
     }
 }
+
+final class ExtractMoreTests: XCTestCase {
+    var dir = ""
+    override func setUpWithError() throws { dir = try makeTempDir() }
+    override func tearDown() { removeTree(dir) }
+
+    /// 32-bit entries (12-byte records: from u32, to u32, flags u32) widen to 24-byte records.
+    func testThirtyTwoBitEntriesWiden() throws {
+        let log = dir + "/32.log"
+        let w = try ReplayLogWriter(creating: FilePath(log), header: ReplayLogHeader(producer: "test", guestWordSize: 32, vcpuCount: 1))
+        func le32(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * UInt32($0))) } }
+        let payload = le32(0xc010_0000) + le32(0xc020_0000) + le32(5) + le32(0xc010_0010) + le32(0xc030_0000) + le32(6)
+        try payload.withUnsafeBytes {
+            try w.append(type: .hardwareBranches32, info: 0, domid: 1, vcpu: 0, cpu: CPUState(ip: 0, brctr: 8), payload: $0)
+        }
+        try w.close()
+        let out = dir + "/o.bts"
+        let wr = try BTSWriter(creating: FilePath(out), extended: true)
+        let s = try BranchExtractor(extended: true).extract(from: ReplayLogReader(path: FilePath(log)), logPath: FilePath(log), to: wr)
+        try wr.close()
+        XCTAssertEqual(s.records, 2)
+        XCTAssertEqual(try readAll(out), record(.max, .max, .max) + record(0xc010_0000, 0xc020_0000, 7) + record(0xc010_0010, 0xc030_0000, 8))
+    }
+
+    func testRefusesToOverwriteTheLog() throws {
+        let log = dir + "/x.log"
+        let w = try ReplayLogWriter(creating: FilePath(log), header: ReplayLogHeader(producer: "t", guestWordSize: 64, vcpuCount: 1))
+        try w.close()
+        let before = try readAll(log)
+        let r = try spawn([productsDirectory + "/bts-extract", "-o", log, log])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.err.contains("refusing"), r.err)
+        XCTAssertEqual(try readAll(log), before)
+    }
+
+    func testStatsOnAHandmadeFile() throws {
+        let path = dir + "/s.bts"
+        try writeFile(path, record(0x10, 0x20, 0) + record(0x30, 0x20, 0) + record(0x10, 0x20, 0) + record(0x40, 0x50, 0))
+        let r = try spawn([productsDirectory + "/tt", "bts", "stats", "-t", "2", path])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(r.out, """
+            records: 4
+            format: raw
+            unique targets: 2
+            unique edges: 3
+            hottest targets:
+            3 0x00000020
+            1 0x00000050
+            hottest edges:
+            2 0x00000010 -> 0x00000020
+            1 0x00000030 -> 0x00000020
+
+            """)
+    }
+}

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 import BTS
+import SystemPackage
+import XenTT
 
 /// Branch streams from a REAL execution: Fixtures/calltree.c is compiled freestanding,
 /// single-stepped under gdb (`starti`, then `stepi` + print $pc until it exits), and every
@@ -228,5 +230,89 @@ final class RealExecutionTests: XCTestCase {
         XCTAssertEqual(Array(text[at..<at + 4]), ["Call to outer", "Call to sum_to (inlined)", "Return from sum_to (inlined)", "Return from outer"])
         XCTAssertEqual(lines[at + 1].prefix { $0 == " " }.count, 4, "the inlined frame is one level below outer")
         XCTAssertEqual(text.filter { $0.hasSuffix("(inlined)") }.count, 2, r.out)
+    }
+
+    /// Function bounds from `nm -S` (symbol address and size), independent of DWARF.
+    func nmBounds(_ binary: String) throws -> [String: Range<UInt64>] {
+        let nm = try spawn(["/usr/bin/nm", "-S", "--defined-only", binary])
+        var d: [String: Range<UInt64>] = [:]
+        for line in nm.out.split(separator: "\n") {
+            let c = line.split(separator: " ")
+            guard c.count == 4, let a = UInt64(c[0], radix: 16), let n = UInt64(c[1], radix: 16) else { continue }
+            d[String(c[3])] = a..<(a + n)
+        }
+        return d
+    }
+
+    func testBranchOutOfRangeIsReported() throws {
+        let f = try fixture()
+        let b = try nmBounds(f.binary)
+        let fib = try XCTUnwrap(b["fib"]), leaf = try XCTUnwrap(b["leaf"])
+        // The real first call (_start → fib), then a made-up jump from inside fib into the
+        // middle of leaf: neither a call, nor a return, nor inside fib.
+        let path = f.dir + "/oor.bts"
+        let call = f.transfers[0]
+        XCTAssertEqual(call.to, fib.lowerBound)
+        try writeFile(path, record(call.from, call.to, 0) + record(fib.lowerBound + 9, leaf.lowerBound + 4, 0))
+        let r = try spawn([productsDirectory + "/bts-trace", "--symbols", f.binary, path])
+        XCTAssertEqual(r.status, 0, r.err)
+        func hex8(_ v: UInt64) -> String { let h = String(v, radix: 16); return "0x" + String(repeating: "0", count: max(0, 8 - h.count)) + h }
+        XCTAssertEqual(r.out, """
+              Call to fib
+              *** branch from \(hex8(fib.lowerBound + 9)) to \(hex8(leaf.lowerBound + 4)) out of range [\(hex8(fib.lowerBound))-\(hex8(fib.upperBound))]
+
+            """)
+    }
+
+    func testMapPrefixAndUserFile() throws {
+        let f = try fixture()
+        let b = try nmBounds(f.binary)
+        let fib = try XCTUnwrap(b["fib"])
+        let path = f.dir + "/one.bts"
+        try writeFile(path, record(fib.lowerBound + 2, fib.lowerBound, 0))
+        let hex = "0x" + String(repeating: "0", count: max(0, 8 - String(fib.lowerBound, radix: 16).count)) + String(fib.lowerBound, radix: 16)
+        let hex2 = "0x" + String(repeating: "0", count: max(0, 8 - String(fib.lowerBound + 2, radix: 16).count)) + String(fib.lowerBound + 2, radix: 16)
+        let m = try spawn([productsDirectory + "/bts-dump", "--map", "0-ffffffff=\(f.binary),prefix=K:", path])
+        XCTAssertEqual(m.out, "0: \(hex2) <K:fib+2> -> \(hex) <K:fib>\n", m.err)
+        let u = try spawn([productsDirectory + "/bts-dump", "-U", f.binary, path])
+        XCTAssertEqual(u.out, "0: \(hex2) <User:fib+2> -> \(hex) <User:fib>\n", u.err)
+        // With a bias the image is moved: the same names at run-time addresses + 0x1000.
+        let moved = f.dir + "/moved.bts"
+        try writeFile(moved, record(fib.lowerBound + 0x1002, fib.lowerBound + 0x1000, 0))
+        let biased = try spawn([productsDirectory + "/bts-dump", "-G", "--map", "0-ffffffff=\(f.binary),bias=0x1000", moved])
+        XCTAssertTrue(biased.out.contains("<fib+2> -> "), biased.out + biased.err)
+    }
+
+    /// The real stream through the whole pipe: a replay log written in batches of 7 (the k-th
+    /// taken branch has counter k), `bts-extract -x` of a middle range, then `bts-trace`.
+    func testLogToExtractToTrace() throws {
+        let f = try fixture()
+        let log = f.dir + "/real.log"
+        unlink(log)
+        let w = try ReplayLogWriter(creating: FilePath(log), header: ReplayLogHeader(producer: "gdb-stepi", guestWordSize: 64, vcpuCount: 1))
+        var k = 0
+        while k < f.transfers.count {
+            let batch = f.transfers[k..<min(k + 7, f.transfers.count)]
+            let bytes = batch.flatMap { record($0.from, $0.to, 0) }
+            k += batch.count
+            try bytes.withUnsafeBytes { try w.appendBranches(vcpu: 0, cpu: CPUState(ip: 0, brctr: UInt64(k)), records: $0) }
+        }
+        try w.close()
+
+        let lo = 10, hi = 30
+        let out = f.dir + "/mid.xbts"
+        let x = try spawn([productsDirectory + "/bts-extract", "-x", "-S", "\(lo)", "-E", "\(hi)", "-o", out, log])
+        XCTAssertEqual(x.status, 0, x.err)
+        var expected = record(.max, .max, .max)
+        for c in lo...hi { expected += record(f.transfers[c - 1].from, f.transfers[c - 1].to, UInt64(c)) }
+        XCTAssertEqual(try readAll(out), expected)
+
+        let all = f.dir + "/all.xbts"
+        XCTAssertEqual(try spawn([productsDirectory + "/bts-extract", "-x", "-o", all, log]).status, 0)
+        let t = try spawn([productsDirectory + "/bts-trace", "--symbols", f.binary, all])
+        XCTAssertEqual(t.status, 0, t.err)
+        let lines = t.out.split(separator: "\n")
+        XCTAssertEqual(lines.first, "  Call to fib (bctr=1)")
+        XCTAssertEqual(lines.filter { $0.contains("Call to fib (") }.count, 15)
     }
 }

@@ -44,6 +44,8 @@
 // everything when the log flags change (observed: a window opened mid-run on the bundled
 // guest had no unlisted block). `-dfilter 0x100000..0x1fffff` restricts a whole-run log to the
 // bundled guest's image (about 1 s and 15 MB instead of 15 s and 170 MB with the firmware).
+// `ExecLogWindow.capture` (ExecLogWindow.swift) captures and analyses the window between two
+// icounts of a replay.
 
 import SystemPackage
 import TTSystem
@@ -95,10 +97,26 @@ public enum ExecLogOracle {
     public struct Run {
         /// The taken transfers in order: `transfers[k-1]` is the k-th.
         public var transfers: [Transfer] = []
-        /// Executed instructions (rep iterations each count once).
+        /// Executed instructions (each iteration of a rep instruction counts as one, as icount).
         public var instructionCount = 0
         /// The executed instructions in order (only when asked for).
         public var executed: [Instruction] = []
+    }
+
+    /// One point of the run: the `index`-th executed instruction (from 0), at `address`, about
+    /// to execute with the branch counter at `counter`: the transfers taken so far, including
+    /// the one into this instruction, counted from the first logged instruction (tt's landmark
+    /// `(address, brctr)`). When the log starts mid-run (`-dfilter`, a window),
+    /// add the counter the branch counter had at the log's first instruction.
+    public struct Point: Hashable {
+        public let index: Int
+        public let address: UInt64
+        public let counter: Int
+        public init(index: Int, address: UInt64, counter: Int) {
+            self.index = index
+            self.address = address
+            self.counter = counter
+        }
     }
 
     public struct LogError: Error, CustomStringConvertible, ExitStatusProviding {
@@ -164,15 +182,73 @@ public enum ExecLogOracle {
 
 // MARK: - The log parser
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One line of the log, without its newline: a pointer into the mapped file (no copies; the
+/// parser works on raw bytes so that even a debug build reads a 200 MB log in seconds).
+private struct Line {
+    let base: UnsafePointer<UInt8>
+    let count: Int
+
+    subscript(i: Int) -> UInt8 { base[i] }
+
+    func hasPrefix(_ prefix: StaticString) -> Bool {
+        prefix.utf8CodeUnitCount <= count && memcmp(base, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0
+    }
+
+    /// Index of the first `byte` at or after `from`.
+    func index(of byte: UInt8, from: Int) -> Int? {
+        guard from < count, let p = memchr(base + from, Int32(byte), count - from) else { return nil }
+        return UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self) - base
+    }
+
+    /// Whether bytes from `from` on are all blanks.
+    func isBlank(from: Int = 0) -> Bool {
+        var i = from
+        while i < count {
+            if base[i] != 0x20 && base[i] != 0x09 && base[i] != 0x0D { return false }
+            i += 1
+        }
+        return true
+    }
+
+    static func hexDigit(_ c: UInt8) -> UInt64? {
+        switch c {
+        case 0x30...0x39: return UInt64(c &- 0x30)
+        case 0x61...0x66: return UInt64(c &- 0x61 &+ 10)
+        case 0x41...0x46: return UInt64(c &- 0x41 &+ 10)
+        default: return nil
+        }
+    }
+
+    /// A hex number at `from` (an optional "0x" is skipped); returns it and the index after it.
+    func hexNumber(from: Int) -> (value: UInt64, end: Int)? {
+        var i = from
+        if i + 1 < count, base[i] == 0x30, base[i + 1] == 0x78 { i += 2 }
+        var value: UInt64 = 0
+        let start = i
+        while i < count, let d = Line.hexDigit(base[i]) {
+            guard i - start < 16 else { return nil }
+            value = value << 4 | d
+            i += 1
+        }
+        return i > start ? (value, i) : nil
+    }
+}
+
 private struct Parser {
     let path: String
     var lineNumber = 0
 
     /// Host code address → the instructions of the block translated there.
     var translations: [UInt64: [ExecLogOracle.Instruction]] = [:]
-    /// The "IN:" listing being read, and the one waiting for its first "Trace".
-    var listing: [ExecLogOracle.Instruction]? = nil
+    /// The "IN:" listing being read (and the bytes of its last instruction), and the last one
+    /// read, waiting for its first "Trace".
+    var listing: [ExecLogOracle.Instruction] = []
     var listingBytes: [UInt8] = []
+    var lineBytes: [UInt8] = []
     var readingListing = false
     var unboundListing: (instructions: [ExecLogOracle.Instruction], line: Int)? = nil
     /// The last block execution, held back until the next line says whether it ran fully.
@@ -184,14 +260,21 @@ private struct Parser {
         ExecLogOracle.LogError(path: path, line: line ?? lineNumber, message: message)
     }
 
+    func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
     mutating func run(_ bytes: UnsafeRawBufferPointer, _ body: (ExecLogOracle.Instruction) throws -> Void) throws {
-        var start = 0
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
         let n = bytes.count
+        var start = 0
         while start < n {
-            var end = start
-            while end < n && bytes[end] != UInt8(ascii: "\n") { end += 1 }
+            let end: Int
+            if let p = memchr(base + start, 0x0A, n - start) {
+                end = UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self) - base
+            } else {
+                end = n
+            }
             lineNumber += 1
-            try line(UnsafeRawBufferPointer(rebasing: bytes[start..<end]), body)
+            try line(Line(base: base + start, count: end - start), body)
             start = end + 1
         }
         try finishListing()
@@ -208,138 +291,148 @@ private struct Parser {
     mutating func finishListing() throws {
         guard readingListing else { return }
         readingListing = false
-        guard let l = listing, !l.isEmpty else { throw error("empty IN: listing") }
-        unboundListing = (l, lineNumber)
-        listing = nil
+        guard !listing.isEmpty else { throw error("empty IN: listing") }
+        unboundListing = (listing, lineNumber)
+        listing = []
     }
 
-    mutating func line(_ l: UnsafeRawBufferPointer, _ body: (ExecLogOracle.Instruction) throws -> Void) throws {
+    mutating func line(_ l: Line, _ body: (ExecLogOracle.Instruction) throws -> Void) throws {
         if readingListing {
-            if l.isEmpty || l.allSatisfy({ $0 == UInt8(ascii: " ") }) {
-                try finishListing()
-                return
-            }
-            if l.starts(with: "0x".utf8) {
+            if l.count >= 2 && l[0] == 0x30 && l[1] == 0x78 {   // "0x"
                 try instructionLine(l)
                 return
             }
-            try finishListing()   // anything else ends the listing; handle the line below
+            try finishListing()   // a blank line, or anything else, ends the listing
         }
-        if l.starts(with: "Trace ".utf8) {
+        if l.hasPrefix("Trace ") {
             try traceLine(l, body)
-        } else if l.starts(with: "IN:".utf8) {
-            if unboundListing != nil { throw error("IN: listing at line \(unboundListing!.line) was never executed") }
+        } else if l.hasPrefix("IN:") {
+            if let u = unboundListing { throw error("IN: listing at line \(u.line) was never executed") }
             readingListing = true
-            listing = []
-        } else if l.starts(with: "Stopped execution of TB chain before ".utf8) {
-            let rest = UnsafeRawBufferPointer(rebasing: l[("Stopped execution of TB chain before ".utf8.count)...])
-            guard let (host, afterHost) = hexNumber(rest, from: 0),
-                  let bracket = rest[afterHost...].firstIndex(of: UInt8(ascii: "[")),
-                  let (pc, _) = hexNumber(rest, from: bracket + 1)
+        } else if l.hasPrefix("Stopped execution of TB chain before ") {
+            let from = ("Stopped execution of TB chain before " as StaticString).utf8CodeUnitCount
+            guard let host = l.hexNumber(from: from),
+                  let bracket = l.index(of: 0x5B, from: host.end),   // "["
+                  let pc = l.hexNumber(from: bracket + 1)
             else { throw error("cannot read the 'Stopped execution' line") }
             guard let p = pending else { throw error("'Stopped execution' with no block executed before it") }
-            guard p.hostPointer == host, p.pc == pc else {
-                throw error("'Stopped execution' names block 0x\(String(host, radix: 16)) [\(String(pc, radix: 16))], but the last executed block is 0x\(String(p.hostPointer, radix: 16)) [\(String(p.pc, radix: 16))] (line \(p.line))")
+            guard p.hostPointer == host.value, p.pc == pc.value else {
+                throw error("'Stopped execution' names block \(hex(host.value)) [\(hex(pc.value))], but the last executed block is \(hex(p.hostPointer)) [\(hex(p.pc))] (line \(p.line))")
             }
             pending = nil
-        } else if l.starts(with: "cpu_io_recompile: rewound execution of TB to ".utf8) {
-            let rest = UnsafeRawBufferPointer(rebasing: l[("cpu_io_recompile: rewound execution of TB to ".utf8.count)...])
-            guard let (pc, _) = hexNumber(rest, from: 0) else { throw error("cannot read the 'cpu_io_recompile' line") }
+        } else if l.hasPrefix("cpu_io_recompile: rewound execution of TB to ") {
+            let from = ("cpu_io_recompile: rewound execution of TB to " as StaticString).utf8CodeUnitCount
+            guard let pc = l.hexNumber(from: from) else { throw error("cannot read the 'cpu_io_recompile' line") }
             guard var p = pending else { throw error("'cpu_io_recompile' with no block executed before it") }
-            guard let cut = p.instructions.firstIndex(where: { $0.address == pc }) else {
-                throw error("'cpu_io_recompile' rewinds to 0x\(String(pc, radix: 16)), not an instruction of the last executed block (line \(p.line))")
+            guard let cut = p.instructions.firstIndex(where: { $0.address == pc.value }) else {
+                throw error("'cpu_io_recompile' rewinds to \(hex(pc.value)), not an instruction of the last executed block (line \(p.line))")
             }
             p.instructions.removeSubrange(cut...)
             pending = p
-        } else if l.starts(with: "----------------".utf8) || l.isEmpty {
-            // Separators.
         } else {
-            // Other log output (e.g. from other -d items) says nothing about execution order.
+            // Separators, blank lines, other log output (e.g. from other -d items): nothing
+            // about the order of execution.
         }
     }
 
     /// `0xADDR:  b1 b2 b3 ...   mnemonic operands`, or a continuation `0xADDR:  b9 b10`.
-    mutating func instructionLine(_ l: UnsafeRawBufferPointer) throws {
-        guard let (address, afterAddress) = hexNumber(l, from: 2),
-              afterAddress < l.count, l[afterAddress] == UInt8(ascii: ":")
+    mutating func instructionLine(_ l: Line) throws {
+        guard let address = l.hexNumber(from: 0), address.end < l.count, l[address.end] == 0x3A  // ":"
         else { throw error("cannot read the instruction address") }
         // QEMU prints "0xADDR: " and then each byte as " xx"; the mnemonic follows after padding
         // and two spaces, so the bytes end where a " xx " token no longer fits.
-        var i = afterAddress + 1
-        guard i < l.count, l[i] == UInt8(ascii: " ") else { throw error("cannot read the instruction bytes") }
+        var i = address.end + 1
+        guard i < l.count, l[i] == 0x20 else { throw error("cannot read the instruction bytes") }
         i += 1
-        var bytes: [UInt8] = []
-        while i + 2 < l.count, l[i] == UInt8(ascii: " "),
-              let h = hexDigit(l[i + 1]), let lo = hexDigit(l[i + 2]),
-              i + 3 == l.count || l[i + 3] == UInt8(ascii: " ") {
-            bytes.append(UInt8(h << 4 | lo))
+        lineBytes.removeAll(keepingCapacity: true)
+        while i + 2 < l.count, l[i] == 0x20,
+              let h = Line.hexDigit(l[i + 1]), let lo = Line.hexDigit(l[i + 2]),
+              i + 3 == l.count || l[i + 3] == 0x20 {
+            lineBytes.append(UInt8(h << 4 | lo))
             i += 3
         }
-        guard !bytes.isEmpty else {
-            throw error("instruction at 0x\(String(address, radix: 16)) has no bytes listed (QEMU's in_asm needs its capstone disassembler)")
+        guard !lineBytes.isEmpty else {
+            throw error("instruction at \(hex(address.value)) has no bytes listed (QEMU's in_asm needs its capstone disassembler)")
         }
-        let restIsBlank = l[i...].allSatisfy { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-        if restIsBlank {
-            // Continuation of the previous instruction's bytes.
-            guard let last = listing?.last, address == last.address &+ UInt64(listingBytes.count) else {
-                throw error("bytes at 0x\(String(address, radix: 16)) continue no instruction")
+        if l.isBlank(from: i) {
+            // Bytes only: the rest of the previous instruction (longer than 8 bytes).
+            guard let last = listing.last, address.value == last.address &+ UInt64(last.length) else {
+                throw error("bytes at \(hex(address.value)) continue no instruction")
             }
-            listingBytes += bytes
-            listing![listing!.count - 1] = ExecLogOracle.Instruction(
+            listingBytes += lineBytes
+            listing[listing.count - 1] = ExecLogOracle.Instruction(
                 address: last.address, length: listingBytes.count,
                 isRepString: ExecLogOracle.isRepString(listingBytes))
             return
         }
-        if let last = listing?.last, last.fallThrough != address {
-            throw error("instruction at 0x\(String(address, radix: 16)) does not follow the one at 0x\(String(last.address, radix: 16)) (\(last.length) bytes)")
+        swap(&listingBytes, &lineBytes)
+        if let last = listing.last, last.fallThrough != address.value {
+            throw error("instruction at \(hex(address.value)) does not follow the one at \(hex(last.address)) (\(last.length) bytes)")
         }
-        listingBytes = bytes
-        listing!.append(ExecLogOracle.Instruction(address: address, length: bytes.count,
-                                                  isRepString: ExecLogOracle.isRepString(bytes)))
+        listing.append(ExecLogOracle.Instruction(address: address.value, length: listingBytes.count,
+                                                 isRepString: ExecLogOracle.isRepString(listingBytes)))
     }
 
     /// `Trace 0: 0x7f53f0161f40 [00000000/0010000c/000000b0/ff020200] symbol`
-    mutating func traceLine(_ l: UnsafeRawBufferPointer, _ body: (ExecLogOracle.Instruction) throws -> Void) throws {
-        guard let colon = l.firstIndex(of: UInt8(ascii: ":")),
-              let (host, afterHost) = hexNumber(l, from: colon + 2),
-              let bracket = l[afterHost...].firstIndex(of: UInt8(ascii: "[")),
-              let slash = l[bracket...].firstIndex(of: UInt8(ascii: "/")),
-              let (pc, _) = hexNumber(l, from: slash + 1)
+    mutating func traceLine(_ l: Line, _ body: (ExecLogOracle.Instruction) throws -> Void) throws {
+        guard let colon = l.index(of: 0x3A, from: 6),                 // ":"
+              let host = l.hexNumber(from: colon + 2),
+              let bracket = l.index(of: 0x5B, from: host.end),        // "["
+              let slash = l.index(of: 0x2F, from: bracket),           // "/"
+              let pc = l.hexNumber(from: slash + 1)
         else { throw error("cannot read the Trace line") }
         try flushPending(body)
         if let u = unboundListing {
-            translations[host] = u.instructions
+            translations[host.value] = u.instructions
             unboundListing = nil
         }
-        guard let instructions = translations[host] else {
-            throw error("block 0x\(String(host, radix: 16)) at pc 0x\(String(pc, radix: 16)) runs, but its translation is not in the log (was in_asm logging on when it was translated?)")
+        guard let instructions = translations[host.value] else {
+            throw error("block \(hex(host.value)) at pc \(hex(pc.value)) runs, but its translation is not in the log (was in_asm logging on when it was translated?)")
         }
-        guard instructions.first?.address == pc else {
-            throw error("block 0x\(String(host, radix: 16)) runs at pc 0x\(String(pc, radix: 16)), but was translated for 0x\(String(instructions.first?.address ?? 0, radix: 16))")
+        guard instructions.first?.address == pc.value else {
+            throw error("block \(hex(host.value)) runs at pc \(hex(pc.value)), but was translated for \(hex(instructions.first?.address ?? 0))")
         }
-        pending = (instructions, host, pc, lineNumber)
+        pending = (instructions, host.value, pc.value, lineNumber)
+    }
+}
+
+// MARK: - Landmarks in an analysed run (needs `keepingInstructions: true`)
+
+extension ExecLogOracle.Run {
+    /// The `n`-th execution (from 1) of the instruction at `address` — `WHERE#N` — with the
+    /// branch counter at that moment. Each iteration of a rep-prefixed instruction is an
+    /// execution. Nil when it executes fewer than `n` times.
+    public func execution(of address: UInt64, occurrence n: Int) -> ExecLogOracle.Point? {
+        precondition(n >= 1, "occurrences count from 1")
+        var counter = ExecLogOracle.TransferCounter()
+        var seen = 0
+        for (i, insn) in executed.enumerated() {
+            _ = counter.execute(insn)
+            if insn.address == address {
+                seen += 1
+                if seen == n { return .init(index: i, address: address, counter: counter.transferCount) }
+            }
+        }
+        return nil
     }
 
-    func hexDigit(_ c: UInt8) -> UInt64? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt64(c - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt64(c - UInt8(ascii: "a") + 10)
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt64(c - UInt8(ascii: "A") + 10)
-        default: return nil
+    /// The first execution of `address` with the branch counter at `counter` — `WHERE:brctr`
+    /// (for a rep instruction, its first iteration at that count).
+    public func execution(of address: UInt64, atCounter target: Int) -> ExecLogOracle.Point? {
+        var counter = ExecLogOracle.TransferCounter()
+        for (i, insn) in executed.enumerated() {
+            _ = counter.execute(insn)
+            if counter.transferCount > target { return nil }
+            if insn.address == address && counter.transferCount == target {
+                return .init(index: i, address: address, counter: target)
+            }
         }
+        return nil
     }
 
-    /// A hex number at `from` (an optional "0x" is skipped); returns it and the index after it.
-    func hexNumber(_ l: UnsafeRawBufferPointer, from: Int) -> (UInt64, Int)? {
-        var i = from
-        if i + 1 < l.count, l[i] == UInt8(ascii: "0"), l[i + 1] == UInt8(ascii: "x") { i += 2 }
-        var value: UInt64 = 0
-        let start = i
-        while i < l.count, let d = hexDigit(l[i]) {
-            guard i - start < 16 else { return nil }
-            value = value << 4 | d
-            i += 1
-        }
-        return i > start ? (value, i) : nil
+    /// The transfers between two points: those numbered `from.counter + 1 … to.counter`, the
+    /// records a branch trace from `from` to `to` must hold.
+    public func transfers(from start: ExecLogOracle.Point, to end: ExecLogOracle.Point) -> ArraySlice<ExecLogOracle.Transfer> {
+        transfers[start.counter..<end.counter]
     }
 }

@@ -77,6 +77,25 @@ final class ExecLogParserTests: XCTestCase {
         XCTAssertEqual(run.transfers, [T(from: 0x100014, to: 0x100030), T(from: 0x100030, to: 0x100030)])
     }
 
+    func testLandmarksCountTheTransfersBeforeThem() throws {
+        let run = try analyze(twoBlocks + """
+            Trace 0: 0x7f53f0161f40 [00000000/0010000c/000000b0/ff020200] _start
+            Trace 0: 0x7f53f0162140 [00000000/00100030/000000b0/ff020200] _start
+
+            """)
+        // 0x10000c 0x10000d 0x100014 → 0x100030 → 0x10000c 0x10000d 0x100014 → 0x100030
+        let first = try XCTUnwrap(run.execution(of: 0x100030, occurrence: 1))
+        XCTAssertEqual(first, .init(index: 3, address: 0x100030, counter: 1))
+        XCTAssertEqual(run.execution(of: 0x10000c, occurrence: 2), .init(index: 4, address: 0x10000c, counter: 2))
+        let second = try XCTUnwrap(run.execution(of: 0x100030, occurrence: 2))
+        XCTAssertEqual(second.counter, 3)
+        XCTAssertNil(run.execution(of: 0x100030, occurrence: 3))
+        XCTAssertEqual(run.execution(of: 0x100030, atCounter: 3), second)
+        XCTAssertNil(run.execution(of: 0x100030, atCounter: 2))
+        XCTAssertEqual(Array(run.transfers(from: first, to: second)),
+                       [T(from: 0x100030, to: 0x10000c), T(from: 0x100014, to: 0x100030)])
+    }
+
     func testStoppedExecutionOfAnotherBlockIsAnError() {
         assertError(twoBlocks + """
             Stopped execution of TB chain before 0x7f53f0161f40 [0010000c] _start

@@ -42,6 +42,13 @@ enum Fixtures {
         return out
     }
 
+    /// A dynamically linked PIE user program (PLT entries), built with extra flags.
+    static func userProgram(_ name: String, flags: [String]) throws -> String {
+        let out = buildDir.appendingPathComponent(name).path
+        _ = try runTool(["gcc", "-g", "-O2"] + flags + [sourceDir.appendingPathComponent("user_main.c").path, "-o", out])
+        return out
+    }
+
     /// A copy with the DWARF removed (symbol table kept).
     static func withoutDWARF(bits: Int) throws -> String {
         let out = buildDir.appendingPathComponent("fx\(bits)-nodwarf").path

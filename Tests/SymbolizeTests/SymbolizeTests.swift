@@ -30,6 +30,60 @@ final class GDBStyleTests: XCTestCase {
     func testEveryInstruction64() throws { try compareEveryInstruction(try Fixtures.binary(bits: 64)) }
     func testEveryInstruction32() throws { try compareEveryInstruction(try Fixtures.binary(bits: 32)) }
 
+    /// PLT entries are `foo@plt` in gdb (BFD synthetic symbols), in the classic, IBT
+    /// (.plt.sec) and non-PIE layouts.
+    func testUserProgramWithPLT() throws {
+        for (name, flags) in [("user", []), ("user-ibt", ["-fcf-protection=full", "-Wl,-z,ibtplt"]),
+                              ("user-nopie", ["-no-pie", "-fno-pie"])] {
+            let file = try Fixtures.userProgram(name, flags: flags)
+            let symbols = try SymbolFile(path: FilePath(file))
+            let addresses = try objdumpInstructions(file).map(\.address)
+            let expected = try gdbNames(file, addresses)
+            XCTAssertTrue(expected.contains { $0.hasPrefix("printf@plt") }, "gdb shows no printf@plt in \(name)")
+            let sym = Symbolizer(symbols: symbols)
+            for (a, want) in zip(addresses, expected) {
+                XCTAssertEqual(sym.symbolicName(a, style: .gdb) ?? "", want, "\(name) 0x\(String(a, radix: 16))")
+            }
+        }
+    }
+
+    func testCXXNames() throws {
+        let file = Fixtures.buildDir.appendingPathComponent("cxx_names").path
+        _ = try runTool(["g++", "-g", "-O2", Fixtures.sourceDir.appendingPathComponent("cxx_names.cc").path, "-o", file])
+        let symbols = try SymbolFile(path: FilePath(file))
+        let addresses = try objdumpInstructions(file).map(\.address)
+        let expected = try gdbNames(file, addresses)
+        XCTAssertTrue(expected.contains { $0.hasPrefix("_Z") }, "no mangled names from gdb")
+        XCTAssertTrue(expected.contains { $0.hasPrefix("ns::hidden(") }, "no qualified name from gdb")
+        let sym = Symbolizer(symbols: symbols)
+        var mismatches: [String] = []
+        for (a, want) in zip(addresses, expected) where (sym.symbolicName(a, style: .gdb) ?? "") != want {
+            mismatches.append("0x\(String(a, radix: 16)): gdb <\(want)> ours <\(sym.symbolicName(a, style: .gdb) ?? "")>")
+        }
+        XCTAssertEqual(mismatches, [])
+    }
+
+    /// A Swift program (tt itself): GDB prints DW_AT_linkage_name (mangled) for functions
+    /// that have one, whatever the language. Every 500th instruction.
+    func testSwiftLinkageNames() throws {
+        let root = Fixtures.sourceDir.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let file = root.appendingPathComponent(".build/debug/tt").path
+        guard FileManager.default.isExecutableFile(atPath: file) else { throw XCTSkip("no \(file)") }
+        let copy = Fixtures.buildDir.appendingPathComponent("tt-copy").path
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: file, toPath: copy) // a snapshot: builds may replace it
+        let all = try objdumpInstructions(copy).map(\.address)
+        let addresses = stride(from: 0, to: all.count, by: 500).map { all[$0] }
+        let expected = try gdbNames(copy, addresses)
+        XCTAssertTrue(expected.contains { $0.hasPrefix("$s") }, "no Swift mangled names from gdb")
+        let sym = Symbolizer(symbols: try SymbolFile(path: FilePath(copy)))
+        var mismatches: [String] = []
+        for (a, want) in zip(addresses, expected) where (sym.symbolicName(a, style: .gdb) ?? "") != want {
+            mismatches.append("0x\(String(a, radix: 16)): gdb <\(want)> ours <\(sym.symbolicName(a, style: .gdb) ?? "")>")
+        }
+        XCTAssertEqual(mismatches, [])
+    }
+
     func testSymbolTableOnly() throws {
         for bits in [64, 32] {
             let file = try Fixtures.withoutDWARF(bits: bits)

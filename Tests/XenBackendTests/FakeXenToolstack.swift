@@ -292,10 +292,56 @@ final class FakeXenToolstack: XenToolstack {
         return brctr(at: d.index)
     }
 
-    func vmtraceEnable(_ id: XenDomainID, vcpu: UInt32, on: Bool) throws { throw XenError.unsupported("fake: no vmtrace") }
-    func vmtraceSetOption(_ id: XenDomainID, vcpu: UInt32, key: UInt64, value: UInt64) throws { throw XenError.unsupported("fake: no vmtrace") }
-    func vmtraceOutputPosition(_ id: XenDomainID, vcpu: UInt32) throws -> UInt64 { throw XenError.unsupported("fake: no vmtrace") }
-    func vmtraceMapBuffer(_ id: XenDomainID, vcpu: UInt32) throws -> XenTraceBuffer { throw XenError.unsupported("fake: no vmtrace") }
+    /// vmtrace: the bytes the "CPU" writes into the trace buffer once the guest has run
+    /// with tracing on (nil: no vmtrace on this fake host).
+    var vmtraceStream: [UInt8]?
+    private var vmtraceEnabledAt: Int?
+    private(set) var vmtraceControl: UInt64?
+    private var traceBuffer: FakeTraceBuffer?
+
+    func vmtraceEnable(_ id: XenDomainID, vcpu: UInt32, on: Bool) throws {
+        guard vmtraceStream != nil else { throw XenError.call("xc_vmtrace_enable", errno: EOPNOTSUPP, message: nil) }
+        let d = try domain(id, "vmtraceEnable")
+        requireStopped(d, "xc_vmtrace_enable")
+        vmtraceEnabledAt = on ? d.index : nil
+    }
+
+    func vmtraceSetOption(_ id: XenDomainID, vcpu: UInt32, key: UInt64, value: UInt64) throws {
+        guard key == 0x570, value & 1 == 0 else {
+            violations.append("vmtrace option \(key)=\(value) Xen would refuse")
+            throw XenError.call("xc_vmtrace_set_option", errno: EINVAL, message: nil)
+        }
+        vmtraceControl = value
+    }
+
+    /// When set, successive output positions are taken from here (ring-buffer tests).
+    var scriptedVmtracePositions: [UInt64] = []
+    var vmtraceBufferSize = 65536
+
+    func vmtraceOutputPosition(_ id: XenDomainID, vcpu: UInt32) throws -> UInt64 {
+        let d = try domain(id, "vmtraceOutputPosition")
+        if !scriptedVmtracePositions.isEmpty { return scriptedVmtracePositions.removeFirst() }
+        guard let stream = vmtraceStream, let start = vmtraceEnabledAt else { return 0 }
+        return d.index > start ? UInt64(stream.count) : 0
+    }
+
+    func vmtraceMapBuffer(_ id: XenDomainID, vcpu: UInt32) throws -> XenTraceBuffer {
+        guard let stream = vmtraceStream else { throw XenError.call("xenforeignmemory_map_resource", errno: EOPNOTSUPP, message: nil) }
+        let buffer = FakeTraceBuffer(size: vmtraceBufferSize, content: stream)
+        traceBuffer = buffer
+        return buffer
+    }
+}
+
+final class FakeTraceBuffer: XenTraceBuffer {
+    let storage: UnsafeMutableRawBufferPointer
+    init(size: Int, content: [UInt8]) {
+        storage = .allocate(byteCount: size, alignment: 4096)
+        storage.initializeMemory(as: UInt8.self, repeating: 0)
+        content.withUnsafeBytes { storage.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: content.count) }
+    }
+    deinit { storage.deallocate() }
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
 }
 
 /// A clock that never sleeps: time moves only when the backend waits.

@@ -305,7 +305,7 @@ final class ReplayLogDamageTests: XCTestCase {
         let (bytes, m, boundaries) = try sample()
         var rng = SplitMix64(seed: 99)
         for at in 0..<bytes.count {
-            for flip in [UInt8(0xff), UInt8(0x01), UInt8(truncatingIfNeeded: rng.next() | 1)] {
+            for flip in [UInt8(1) << UInt8(at % 8), UInt8(truncatingIfNeeded: rng.next() | 1)] {
                 var bad = bytes
                 bad[at] ^= flip
                 // Strict: every byte is under a checksum, so every corruption is an error.
@@ -493,5 +493,30 @@ final class ReplayLogIndexTests: XCTestCase {
         try writeAll(Array(whole[0..<ends[ends.count / 4]]), to: path)
         let r4 = try ReplayLogReader(path: path)
         guard case .stale = ReplayLogIndex.load(sidecar: sidecar, for: r4) else { return XCTFail("index beyond the log taken as valid") }
+    }
+}
+
+/// Inputs the fuzzer found (fuzz/ReplayLogFuzz), kept as regression tests.
+final class ReplayLogFuzzRegressionTests: XCTestCase {
+    /// A sequence number of 2^64 − 1 once overflowed `index + 1` while indexing for a seek.
+    func testHugeEntryIndexIsRefusedNotOverflowed() throws {
+        let dir = TempDir()
+        let path = dir.file("h.log")
+        try writeLog(randomModel(count: 5, vcpus: 1, seed: 3), to: path, vcpus: 1)
+        var bytes = try readAll(path)
+        bytes.withUnsafeMutableBytes { p in
+            p.storeBytes(of: UInt64.max, toByteOffset: 128 + 24, as: UInt64.self)
+            // Re-checksum so the index itself is what the reader meets.
+            let length = Int(p.loadUnaligned(fromByteOffset: 128 + 4, as: UInt32.self))
+            let total = ReplayLogFormat.slotCount(payloadLength: length, slotSize: 128) * 128
+            let crc = CRC32C.entryChecksum(UnsafeRawPointer(p.baseAddress! + 128), byteCount: total)
+            p.storeBytes(of: crc.littleEndian, toByteOffset: 128 + 20, as: UInt32.self)
+        }
+        let strict = try bytes.withUnsafeBytes { try ReplayLogReader(bytes: $0, name: "h") }
+        XCTAssertThrowsError(try strict.next()) { XCTAssertTrue("\($0)".contains("not below 2^63"), "\($0)") }
+        let salvage = try bytes.withUnsafeBytes { try ReplayLogReader(bytes: $0, name: "h", salvage: true) }
+        XCTAssertEqual(try readModel(salvage).map { $0.0 }, [1, 2, 3, 4])
+        try salvage.seek(vcpu: 0, toBranchCount: 0)
+        XCTAssertEqual(try salvage.next()?.index, 1)
     }
 }

@@ -74,14 +74,19 @@ final class GDBRemoteClient {
         guard reply == "OK" else { throw Failure(request: payload, reply: reply) }
     }
 
-    /// All registers as raw bytes in the target's `g` layout.
-    func readRegisterBytes() throws -> [UInt8] {
+    var fileDescriptor: Int32 { socket.fd }
+
+    /// Ask a running target to stop (the protocol's interrupt byte, not a packet).
+    func sendInterrupt() throws { try socket.send([0x03]) }
+
+    /// Registers as raw bytes in the target's `g` layout (the first `limit` bytes).
+    func readRegisterBytes(limit: Int = .max) throws -> [UInt8] {
         let reply = try request("g")
         guard reply.utf8.count % 2 == 0, !reply.hasPrefix("E") else { throw Failure(request: "g", reply: reply) }
         var out: [UInt8] = []
-        out.reserveCapacity(reply.utf8.count / 2)
+        out.reserveCapacity(min(limit, reply.utf8.count / 2))
         var high: UInt8? = nil
-        for c in reply.utf8 {
+        for c in reply.utf8.prefix(2 * min(limit, reply.utf8.count / 2)) {
             let v: UInt8
             switch c {
             case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")

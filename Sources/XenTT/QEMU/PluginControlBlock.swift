@@ -29,9 +29,9 @@ final class PluginControlBlock {
     private let length: Int
 
     /// Create (replacing) the control file, mode 0600, with an empty ring. The default ring
-    /// (1M records, 24 MiB, sparse until used) holds a whole bundled-guest run: while the
-    /// controller waits for the reply to QMP `cont`, nobody drains, and a full ring would
-    /// block the vCPU thread that QEMU needs to answer (observed with 64K records).
+    /// (1M records, 24 MiB, sparse until used) holds a whole bundled-guest run, so tracing
+    /// never makes the vCPU wait for the controller there (with 64K records and the
+    /// controller blocked on a QMP reply, a full ring once stalled the replay).
     static func create(at path: FilePath, ringCapacity: Int = 1 << 20) throws -> PluginControlBlock {
         precondition(ringCapacity > 0 && ringCapacity & (ringCapacity - 1) == 0)
         _ = unlink(path.string)
@@ -110,19 +110,6 @@ final class PluginControlBlock {
         if ip == l.pc &+ l.size { return nil }          // fell through (or already completed: size 0)
         if l.rep && ip == l.pc { return nil }          // next iteration of a rep string instruction
         return (l.pc, ip)
-    }
-
-    /// Count the pending arrival at `ip` now, so the counter says "transfers so far,
-    /// including the one into ip"; the plugin then sees `ip` as already arrived at.
-    @discardableResult
-    func completeArrival(at ip: UInt64) -> (from: UInt64, to: UInt64, brctr: UInt64)? {
-        guard let p = pendingArrival(at: ip) else { return nil }
-        let n = brctr + 1
-        store(Offset.brctr, n)
-        store(Offset.lastPC, ip)
-        store(Offset.lastSize, 0)
-        store(Offset.lastFlags, Self.flagValid)
-        return (p.from, p.to, n)
     }
 
     /// Put the counters back to a saved state (after a snapshot was loaded).

@@ -135,6 +135,19 @@ public enum QEMURecorder {
         return FilePath(String(cString: buf)).pushing(p).lexicallyNormalized()
     }
 
+    /// Copy a console file to stdout as it grows, until `pid` exits or a signal comes.
+    public static func followConsole(_ file: FilePath, whileAlive pid: Int32) {
+        let signalFD = SignalWatcher.install()
+        var offset: off_t = 0
+        while true {
+            offset = copyNew(file, from: offset)
+            guard ChildProcess.isAlive(pid) else { break }
+            var p = pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, 100) > 0 { _ = SignalWatcher.take(); break }
+        }
+        _ = copyNew(file, from: offset)
+    }
+
     /// Copy bytes appended to `file` since `offset` to stdout; returns the new offset.
     static func copyNew(_ file: FilePath, from offset: off_t) -> off_t {
         let fd = open(file.string, O_RDONLY | O_CLOEXEC)

@@ -52,7 +52,13 @@ final class UnixSocket {
         fd = s
     }
 
-    deinit { close(fd) }
+    /// Receive area, reused for every read.
+    private let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 16)
+
+    deinit {
+        close(fd)
+        chunk.deallocate()
+    }
 
     func send(_ bytes: [UInt8]) throws {
         var off = 0
@@ -60,6 +66,7 @@ final class UnixSocket {
             let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
             if n < 0 {
                 if errno == EINTR { continue }
+                if errno == EPIPE || errno == ECONNRESET { throw PeerClosed(path: path) }
                 throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "send")
             }
             off += n
@@ -91,15 +98,15 @@ final class UnixSocket {
             buffer.removeAll(keepingCapacity: true)
             start = 0
         }
-        var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            let n = recv(fd, chunk.baseAddress!, chunk.count, 0)
             if n < 0 {
                 if errno == EINTR { continue }
+                if errno == ECONNRESET { throw PeerClosed(path: path) }
                 throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "recv")
             }
             if n == 0 { throw PeerClosed(path: path) }
-            buffer.append(contentsOf: chunk[0..<n])
+            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
             return
         }
     }

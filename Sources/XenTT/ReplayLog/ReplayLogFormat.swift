@@ -31,6 +31,8 @@ public enum ReplayLogFormat {
     public static let maxVCPUs = 4096
     /// Domain ids at or above this are reserved by Xen (DOMID_FIRST_RESERVED).
     public static let domidLimit: UInt16 = 0x7FF0
+    /// Sequence numbers are below 2^63 (so that index + 1 never wraps).
+    public static let maxEntryIndex: UInt64 = 1 << 63
     /// Producer string field width (UTF-8, NUL-padded).
     public static let producerFieldSize = 64
 

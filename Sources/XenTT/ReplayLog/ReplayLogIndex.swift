@@ -146,7 +146,7 @@ public struct ReplayLogIndex: Equatable, Sendable {
         guard p.count == headerSize + 8 * vcpus + 24 * total else {
             return corrupt("\(p.count) bytes where its counts need \(headerSize + 8 * vcpus + 24 * total)")
         }
-        guard index.spacing >= slotSize else { return corrupt("spacing \(index.spacing) is below the slot size") }
+        guard index.spacing >= slotSize, index.spacing <= 1 << 40 else { return corrupt("spacing \(index.spacing) is not in slot size...2^40") }
         var at = headerSize + 8 * vcpus
         for v in 0..<vcpus {
             var list = [Point]()

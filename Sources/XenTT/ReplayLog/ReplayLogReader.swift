@@ -137,9 +137,13 @@ public final class ReplayLogReader {
                 return .bad("\(type.name) entry of \(length / recordSize) records is stamped with branch counter \(cpu.brctr), below its record count")
             }
         }
+        let index = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: ReplayLogFormat.offIndex, as: UInt64.self))
+        if index >= ReplayLogFormat.maxEntryIndex {
+            return .bad("entry index \(index) is not below 2^63")
+        }
         return .entry(ReplayLogEntry(
             offset: offset,
-            index: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: ReplayLogFormat.offIndex, as: UInt64.self)),
+            index: index,
             type: type,
             info: UInt32(littleEndian: p.loadUnaligned(fromByteOffset: ReplayLogFormat.offInfo, as: UInt32.self)),
             domid: domid, vcpu: vcpu, cpu: cpu,
@@ -320,7 +324,8 @@ public final class ReplayLogReader {
         // Entries of `vcpu` after point p that are not points themselves lie before p + spacing.
         let p = points[lo - 1]
         guard try land(p) else { return false }
-        let limit = p.offset + index.spacing
+        let (limit, overflow) = p.offset.addingReportingOverflow(index.spacing)
+        if overflow { return false }
         while position < limit {
             let at = position, atIndex = expectedIndex
             guard let e = try next() else { return true }

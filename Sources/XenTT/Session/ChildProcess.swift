@@ -32,9 +32,18 @@ public enum ChildProcess {
         return fd >= 0 ? fd : nil
     }
 
-    /// Whether a process with this pid exists (zombies of ours included).
+    /// Whether a process with this pid exists and has not exited (a zombie, exited but
+    /// not yet reaped by its parent, counts as gone).
     public static func isAlive(_ pid: pid_t) -> Bool {
-        pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return true }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 512)
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        guard n > 0, let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n else { return true }
+        let state = buf[close + 2]
+        return state != UInt8(ascii: "Z") && state != UInt8(ascii: "X")
     }
 
     /// The process's command line, or nil if it is gone.

@@ -88,6 +88,10 @@ public struct RegisterValue: Hashable, Sendable {
     }
 }
 
+extension ReplayBackend {
+    public func landmark() throws -> Landmark { try position().landmark }
+}
+
 /// What a backend can do beyond the required primitives.
 public struct BackendCapabilities: OptionSet, Sendable {
     public let rawValue: Int
@@ -121,6 +125,9 @@ public protocol ReplayBackend: AnyObject {
 
     /// The current landmark (counter semantics above) and icount. vCPU stopped.
     func position() throws -> Position
+    /// The current landmark alone, where that is cheaper than `position()` (QEMU answers
+    /// icount queries slowly); the session calls it at every breakpoint hit.
+    func landmark() throws -> Landmark
     /// General-purpose registers and the instruction pointer, for comparison and display.
     func registers() throws -> [RegisterValue]
 

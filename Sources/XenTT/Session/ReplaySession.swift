@@ -139,7 +139,7 @@ public final class ReplaySession {
     public func runUntil(_ target: ResolvedLocation, progress: ((UInt64) -> Void)? = nil) throws -> Position {
         try require(.active, "run until \(target)")
         var position = try backend.position()
-        let landed: Position
+        let landed: Landmark
         switch target.condition {
         case .exact(let brctr, let cx):
             if target.matches(position.landmark) { return position }
@@ -147,29 +147,29 @@ public final class ReplaySession {
                 position = try seekBack(toAtMost: brctr, target: target, from: position.landmark)
                 if target.matches(position.landmark) { return position }
             }
-            landed = try runToBreakpoint(target, hint: brctr, progress: progress) { pos in
-                if target.matches(pos.landmark) { return true }
-                if pos.landmark.brctr > brctr { throw SessionError.passed(target: target.text, at: pos.landmark) }
+            landed = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
+                if target.matches(here) { return true }
+                if here.brctr > brctr { throw SessionError.passed(target: target.text, at: here) }
                 return false
             }
         case .next:
-            landed = try runToBreakpoint(target, hint: nil, progress: progress) { target.matches($0.landmark) }
+            landed = try runToBreakpoint(target, hint: nil, progress: progress) { target.matches($0) }
         case .occurrence(let n):
             if !(position.landmark.brctr == 0 && (position.icount ?? 0) == 0) {
                 position = try seekBack(toAtMost: 0, target: target, from: position.landmark)
             }
             var seen: UInt64 = position.landmark.ip == target.address ? 1 : 0
             if seen == n { return position }
-            landed = try runToBreakpoint(target, hint: nil, progress: progress) { pos in
-                guard pos.landmark.ip == target.address else { return false }
+            landed = try runToBreakpoint(target, hint: nil, progress: progress) { here in
+                guard here.ip == target.address else { return false }
                 seen += 1
                 return seen == n
             }
         }
         // Landing check: a second, independent read must agree.
         let again = try backend.position()
-        guard again.landmark == landed.landmark, target.matches(again.landmark) else {
-            throw SessionError.landingMismatch(target: target.text, first: landed.landmark, second: again.landmark)
+        guard again.landmark == landed, target.matches(again.landmark) else {
+            throw SessionError.landingMismatch(target: target.text, first: landed, second: again.landmark)
         }
         return again
     }
@@ -193,7 +193,7 @@ public final class ReplaySession {
 
     /// Breakpoint at the target's address; continue until `accept` says this stop is it.
     private func runToBreakpoint(_ target: ResolvedLocation, hint: UInt64?, progress: ((UInt64) -> Void)?,
-                                 accept: (Position) throws -> Bool) throws -> Position {
+                                 accept: (Landmark) throws -> Bool) throws -> Landmark {
         try backend.insertBreakpoint(at: target.address)
         defer { if backend.isLive { try? backend.removeBreakpoint(at: target.address) } }
         while true {
@@ -203,9 +203,9 @@ public final class ReplaySession {
                 if !backend.isLive { state = .initialized }
                 throw SessionError.notReached(target: target.text, endedAt: end)
             }
-            let position = try backend.position()
-            if try accept(position) { return position }
-            if reason == .interrupted { throw SessionError.interrupted(at: position.landmark) }
+            let here = try backend.landmark()
+            if try accept(here) { return here }
+            if reason == .interrupted { throw SessionError.interrupted(at: here) }
         }
     }
 

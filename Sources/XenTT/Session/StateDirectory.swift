@@ -56,8 +56,8 @@ public struct StateDirectory: Sendable {
         guard let first = name.first, first != "-", first != "." else {
             throw StateError.badName(name, "starts with '-' or '.'")
         }
-        guard name.unicodeScalars.allSatisfy({ ($0.properties.isASCIIHexDigit || ("a"..."z").contains($0) || ("A"..."Z").contains($0)
-                                                || "0123456789._-".unicodeScalars.contains($0)) }) else {
+        guard name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
+                                                || "._-".unicodeScalars.contains($0) }) else {
             throw StateError.badName(name, "only letters, digits, '.', '_' and '-' are allowed")
         }
     }
@@ -72,15 +72,16 @@ public struct StateDirectory: Sendable {
             throw StateError.badPath(raw, "contains control characters")
         }
         var p = FilePath(raw)
+        // A '..' would make the directory depend on where symlinks point: refuse it.
+        guard !p.components.contains(where: { $0.kind == .parentDirectory }) else {
+            throw StateError.badPath(raw, "contains '..'")
+        }
         if p.isRelative {
             var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
             guard getcwd(&buf, buf.count) != nil else { throw StateError.badPath(raw, "cannot find the current directory") }
             p = FilePath(String(cString: buf)).pushing(p)
         }
         p = p.lexicallyNormalized()
-        guard !p.components.contains(where: { $0.kind == .parentDirectory }) else {
-            throw StateError.badPath(raw, "contains '..'")
-        }
         path = explicit == nil ? p.appending(name) : p
     }
 

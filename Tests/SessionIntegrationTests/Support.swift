@@ -1,0 +1,233 @@
+import Foundation
+import XCTest
+
+/// Running tt, gdb and objdump for the integration tests (real QEMU, bundled guest).
+enum IT {
+    struct Result {
+        var status: Int32
+        var out: String
+        var err: String
+    }
+
+    /// The build directory holding tt and libttplugin.so (next to the test bundle).
+    static let buildDirectory: URL = {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+        return dir
+    }()
+
+    static var tt: String { buildDirectory.appendingPathComponent("tt").path }
+
+    static let packageRoot: URL = {
+        var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir
+    }()
+
+    static func guest(_ file: String) -> String { packageRoot.appendingPathComponent("guest/build/\(file)").path }
+
+    /// Run a program (posix_spawn + waitpid; output through temporary files) and wait for it.
+    @discardableResult
+    static func run(_ argv: [String], timeout: TimeInterval = 120) throws -> Result {
+        let (pid, out, err) = try start(argv)
+        defer { unlink(out); unlink(err) }
+        let status = wait(pid, timeout: timeout, what: argv.joined(separator: " "))
+        let o = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        let e = (try? String(contentsOfFile: err, encoding: .utf8)) ?? ""
+        return Result(status: status, out: o, err: e)
+    }
+
+    nonisolated(unsafe) static var counter = 0
+
+    /// Start a program with stdout and stderr going to new temporary files.
+    static func start(_ argv: [String]) throws -> (pid: pid_t, out: String, err: String) {
+        counter += 1
+        let out = NSTemporaryDirectory() + "tt-it-\(getpid())-\(counter).out"
+        let err = NSTemporaryDirectory() + "tt-it-\(getpid())-\(counter).err"
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for p in cargs { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cargs, environ)
+        guard rc == 0 else { throw NSError(domain: "spawn", code: Int(rc), userInfo: [NSLocalizedDescriptionKey: "cannot start \(argv[0])"]) }
+        return (pid, out, err)
+    }
+
+    /// Wait for a child; kill it after `timeout` seconds (failing the test). Exit status,
+    /// or 128 + signal.
+    static func wait(_ pid: pid_t, timeout: TimeInterval = 120, what: String = "") -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { break }
+            if r < 0 && errno != EINTR { return -1 }
+            if Date() > deadline {
+                kill(pid, SIGKILL)
+                XCTFail("timed out: \(what)")
+                _ = waitpid(pid, &status, 0)
+                break
+            }
+            usleep(5_000)
+        }
+        if status & 0x7f == 0 { return (status >> 8) & 0xff }
+        return 128 + (status & 0x7f)
+    }
+
+    /// tt with a state directory; fails the test on a non-zero status unless `expect` says otherwise.
+    @discardableResult
+    static func tt(_ args: [String], state: String, expect: Int32? = 0, file: StaticString = #filePath, line: UInt = #line) throws -> Result {
+        let r = try run([tt, args[0], "-s", state] + args.dropFirst())
+        if let expect, r.status != expect {
+            XCTFail("tt \(args.joined(separator: " ")) exited \(r.status), expected \(expect): \(r.err)\(r.out)", file: file, line: line)
+        }
+        return r
+    }
+
+    /// A landmark line "0x<ip>:<brctr>:0x<cx> (icount N)" split into numbers.
+    struct Where: Equatable {
+        var ip: UInt64, brctr: UInt64, cx: UInt64, icount: UInt64
+        var location: String { "0x\(String(ip, radix: 16)):\(brctr):0x\(String(cx, radix: 16))" }
+    }
+
+    static func parseWhere(_ line: String) -> Where? {
+        let parts = line.split(separator: " ")
+        guard parts.count >= 3 else { return nil }
+        let l = parts[0].split(separator: ":")
+        guard l.count == 3, l[0].hasPrefix("0x"), l[2].hasPrefix("0x"),
+              let ip = UInt64(l[0].dropFirst(2), radix: 16), let b = UInt64(l[1]), let cx = UInt64(l[2].dropFirst(2), radix: 16),
+              let ic = UInt64(parts[2].dropLast()) else { return nil }
+        return Where(ip: ip, brctr: b, cx: cx, icount: ic)
+    }
+
+    // MARK: independent oracles
+
+    /// Instruction sizes and rep-string flags from objdump -d (the oracle for what a fall-through is).
+    struct Instruction {
+        var size: UInt64
+        /// A rep-prefixed string instruction.
+        var rep: Bool
+        /// Transfers control itself (jumps, calls, returns, int, loops).
+        var transfers: Bool
+    }
+
+    static func instructionTable(_ elf: String) throws -> [UInt64: Instruction] {
+        let r = try run(["objdump", "-d", "-w", elf])
+        var table: [UInt64: Instruction] = [:]
+        for line in r.out.split(separator: "\n") {
+            // "  100407:\tf3 a4                \trep movsb %ds:(%esi),%es:(%edi)"
+            let cols = line.split(separator: "\t", omittingEmptySubsequences: false)
+            guard cols.count >= 3, cols[0].hasSuffix(":"),
+                  let addr = UInt64(cols[0].dropLast().trimmingCharacters(in: .whitespaces), radix: 16) else { continue }
+            let bytes = cols[1].split(separator: " ").count
+            let mnemonic = cols[2].trimmingCharacters(in: .whitespaces)
+            let rep = mnemonic.hasPrefix("rep") && ["movs", "stos", "lods", "cmps", "scas", "ins", "outs"].contains { mnemonic.contains($0) }
+            let op = mnemonic.split(separator: " ").first.map(String.init) ?? ""
+            let transfers = op.hasPrefix("j") || op.hasPrefix("call") || op.hasPrefix("ret") || op.hasPrefix("iret")
+                || op.hasPrefix("int") || op.hasPrefix("loop") || op.hasPrefix("lcall") || op.hasPrefix("ljmp") || op.hasPrefix("lret")
+                || op == "syscall" || op == "sysret" || op == "ud2"
+            table[addr] = Instruction(size: UInt64(bytes), rep: rep, transfers: transfers)
+        }
+        return table
+    }
+
+    /// `nm` address of a symbol.
+    static func symbolAddress(_ elf: String, _ name: String) throws -> UInt64 {
+        let r = try run(["nm", elf])
+        for line in r.out.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count == 3, f[2] == name, let a = UInt64(f[0], radix: 16) { return a }
+        }
+        throw NSError(domain: "nm", code: 1, userInfo: [NSLocalizedDescriptionKey: "no symbol \(name) in \(elf)"])
+    }
+
+    /// Single-step the live replay with gdb itself (not tt's client) `count` times and
+    /// return the program counters: the first is where it started. gdb kills QEMU at the end.
+    static func gdbStep(socket: String, count: Int, fromICount: UInt64? = nil) throws -> [UInt64] {
+        let script = FileManager.default.temporaryDirectory.appendingPathComponent("tt-it-step-\(getpid()).py")
+        try """
+        import gdb
+        pcs = [int(gdb.parse_and_eval("$pc"))]
+        for i in range(\(count)):
+            gdb.execute("stepi", to_string=True)
+            pcs.append(int(gdb.parse_and_eval("$pc")))
+        print("PCS " + " ".join("%x" % p for p in pcs))
+        """.write(to: script, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: script) }
+        // With fromICount, gdb first runs the replay to that instruction count itself
+        // (QEMU's monitor command replay_break, then continue).
+        let seek = fromICount.map { ["-ex", "monitor replay_break \($0)", "-ex", "continue"] } ?? []
+        let r = try run(["gdb", "-nx", "-batch", "-ex", "set architecture i386:x86-64", "-ex", "target remote \(socket)"]
+                        + seek + ["-ex", "source \(script.path)", "-ex", "kill"], timeout: 300)
+        guard let line = r.out.split(separator: "\n").first(where: { $0.hasPrefix("PCS ") }) else {
+            throw NSError(domain: "gdb", code: 1, userInfo: [NSLocalizedDescriptionKey: "gdb gave no PCS line: \(r.err)"])
+        }
+        return line.dropFirst(4).split(separator: " ").map { UInt64($0, radix: 16)! }
+    }
+
+    /// Addresses of the guest's interrupt and exception entry points (from nm).
+    static func handlerEntries(_ elf: String) throws -> Set<UInt64> {
+        let r = try run(["nm", elf])
+        var out: Set<UInt64> = []
+        for line in r.out.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count == 3, f[2].hasPrefix("irq") || f[2].hasPrefix("exception_"), let a = UInt64(f[0], radix: 16) { out.insert(a) }
+        }
+        return out
+    }
+
+    /// From gdb's single-step pcs to the instructions actually executed, by the definition
+    /// of a taken transfer (not by tt's code). A step that lands on an interrupt entry
+    /// from an instruction that transfers nothing itself delivered an asynchronous
+    /// interrupt without executing that instruction (icount does not move): it is dropped.
+    /// The last pc is where the window ends (not executed).
+    static func executed(_ pcs: [UInt64], table: [UInt64: Instruction], handlers: Set<UInt64>) throws -> [UInt64] {
+        var out: [UInt64] = []
+        for (p, n) in zip(pcs, pcs.dropFirst()) {
+            guard let i = table[p] else {
+                throw NSError(domain: "oracle", code: 1, userInfo: [NSLocalizedDescriptionKey: "0x\(String(p, radix: 16)) is not an instruction in objdump's listing"])
+            }
+            if handlers.contains(n) && !i.transfers && n != p + i.size { continue }
+            out.append(p)
+        }
+        out.append(pcs.last!)
+        return out
+    }
+
+    /// Taken transfers between consecutive executed instructions: the next one is not the
+    /// fall-through, and not the same rep string instruction again.
+    static func transfers(_ executed: [UInt64], table: [UInt64: Instruction]) -> [(from: UInt64, to: UInt64)] {
+        var out: [(UInt64, UInt64)] = []
+        for (p, n) in zip(executed, executed.dropFirst()) {
+            let i = table[p]!
+            if n != p + i.size && !(i.rep && n == p) { out.append((p, n)) }
+        }
+        return out
+    }
+
+    static func pid(in state: String, _ file: String = "pid") -> Int32? {
+        guard let t = try? String(contentsOfFile: state + "/" + file, encoding: .utf8) else { return nil }
+        return t.split(whereSeparator: { $0 == "\n" || $0 == " " }).first.flatMap { Int32($0) }
+    }
+
+    static func alive(_ pid: Int32) -> Bool {
+        // A zombie counts as gone (it has exited; only its parent's wait is missing).
+        guard kill(pid, 0) == 0, let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        guard let close = s.lastIndex(of: ")") else { return true }
+        let state = s[s.index(close, offsetBy: 2)]
+        return state != "Z" && state != "X"
+    }
+
+    static func mode(_ path: String) -> Int {
+        var st = stat()
+        return lstat(path, &st) == 0 ? Int(st.st_mode & 0o777) : -1
+    }
+}
