@@ -99,7 +99,7 @@ public final class TraceTask {
             if let p = try? session.position(), p.landmark.brctr >= stamped.brctr { cpu = self.cpu(p) }
             if let last = sink?.lastBrctr, last > cpu.brctr { cpu = CPUState(ip: 0, brctr: last) }
             try? appendText(w, .sessionEnd, info: info, cpu: cpu, text)
-            try? w.close()
+            try? w.flush()
         }
 
         do {
@@ -164,7 +164,9 @@ public final class TraceTask {
                          payload: UnsafeRawBufferPointer(start: nil, count: 0))
             try appendText(w, .landmark, info: 1, cpu: cpu(e), end.text)
             try appendText(w, .sessionEnd, info: 1, cpu: cpu(e), "complete")
-            try w.close()
+            // Written through (flush), not fsync'd: the log is this run's working file, and
+            // an fsync of a long trace's megabytes would cost more than the trace itself.
+            try w.flush()
             writer = nil
             window.end = e
             window.complete = true
