@@ -101,7 +101,8 @@ struct Record: ParsableCommand {
                 printLine("tt: recording \(dir.name) interrupted by signal \(summary.signal); QEMU stopped, state kept in \(dir.path)")
                 throw ExitCode(SignalWatcher.exitStatus(summary.signal))
             }
-            let exit = summary.exitStatus.map { "QEMU exit status \($0)" } ?? "QEMU killed"
+            // isa-debug-exit makes QEMU exit with (value << 1) | 1.
+            let exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"
             printLine("tt: recorded \(dir.name): \(summary.instructions) instructions, \(summary.branches) taken branches, \(exit); state in \(dir.path)")
         }
     }

@@ -53,6 +53,9 @@ final class SessionIntegrationTests: XCTestCase {
         for f in ["qemu.argv", "recording.rr", "snapshot.qcow2", "symfile", "kernel"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: s + "/" + f), f)
         }
+        for f in try FileManager.default.contentsOfDirectory(atPath: s) where !f.hasSuffix(".sock") {
+            XCTAssertEqual(IT.mode(s + "/" + f), 0o600, f)
+        }
         let argv = try String(contentsOfFile: s + "/qemu.argv", encoding: .utf8).split(separator: "\n").map(String.init)
         XCTAssertEqual(argv.first, "qemu-system-x86_64")
         XCTAssertTrue(argv.contains { $0.contains("rr=record") && $0.contains("rrsnapshot=init") })
@@ -121,13 +124,12 @@ final class SessionIntegrationTests: XCTestCase {
         XCTAssertEqual(try where32(["run-until", "g32", startLocation]).icount, irq.icount - before)
         XCTAssertEqual(try where32(["run-until", "g32", endLocation]).icount, irq.icount - before + UInt64(executed.count - 1))
 
-        // The same window traced through the library.
+        // The same window traced through the library, in a replay VM this process boots.
         try IT.tt(["replay", "-K", "g32"], state: Self.state32)
-        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
         let dir = try StateDirectory(name: "g32", explicit: Self.state32, base: "/")
         let session = ReplaySession(name: "g32", backend: QEMUReplayBackend(state: dir))
-        try session.attach()
-        defer { try? session.detach() }
+        try session.start(paused: true)
+        defer { try? session.destroy() }
         try session.runUntil(try Location(parsing: startLocation).resolved { _ in 0 })
         let collector = Collector()
         try session.setTracing(collector)
@@ -260,6 +262,22 @@ final class SessionIntegrationTests: XCTestCase {
         XCTAssertEqual(back.icount, firstIteration.icount + 1)
     }
 
+    /// Going back to an exact landmark through a snapshot taken at an earlier landing
+    /// (plugin counters restored from the snapshot table) lands where a fresh replay does.
+    func testGoingBackThroughALandingSnapshot() throws {
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        let fresh = try where32(["run-until", "g32", "copy_block#15"])
+        try IT.tt(["replay", "-K", "g32"], state: Self.state32)
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        let tenth = try where32(["run-until", "g32", "copy_block#10"])
+        _ = try where32(["run-until", "g32", "copy_block#20"])
+        let table = try String(contentsOfFile: Self.state32 + "/replay.snapshots", encoding: .utf8)
+        XCTAssertTrue(table.hasPrefix("\(tenth.icount) \(tenth.brctr) "), table)
+        let r = try IT.tt(["run-until", "-d", "g32", fresh.location], state: Self.state32)
+        XCTAssertEqual(IT.parseWhere(String(r.out.split(separator: "\n")[0])), fresh)
+        XCTAssertTrue(r.err.contains("replay-seek to icount \(tenth.icount)"), r.err)
+    }
+
     func testNotReachedEndsCleanly() throws {
         try IT.tt(["replay", "-p", "g32"], state: Self.state32)
         let r = try IT.tt(["run-until", "g32", "fib:999999999"], state: Self.state32, expect: 2)
@@ -324,6 +342,7 @@ final class SessionIntegrationTests: XCTestCase {
         let state = Self.base + "/sig"
         for signal in [SIGTERM, SIGINT, SIGHUP] {
             let child = try IT.start([IT.tt, "record", "-f", "-s", state, "sig"])
+            defer { unlink(child.out); unlink(child.err) }
             let pid = try XCTUnwrap(waitForRecordPID(state), "record.pid appeared")
             kill(child.pid, signal)
             XCTAssertEqual(IT.wait(child.pid), 128 + signal)
@@ -331,6 +350,7 @@ final class SessionIntegrationTests: XCTestCase {
         }
         // A tt record that dies without cleaning up (SIGKILL): the next command reaps its QEMU.
         let child = try IT.start([IT.tt, "record", "-f", "-s", state, "sig"])
+        defer { unlink(child.out); unlink(child.err) }
         let pid = try XCTUnwrap(waitForRecordPID(state))
         kill(child.pid, SIGKILL)
         _ = IT.wait(child.pid)

@@ -51,6 +51,7 @@ public struct QEMUMachine: Sendable {
         public static let recordShm = "record.shm", replayShm = "replay.shm"
         public static let qmp = "qmp.sock", gdb = "gdb.sock", pid = "pid", recordPID = "record.pid"
         public static let kernel = "kernel", initrd = "initrd", symfile = "symfile", backend = "backend"
+        public static let snapshotTable = "replay.snapshots"
     }
 
     /// The recording's argument vector. The kernel and initrd are copies inside the

@@ -70,6 +70,8 @@ public enum QEMURecorder {
         state.remove(QEMUMachine.File.snapshot)
         state.remove(QEMUMachine.File.recordConsole)
         state.remove(QEMUMachine.File.recordLog)
+        let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
+        defer { umask(oldMask) }
         try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", QEMUMachine.File.snapshot, "64M"], in: state)
         _ = try PluginControlBlock.create(at: state.file(QEMUMachine.File.recordShm), ringCapacity: 64)
         let argv = machine.recordArguments(plugin: plugin)

@@ -48,7 +48,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         try state.requireRecording()
         if let p = vmPID { throw StateError.vmRunning(state.path, pid: p) }
         if let p = QEMURecorder.recordingPID(state) { throw StateError.vmRunning(state.path, pid: p) }
-        for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
+        for f in [F.qmp, F.gdb, F.pid, F.snapshotTable] { state.remove(f) }
         let record = try state.readLines(F.argv)
         let argv = try QEMUMachine.replayArguments(fromRecord: record)
         try copyFile(from: state.file(F.snapshot), to: state.file(F.replaySnapshot))
@@ -120,7 +120,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     public func kill() throws {
         detach()
         if let p = vmPID { ChildProcess.terminate(p) }
-        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] { state.remove(f) }
+        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot, F.snapshotTable] { state.remove(f) }
         pid = 0
     }
 
@@ -228,7 +228,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         qmp = nil
         gdb = nil
         if pid > 0 { _ = ChildProcess.waitGone(pid, timeoutMS: 2000) }
-        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] { state.remove(f) }
+        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot, F.snapshotTable] { state.remove(f) }
     }
 
     public func step() throws -> StopReason {
@@ -383,17 +383,68 @@ public final class QEMUReplayBackend: ReplayBackend {
         try stopIfRunning()
     }
 
+    /// A snapshot of this replay VM with the plugin's state at that moment (plugin state
+    /// is not part of QEMU snapshots). Kept in `replay.snapshots`, one per line.
+    struct Snapshot {
+        var icount: UInt64, landmarkBrctr: UInt64
+        var brctr: UInt64, insns: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64
+        var line: String { "\(icount) \(landmarkBrctr) \(brctr) \(insns) \(lastPC) \(lastSize) \(lastFlags)" }
+        init(icount: UInt64, landmarkBrctr: UInt64, brctr: UInt64, insns: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64) {
+            (self.icount, self.landmarkBrctr, self.brctr, self.insns, self.lastPC, self.lastSize, self.lastFlags) =
+                (icount, landmarkBrctr, brctr, insns, lastPC, lastSize, lastFlags)
+        }
+        init?(line: Substring) {
+            let f = line.split(separator: " ").compactMap { UInt64($0) }
+            guard f.count == 7 else { return nil }
+            self.init(icount: f[0], landmarkBrctr: f[1], brctr: f[2], insns: f[3], lastPC: f[4], lastSize: f[5], lastFlags: f[6])
+        }
+    }
+
+    /// The recording's initial snapshot: nothing executed.
+    static let initial = Snapshot(icount: 0, landmarkBrctr: 0, brctr: 0, insns: 0, lastPC: 0, lastSize: 0, lastFlags: 0)
+    /// Landings closer than this many instructions to an earlier snapshot get none.
+    static let snapshotSpacing: UInt64 = 500_000
+
+    private func snapshots() -> [Snapshot] {
+        let text = state.readIfPresent(F.snapshotTable) ?? ""
+        return [Self.initial] + text.split(separator: "\n").compactMap(Snapshot.init(line:))
+    }
+
+    /// Keep a snapshot at a landing (savevm, ~0.08 s) unless one is near before it.
+    public func landed(at position: Position) {
+        guard !ended, let qmp, let shm, let icount = position.icount else { return }
+        let table = snapshots()
+        if table.contains(where: { $0.icount <= icount && icount - $0.icount < Self.snapshotSpacing }) { return }
+        let snap = Snapshot(icount: icount, landmarkBrctr: position.landmark.brctr, brctr: shm.brctr, insns: shm.instructions,
+                            lastPC: shm.load(PluginControlBlock.Offset.lastPC), lastSize: shm.load(PluginControlBlock.Offset.lastSize),
+                            lastFlags: shm.load(PluginControlBlock.Offset.lastFlags))
+        do {
+            let out = try qmp.human("savevm tt-\(icount)")
+            guard out.trimmingWhitespace.isEmpty else { log("savevm: \(out)"); return }
+            try state.write(F.snapshotTable, table.dropFirst().map { $0.line + "\n" }.joined() + snap.line + "\n")
+            log("snapshot tt-\(icount) at brctr \(position.landmark.brctr)")
+        } catch {
+            log("savevm failed: \(error)")
+        }
+    }
+
+    /// Back to the latest snapshot strictly before branch count `brctr` (the initial one
+    /// for 0): `replay-seek` to its exact icount loads it without running forward, then
+    /// the plugin's counters are put back to what they were when it was taken.
     public func seek(toAtMost brctr: UInt64) throws -> Position {
         let (qmp, gdb, shm) = try requireVM()
-        log("replay-seek to icount 0 (the recording's initial snapshot)")
+        let snap = snapshots().filter { $0.icount == 0 || $0.landmarkBrctr < brctr }.max { $0.icount < $1.icount } ?? Self.initial
+        log("replay-seek to icount \(snap.icount) (snapshot at brctr \(snap.landmarkBrctr))")
         cachedRegs = nil
         qmp.discardEvents()
-        try qmp.execute("replay-seek", ["icount": 0])
+        try qmp.execute("replay-seek", ["icount": snap.icount])
         _ = try qmp.takeEvent(["STOP"], timeoutMS: 10_000)
         _ = try? gdb.receivePacketIfAny(timeoutMS: 200)
         try gdb.drainUnsolicited()
-        // Plugin counters are not part of snapshots: put back the snapshot's values.
-        shm.restore(brctr: 0, instructions: 0, lastPC: 0, lastSize: 0, lastFlags: 0)
+        guard try qmp.replayICount() == snap.icount else {
+            throw QEMUError("replay-seek to icount \(snap.icount) landed elsewhere")
+        }
+        shm.restore(brctr: snap.brctr, instructions: snap.insns, lastPC: snap.lastPC, lastSize: snap.lastSize, lastFlags: snap.lastFlags)
         return try position()
     }
 

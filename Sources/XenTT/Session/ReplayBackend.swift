@@ -90,6 +90,7 @@ public struct RegisterValue: Hashable, Sendable {
 
 extension ReplayBackend {
     public func landmark() throws -> Landmark { try position().landmark }
+    public func landed(at position: Position) {}
 }
 
 /// What a backend can do beyond the required primitives.
@@ -128,6 +129,9 @@ public protocol ReplayBackend: AnyObject {
     /// The current landmark alone, where that is cheaper than `position()` (QEMU answers
     /// icount queries slowly); the session calls it at every breakpoint hit.
     func landmark() throws -> Landmark
+    /// The session landed exactly at `position` (a breakpoint stop): a backend may keep
+    /// a snapshot there to come back to it quickly with `seek`.
+    func landed(at position: Position)
     /// General-purpose registers and the instruction pointer, for comparison and display.
     func registers() throws -> [RegisterValue]
 

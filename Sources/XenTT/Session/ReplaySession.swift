@@ -171,6 +171,7 @@ public final class ReplaySession {
         guard again.landmark == landed, target.matches(again.landmark) else {
             throw SessionError.landingMismatch(target: target.text, first: landed, second: again.landmark)
         }
+        backend.landed(at: again)
         return again
     }
 
