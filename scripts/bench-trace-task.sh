@@ -3,14 +3,20 @@
 # replay of the same recording (QEMU run to the end with the replay argument vector tt
 # derives from qemu.argv: same machine, same plugin, no tracing, no control sockets).
 # Goal (issue 7): trace-task at most 1.5x the plain replay.
-# Usage: scripts/bench-trace-task.sh [i386|x86_64]   (TT_BIN=dir to use another build; default
-#        the debug build, as scripts/demo uses; RUNS=N repetitions, default 5, best is kept)
+# Usage: scripts/bench-trace-task.sh [i386|x86_64]   (builds tt and the plugin in release mode;
+#        TT_BIN=DIR uses another build, e.g. the debug one scripts/demo uses; RUNS=N
+#        repetitions, default 5, the best is kept)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
 arch="${1:-i386}"
 runs="${RUNS:-5}"
-bin="${TT_BIN:-$(swift build --show-bin-path)}"
+if [ -z "${TT_BIN:-}" ]; then
+    for p in tt ttplugin; do
+        swift build -c release --product "$p" 2>&1 | grep -E 'error|warning: ' >&2 || true
+    done
+fi
+bin="${TT_BIN:-$(swift build -c release --show-bin-path)}"
 tt="$bin/tt"
 [ -x "$tt" ] || { echo "bench-trace-task: no $tt (run scripts/setup)" >&2; exit 1; }
 make -s -C guest
