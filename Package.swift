@@ -83,6 +83,8 @@ let package = Package(
         .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
+        // tt trace-task end to end: real QEMU, the bundled guests, QEMU's exec log as the oracle.
+        .testTarget(name: "TraceTaskTests", dependencies: ["ExecLogOracle"]),
         // Real QEMU and the bundled guest; needs the tt executable and libttplugin.so built.
         .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem", "ExecLogOracle",
             .product(name: "SystemPackage", package: "swift-system")]),

@@ -18,6 +18,7 @@ public struct TT: ParsableCommand {
             Replay.self,
             Where.self,
             RunUntil.self,
+            TraceTaskCommand.self,
             Bts.self,
             SymbolizeCommand.self,
             Log.self,

@@ -28,21 +28,29 @@ public final class ReplayLogBranchSink: BranchSink {
     }
 
     public func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws {
-        guard let last = batch.last else { return }
-        scratch.removeAll(keepingCapacity: true)
-        var expected = lastBrctr.map { $0 + 1 } ?? batch[0].brctr
-        for r in batch {
-            guard r.brctr == expected else { throw Gap(expected: expected, got: r.brctr) }
-            expected += 1
-            // BTS layout: from, to, and a format word (0); the counter goes into the stamp.
-            scratch.append(r.from.littleEndian)
-            scratch.append(r.to.littleEndian)
-            scratch.append(0)
-        }
-        try scratch.withUnsafeBytes { bytes in
-            try writer.appendBranches(vcpu: vcpu, cpu: CPUState(ip: last.to, brctr: last.brctr), records: bytes, source: source)
+        guard let last = batch.last, let input = batch.baseAddress else { return }
+        let n = batch.count
+        if scratch.count < 3 * n { scratch = [UInt64](repeating: 0, count: 3 * n) }
+        let first = lastBrctr.map { $0 + 1 } ?? input[0].brctr
+        // Through raw pointers: this runs once per branch record of a trace.
+        try scratch.withUnsafeMutableBufferPointer { buffer in
+            let out = buffer.baseAddress!
+            var expected = first
+            var i = 0
+            while i < n {
+                let r = input[i]
+                guard r.brctr == expected else { throw Gap(expected: expected, got: r.brctr) }
+                expected &+= 1
+                // BTS layout: from, to, and a format word (0); the counter goes into the stamp.
+                out[3 * i] = r.from.littleEndian
+                out[3 * i + 1] = r.to.littleEndian
+                out[3 * i + 2] = 0
+                i += 1
+            }
+            try writer.appendBranches(vcpu: vcpu, cpu: CPUState(ip: last.to, brctr: last.brctr),
+                                      records: UnsafeRawBufferPointer(start: out, count: 24 * n), source: source)
         }
         lastBrctr = last.brctr
-        recordCount += UInt64(batch.count)
+        recordCount += UInt64(n)
     }
 }

@@ -1,0 +1,168 @@
+import ArgumentParser
+import BTS
+import Symbolize
+import SystemPackage
+import TTSystem
+import XenBackend
+import XenTT
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `tt trace-task`: the branch trace between two locations of a replay.
+struct TraceTaskCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "trace-task",
+        abstract: "Capture the branch trace between two locations of a replay, exactly.",
+        discussion: """
+            Runs the replay (a live one of NAME, started by tt replay, or a new one that is \
+            killed afterwards) to the start location, switches branch tracing on, runs to the \
+            end location and switches it off. The branch records go into the replay log \
+            STATEDIR/trace.ttlog as hardware-branch entries (with landmark, trace-on/off and \
+            session start/end entries around them); the records numbered c_s+1 … c_e, where \
+            (eip_s, c_s) and (eip_e, c_e) are the landmarks landed on, are extracted into OUT.
+
+            A start without a branch count is its symbol's first execution in the replay; an \
+            end without one, its first execution after the start; WHERE#N the N-th since the \
+            replay began; WHERE:brctr[:cx] that exact point.
+
+            OUT is written as OUT.partial and renamed when complete: after an error or a \
+            signal, the records captured so far are in OUT.partial, the exit status is \
+            non-zero, no VM of this command is left running, and a live replay that was \
+            used stays alive, paused where it stopped.
+            """)
+
+    @Flag(name: .customShort("d"), help: "Debug output (QEMU protocol steps, extraction counts).")
+    var debug = false
+    @Option(name: .customLong("start"), help: ArgumentHelp("Where tracing starts: WHERE[:brctr[:cx]] or WHERE#N.", valueName: "LOC"))
+    var startText: String
+    @Option(name: .customLong("end"), help: ArgumentHelp("Where tracing ends: WHERE[:brctr[:cx]] or WHERE#N.", valueName: "LOC"))
+    var endText: String
+    @Option(name: .customShort("o"), help: ArgumentHelp("Output BTS file (default: STATEDIR/trace.bts).", valueName: "OUT"))
+    var output: String?
+    @Flag(name: .customShort("x"), help: "Write an extended BTS file (magic record, branch counter in each record).")
+    var extended = false
+    @Option(help: ArgumentHelp("Symbol file for printing the trace (default: the recording's symbol file).", valueName: "FILE"))
+    var symbols: String?
+    @Option(help: ArgumentHelp("Print the trace (GDB style) when it has at most N records; otherwise print the bts-dump command. 0: never.", valueName: "N"))
+    var printLimit: Int = 2000
+    @Option(help: ArgumentHelp("Hypervisor: xen or qemu (default: the one the recording was made with).", valueName: "xen|qemu|auto"))
+    var backend: BackendChoice?
+    @OptionGroup var state: StateOptions
+
+    static let logName = "trace.ttlog"
+    static let defaultOutput = "trace.bts"
+
+    func validate() throws {
+        guard printLimit >= 0 else { throw ValidationError("--print-limit must be ≥ 0") }
+    }
+
+    func run() throws {
+        try reporting {
+            // Syntax first, before touching anything.
+            if backend == .xen { try XenSessions.requireAvailable() }
+            let startLocation = try Location(parsing: startText)
+            let endLocation = try Location(parsing: endText)
+            let dir = try state.resolve()
+            try dir.requireRecording()
+            let symfile = dir.readIfPresent(QEMUMachine.File.symfile)?.trimmingCharacters(in: .whitespacesAndNewlines)
+            var recordingSymbols: SymbolFile?
+            func lookup(_ name: String) throws -> UInt64 {
+                if recordingSymbols == nil {
+                    guard let symfile, !symfile.isEmpty else {
+                        throw StateError.badFile(dir.file(QEMUMachine.File.symfile), "no symbol file recorded; give an address instead")
+                    }
+                    recordingSymbols = try SymbolFile(path: FilePath(symfile))
+                }
+                return try recordingSymbols!.address(ofSymbol: name)
+            }
+            let start = try startLocation.resolved(lookup)
+            let end = try endLocation.resolved(lookup)
+            let out = output.map { FilePath($0) } ?? dir.file(Self.defaultOutput)
+            if output != nil { try checkWritable(out) }
+
+            let lock = try dir.lock()
+            defer { withExtendedLifetime(lock) {} }
+            QEMURecorder.cleanStale(dir)
+            SignalWatcher.install()
+            let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug, choice: backend))
+            let wordSize = symfile.flatMap { Self.elfWordSize(FilePath($0)) } ?? 64
+            let task = TraceTask(session: session, start: start, end: end,
+                                 logPath: dir.file(Self.logName), guestWordSize: wordSize)
+            task.progress = progressLine()
+            let window: TraceTask.Window
+            do {
+                window = try task.run()
+                endProgressLine()
+            } catch let failure as TraceTask.Incomplete {
+                endProgressLine()
+                if let r = try? TraceTaskOutput.write(failure.window, to: out, extended: extended) {
+                    printError("tt: trace-task incomplete: \(r.summary.records) records captured before the failure are in \(r.path) (partial)")
+                }
+                throw failure
+            }
+            guard let result = try TraceTaskOutput.write(window, to: out, extended: extended) else {
+                throw TraceTask.Inexact(message: "no start position")
+            }
+            if debug {
+                printError("tt: \(window.logPath): \(result.summary.branchEntriesRead) branch entries read, \(result.summary.records) records written")
+            }
+            let s = window.start!, e = window.end!
+            let range = window.brctrRange.map { "brctr \($0.lowerBound)…\($0.upperBound)" } ?? "empty"
+            printLine("tt: trace-task \(dir.name): \(window.records) records, \(range)")
+            printLine("  start \(start.text): landed at \(session.describe(s))")
+            printLine("  end   \(end.text): landed at \(session.describe(e))")
+            printLine("  output \(result.path) (\(extended ? "extended" : "raw")); replay log \(window.logPath)")
+            try printTrace(result.path, records: window.records, recordingSymbols: recordingSymbols, symfile: symfile)
+        }
+    }
+
+    /// 32 or 64 from an ELF file's class byte (nil if it is not ELF, e.g. a bzImage).
+    static func elfWordSize(_ path: FilePath) -> UInt8? {
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) else { return nil }
+        defer { try? fd.close() }
+        var ident = [UInt8](repeating: 0, count: 5)
+        guard (try? ident.withUnsafeMutableBytes({ try fd.read(into: $0) })) == 5,
+              ident[0..<4] == [0x7f, 0x45, 0x4c, 0x46] else { return nil }
+        return ident[4] == 1 ? 32 : ident[4] == 2 ? 64 : nil
+    }
+
+    /// The trace in GDB style (bts-dump -G's formatting), or the command that prints it.
+    private func printTrace(_ path: FilePath, records: UInt64, recordingSymbols: SymbolFile?, symfile: String?) throws {
+        guard records > 0 else { return }
+        // --symbols, else the recording's symbol file if it is an ELF file (a bzImage is not).
+        let symbolPath = symbols ?? symfile.flatMap { Self.elfWordSize(FilePath($0)) == nil ? nil : $0 }
+        var file: SymbolFile? = nil
+        if records <= UInt64(printLimit), let symbolPath {
+            file = symbols == nil ? try recordingSymbols ?? SymbolFile(path: FilePath(symbolPath)) : try SymbolFile(path: FilePath(symbolPath))
+        }
+        guard records <= UInt64(printLimit), let file else {
+            let options = symbolPath.map { " --symbols \($0) -G" } ?? " --symbols VMLINUX -G"
+            printLine("  print it with: bts-dump\(options) \(path)")
+            return
+        }
+        let out = OutputBuffer(fd: 1, capacity: 1 << 20)
+        var sink = LineSink(out)
+        defer { sink.deallocate() }
+        let symbolic = SymbolicAddresses(symbolizer: Symbolizer(maps: [SymbolMapEntry(range: 0...UInt64.max, file: file)]), style: .gdb)
+        var dumper = BranchDump()
+        dumper.annotate = { a, sink in try symbolic.write(a, into: &sink) }
+        try dumper.dump(try BTSFile(path: path), to: &sink)
+        try sink.flush()
+        try out.flush()
+    }
+
+    /// Refuse an output path whose directory does not exist before running anything.
+    private func checkWritable(_ out: FilePath) throws {
+        var dir = out.removingLastComponent()
+        if dir.isEmpty { dir = "." }
+        guard access(dir.string, W_OK) == 0 else {
+            throw SystemError(path: dir, errno: Errno(rawValue: errno), doing: "cannot write the output there")
+        }
+    }
+
+    private func progressLine() -> ((TraceTask.Phase, UInt64) -> Void)? {
+        guard isatty(2) != 0 else { return nil }
+        return { phase, brctr in fputs("\rtt: trace-task: \(phase.rawValue): brctr \(brctr)   ", stderr) }
+    }
+}

@@ -1,0 +1,237 @@
+import SystemPackage
+import TTSystem
+
+/// The capture half of `tt trace-task`: drive a replay session from a start location to an
+/// end location with branch tracing on between them, writing the session's replay log
+/// (session start, a landmark at each end, trace on/off, the branch records as
+/// hardware-branch entries, session end). The records in the log are then exactly the
+/// taken transfers numbered c_s+1 … c_e, where (eip_s, c_s) and (eip_e, c_e) are the
+/// landmarks the session landed on; `BTS.TraceTaskOutput` extracts them into a BTS file.
+///
+/// Location semantics (as the original's trace_task intended):
+/// - a start without a branch count (`WHERE`) is WHERE's first execution in the replay;
+/// - an end without one is WHERE's first execution after the start;
+/// - `WHERE#N` is the N-th execution since the replay began (for the end, found by a
+///   first pass and then reached again exactly, so tracing never has to go back);
+/// - `WHERE:brctr[:cx]` is that exact point; an end before the start is an error.
+///
+/// The VM: if the session has no VM and none of its state directory is live, one is booted
+/// and killed at the end, whatever happens (error, signal). If a replay VM of the state
+/// directory already runs (started by `tt replay`), it is attached, and left alive and
+/// paused where the run stopped (tracing switched off), also on an error.
+public final class TraceTask {
+    public let session: ReplaySession
+    public let start: ResolvedLocation
+    public let end: ResolvedLocation
+    /// The replay log this task writes (replaced if it exists).
+    public let logPath: FilePath
+    public let guestWordSize: UInt8
+    /// Called with the live branch count while the replay runs (e.g. for a progress line).
+    public var progress: ((_ phase: Phase, _ brctr: UInt64) -> Void)?
+
+    public enum Phase: String, Sendable { case resolvingEnd = "finding the end", toStart = "running to the start", tracing }
+
+    public init(session: ReplaySession, start: ResolvedLocation, end: ResolvedLocation,
+                logPath: FilePath, guestWordSize: UInt8 = 64) {
+        self.session = session
+        self.start = start
+        self.end = end
+        self.logPath = logPath
+        self.guestWordSize = guestWordSize
+    }
+
+    /// What a capture produced. When `complete` is false the run stopped early (error or
+    /// signal) and the records cover c_s+1 … `lastBrctr` only.
+    public struct Window: Sendable {
+        /// Where the session landed at the start (nil: it never got there).
+        public var start: Position?
+        /// Where it landed at the end (nil unless complete).
+        public var end: Position?
+        public var logPath: FilePath
+        /// Records written to the log.
+        public var records: UInt64
+        /// Branch counters of the first and last record written.
+        public var brctrRange: ClosedRange<UInt64>?
+        public var complete: Bool
+        /// Whether tracing was switched on (there is something to extract, maybe nothing).
+        public var traced: Bool
+        /// Whether this task booted the VM (and killed it afterwards) or used a live one.
+        public var bootedVM: Bool
+    }
+
+    /// Failure of a capture, with what was captured up to it.
+    public struct Incomplete: Error, CustomStringConvertible, ExitStatusProviding {
+        public let underlying: Error
+        public let window: Window
+        public var description: String { String(describing: underlying) }
+        public var exitStatus: Int32 { (underlying as? ExitStatusProviding)?.exitStatus ?? ExitStatus.failure }
+    }
+
+    public struct BadWindow: Error, CustomStringConvertible, ExitStatusProviding {
+        public let message: String
+        public init(message: String) { self.message = message }
+        public var description: String { message }
+        public var exitStatus: Int32 { ExitStatus.dataError }
+    }
+
+    /// An internal check failed: the trace would not be exact.
+    public struct Inexact: Error, CustomStringConvertible, ExitStatusProviding {
+        public let message: String
+        public init(message: String) { self.message = message }
+        public var description: String { "internal error, trace not exact: \(message)" }
+        public var exitStatus: Int32 { ExitStatus.failure }
+    }
+
+    /// Run the task. Throws `Incomplete` (wrapping the cause) when it could not finish.
+    public func run() throws -> Window {
+        var window = Window(start: nil, end: nil, logPath: logPath, records: 0, brctrRange: nil, complete: false, traced: false, bootedVM: false)
+        var writer: ReplayLogWriter?
+        var sink: ReplayLogBranchSink?
+        var tracing = false
+        let backend = session.backend
+        let callerOwnsVM = session.state == .active
+        // The last CPU state stamped into the log (stamps never go backwards).
+        var stamped = CPUState()
+
+        func finishLog(_ info: UInt32, _ text: String) {
+            guard let w = writer else { return }
+            var cpu = stamped
+            if let p = try? session.position(), p.landmark.brctr >= stamped.brctr { cpu = self.cpu(p) }
+            if let last = sink?.lastBrctr, last > cpu.brctr { cpu = CPUState(ip: 0, brctr: last) }
+            try? appendText(w, .sessionEnd, info: info, cpu: cpu, text)
+            try? w.flush()
+        }
+
+        do {
+            try checkSignal()
+            if session.state == .initialized {
+                if backend.isLive {
+                    try session.attach()
+                } else {
+                    window.bootedVM = true
+                    try session.start(paused: true)
+                }
+            }
+            try checkSignal()
+            _ = unlinkIfPresent(logPath)
+            let w = try ReplayLogWriter(creating: logPath, header: ReplayLogHeader(
+                producer: "tt trace-task (\(backend.name))", guestWordSize: guestWordSize, vcpuCount: 1))
+            writer = w
+            let here = try session.position()
+            stamped = cpu(here)
+            try appendText(w, .sessionStart, info: 1, cpu: stamped, session.name)
+
+            // An end given as the N-th execution is found first, then reached exactly.
+            var endTarget = end
+            if case .occurrence = end.condition {
+                let found = try session.runUntil(end, progress: progress.map { p in { p(.resolvingEnd, $0) } })
+                endTarget = ResolvedLocation(address: end.address,
+                                             condition: .exact(brctr: found.landmark.brctr, cx: found.landmark.cx),
+                                             text: end.text)
+            }
+            // A start without a count is the first execution since the replay began.
+            var startTarget = start
+            if case .next = start.condition {
+                startTarget = ResolvedLocation(address: start.address, condition: .occurrence(1), text: start.text)
+            }
+            let s = try session.runUntil(startTarget, progress: progress.map { p in { p(.toStart, $0) } })
+            window.start = s
+            stamped = cpu(s)
+            try checkSignal()
+            if case .exact(let b, let cx) = endTarget.condition, Self.isBefore(address: endTarget.address, brctr: b, cx: cx, s.landmark) {
+                throw BadWindow(message: "the end \(end.text) (\(Landmark(ip: endTarget.address, brctr: b, cx: cx ?? 0))) lies before the start \(start.text), which landed at \(s.landmark)")
+            }
+            try appendText(w, .landmark, info: 0, cpu: cpu(s), start.text)
+            try w.append(type: .traceOn, info: BranchSource.tcgPlugin.rawValue, domid: 0, vcpu: 0, cpu: cpu(s),
+                         payload: UnsafeRawBufferPointer(start: nil, count: 0))
+            let sk = ReplayLogBranchSink(writer: w, vcpu: 0, source: .tcgPlugin)
+            sink = sk
+            try session.setTracing(sk)
+            tracing = true
+            window.traced = true
+            let e = try session.runUntil(endTarget, progress: progress.map { p in { p(.tracing, $0) } })
+            try session.setTracing(nil)
+            tracing = false
+            window.records = sk.recordCount
+            if let last = sk.lastBrctr { window.brctrRange = (last - sk.recordCount + 1)...last }
+            // The exactness check: the records are c_s+1 … c_e, each once, in order
+            // (the sink already refused gaps and repeats).
+            let expected = e.landmark.brctr - s.landmark.brctr
+            guard sk.recordCount == expected, expected == 0 || sk.lastBrctr == e.landmark.brctr else {
+                throw Inexact(message: "captured \(sk.recordCount) records ending at brctr \(sk.lastBrctr.map(String.init) ?? "-"), but the window \(s.landmark) … \(e.landmark) has \(expected)")
+            }
+            try w.append(type: .traceOff, info: BranchSource.tcgPlugin.rawValue, domid: 0, vcpu: 0, cpu: cpu(e),
+                         payload: UnsafeRawBufferPointer(start: nil, count: 0))
+            try appendText(w, .landmark, info: 1, cpu: cpu(e), end.text)
+            try appendText(w, .sessionEnd, info: 1, cpu: cpu(e), "complete")
+            // Written through (flush), not fsync'd: the log is this run's working file, and
+            // an fsync of a long trace's megabytes would cost more than the trace itself.
+            try w.flush()
+            writer = nil
+            window.end = e
+            window.complete = true
+        } catch {
+            // Stop tracing so that a VM left alive never blocks on a full ring.
+            if tracing, session.state == .active { try? session.setTracing(nil) }
+            if let sk = sink {
+                window.records = sk.recordCount
+                if let last = sk.lastBrctr { window.brctrRange = (last - sk.recordCount + 1)...last }
+            }
+            finishLog(2, String(describing: error))
+            if !callerOwnsVM { release(window) }
+            throw Incomplete(underlying: error, window: window)
+        }
+        if !callerOwnsVM { release(window) }
+        return window
+    }
+
+    /// Kill a VM this task booted; let go of one it found running. A session the caller
+    /// handed over already active stays as it is.
+    private func release(_ window: Window) {
+        switch session.state {
+        case .active:
+            if window.bootedVM { try? session.destroy() } else { try? session.detach() }
+        case .initialized:
+            // The replay ended under us (it kills nothing of the user's).
+            if window.bootedVM { try? session.stop() }
+        case .invalid:
+            break
+        }
+    }
+
+    private func checkSignal() throws {
+        let s = SignalWatcher.pending
+        if s != 0 { throw Interrupted(signal: s) }
+    }
+
+    public struct Interrupted: Error, CustomStringConvertible, ExitStatusProviding {
+        public let signal: Int32
+        public var description: String { "interrupted by signal \(signal)" }
+        public var exitStatus: Int32 { SignalWatcher.exitStatus(signal) }
+    }
+
+    /// Whether the exact point (address, brctr, cx) comes before `start` in the run
+    /// (within one branch count straight-line code only moves up and a rep count only down).
+    static func isBefore(address: UInt64, brctr: UInt64, cx: UInt64?, _ start: Landmark) -> Bool {
+        if brctr != start.brctr { return brctr < start.brctr }
+        if address != start.ip { return address < start.ip }
+        if let cx { return cx > start.cx }
+        return false
+    }
+
+    private func cpu(_ p: Position) -> CPUState {
+        CPUState(ip: p.landmark.ip, brctr: p.landmark.brctr, rcx: p.landmark.cx)
+    }
+
+    private func appendText(_ w: ReplayLogWriter, _ type: ReplayEventType, info: UInt32, cpu: CPUState, _ text: String) throws {
+        var bytes = Array(text.utf8.prefix(4096))
+        try bytes.withUnsafeMutableBytes { try w.append(type: type, info: info, domid: 0, vcpu: 0, cpu: cpu, payload: UnsafeRawBufferPointer($0)) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@discardableResult
+func unlinkIfPresent(_ p: FilePath) -> Bool { unlink(p.string) == 0 }

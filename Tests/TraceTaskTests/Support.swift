@@ -1,0 +1,237 @@
+// Running tt, QEMU and nm for the trace-task tests (real QEMU, bundled guests). Programs are
+// spawned with argument vectors (posix_spawn), never through a shell.
+
+import ExecLogOracle
+import Foundation
+import XCTest
+
+enum TT {
+    struct Result {
+        var status: Int32
+        var out: String
+        var err: String
+    }
+
+    struct Failure: Error, CustomStringConvertible { let description: String }
+
+    /// The build directory holding tt and libttplugin.so (next to the test bundle).
+    static let buildDirectory: URL = {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
+        return dir
+    }()
+
+    static var tt: String { buildDirectory.appendingPathComponent("tt").path }
+
+    static let packageRoot: URL = {
+        var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir
+    }()
+
+    static func guest(_ file: String) -> String { packageRoot.appendingPathComponent("guest/build/\(file)").path }
+
+    nonisolated(unsafe) static var counter = 0
+
+    /// Start a program, stdout and stderr into new temporary files.
+    static func start(_ argv: [String]) throws -> (pid: pid_t, out: String, err: String) {
+        counter += 1
+        let out = NSTemporaryDirectory() + "tt-tt-\(getpid())-\(counter).out"
+        let err = NSTemporaryDirectory() + "tt-tt-\(getpid())-\(counter).err"
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for p in cargs { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cargs, environ)
+        guard rc == 0 else { throw Failure(description: "cannot start \(argv[0]): error \(rc)") }
+        return (pid, out, err)
+    }
+
+    /// Wait for a child, killing it after `timeout` seconds. Exit status, or 128 + signal.
+    static func wait(_ pid: pid_t, timeout: TimeInterval = 120) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { break }
+            if r < 0 && errno != EINTR { return -1 }
+            if Date() > deadline {
+                kill(pid, SIGKILL)
+                _ = waitpid(pid, &status, 0)
+                return -2
+            }
+            usleep(5_000)
+        }
+        if status & 0x7f == 0 { return (status >> 8) & 0xff }
+        return 128 + (status & 0x7f)
+    }
+
+    static func collect(_ started: (pid: pid_t, out: String, err: String), timeout: TimeInterval = 120) -> Result {
+        let status = wait(started.pid, timeout: timeout)
+        defer { unlink(started.out); unlink(started.err) }
+        return Result(status: status,
+                      out: (try? String(contentsOfFile: started.out, encoding: .utf8)) ?? "",
+                      err: (try? String(contentsOfFile: started.err, encoding: .utf8)) ?? "")
+    }
+
+    @discardableResult
+    static func run(_ argv: [String], timeout: TimeInterval = 120) throws -> Result {
+        collect(try start(argv), timeout: timeout)
+    }
+
+    /// Run tt; fail the test on a non-zero status unless `expect` says otherwise.
+    @discardableResult
+    static func tt(_ args: [String], expect: Int32? = 0, file: StaticString = #filePath, line: UInt = #line) throws -> Result {
+        let r = try run([tt] + args)
+        if let expect, r.status != expect {
+            XCTFail("tt \(args.joined(separator: " ")): status \(r.status), expected \(expect)\n\(r.out)\n\(r.err)", file: file, line: line)
+            throw Failure(description: "tt failed: \(r.err)")
+        }
+        return r
+    }
+
+    /// Symbol addresses from binutils' nm (not tt's symbolizer).
+    static func symbols(_ elf: String) throws -> [String: UInt64] {
+        let r = try run(["nm", elf])
+        var out: [String: UInt64] = [:]
+        for line in r.out.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count == 3, let a = UInt64(f[0], radix: 16) { out[String(f[2])] = a }
+        }
+        return out
+    }
+
+    /// Processes whose working directory is `dir` (tt runs QEMU there).
+    static func processes(in dir: String) -> [Int32] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var out: [Int32] = []
+        for e in entries {
+            guard let pid = Int32(e), pid != getpid() else { continue }
+            if let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(e)/cwd"), cwd == dir {
+                out.append(pid)
+            }
+        }
+        return out
+    }
+
+    /// A branch record as tt writes it (24 bytes: from, to, format/brctr).
+    struct Record: Equatable, CustomStringConvertible {
+        var from: UInt64, to: UInt64, format: UInt64
+        var description: String { "0x\(String(from, radix: 16)) -> 0x\(String(to, radix: 16)) [\(format)]" }
+    }
+
+    /// Parse a BTS file directly (independently of tt's BTS reader).
+    static func records(_ path: String) throws -> (extended: Bool, records: [Record]) {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        guard data.count % 24 == 0 else { throw Failure(description: "\(path): \(data.count) bytes, not whole records") }
+        var recs: [Record] = []
+        data.withUnsafeBytes { b in
+            for i in stride(from: 0, to: b.count, by: 24) {
+                recs.append(Record(from: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i, as: UInt64.self)),
+                                   to: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)),
+                                   format: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self))))
+            }
+        }
+        if let first = recs.first, first == Record(from: .max, to: .max, format: .max) {
+            return (true, Array(recs.dropFirst()))
+        }
+        return (false, recs)
+    }
+
+    /// `0x<ip>:<brctr>:0x<cx>` after "landed at " in trace-task's summary.
+    struct Landed { var ip: UInt64; var brctr: UInt64; var text: String }
+
+    static func landed(_ output: String, _ which: String) throws -> Landed {
+        for line in output.split(separator: "\n") where line.hasPrefix("  \(which) ") {
+            guard let r = line.range(of: "landed at ") else { continue }
+            let token = line[r.upperBound...].split(separator: " ")[0]
+            let parts = token.split(separator: ":")
+            guard parts.count == 3, parts[0].hasPrefix("0x"), let ip = UInt64(parts[0].dropFirst(2), radix: 16),
+                  let b = UInt64(parts[1]) else { break }
+            return Landed(ip: ip, brctr: b, text: String(token))
+        }
+        throw Failure(description: "no '\(which)' landmark in: \(output)")
+    }
+}
+
+/// QEMU's own execution log of a replay of a tt recording: the independent oracle.
+/// The replay runs from tt's recorded argument vector (qemu.argv) with only host-side
+/// paths changed, plus `-d exec,nochain,in_asm` restricted to the guest image, which the
+/// guest never leaves after `_start` (it calls no firmware; its interrupts go to its own
+/// IDT), so from `_start` on the log holds every executed instruction.
+struct ExecLogRun {
+    /// Executed instruction addresses from the first one in the image (`_start`).
+    var addresses: [UInt64] = []
+    /// transfersBefore[i]: taken transfers from instruction 0 up to and including the one
+    /// arriving at instruction i.
+    var transfersBefore: [Int] = []
+    var transfers: [ExecLogOracle.Transfer] = []
+
+    init(state: String, scratch: String) throws {
+        let argv = try String(contentsOfFile: state + "/qemu.argv", encoding: .utf8)
+            .split(separator: "\n").map(String.init)
+        let image = scratch + "/oracle.qcow2", log = scratch + "/oracle.exec", serial = scratch + "/oracle.serial"
+        try? FileManager.default.removeItem(atPath: image)
+        try FileManager.default.copyItem(atPath: state + "/snapshot.qcow2", toPath: image)
+        var out: [String] = []
+        var previous = ""
+        var changed = 0
+        for a in argv {
+            var x = a
+            if previous == "-kernel" || previous == "-initrd" { x = state + "/" + a; changed += 1 }
+            else if a.hasPrefix("shift=") && a.contains("rr=record") {
+                x = a.replacingOccurrences(of: "rr=record", with: "rr=replay")
+                    .replacingOccurrences(of: "rrfile=", with: "rrfile=\(state)/"); changed += 1
+            } else if a.hasPrefix("file=snapshot.qcow2,") { x = "file=\(image)," + a.dropFirst("file=snapshot.qcow2,".count); changed += 1 }
+            else if a.hasPrefix("file:") { x = "file:" + serial; changed += 1 }
+            else if let r = a.range(of: ",shm=") { x = String(a[..<r.lowerBound]); changed += 1 }
+            out.append(x)
+            previous = a
+        }
+        guard changed >= 5 else { throw TT.Failure(description: "unexpected qemu.argv: \(argv)") }
+        out += ["-d", "exec,nochain,in_asm", "-dfilter", "0x100000..0x1fffff", "-D", log]
+        let r = try TT.run(out, timeout: 120)
+        // isa-debug-exit with the guest's success value 0x10: (0x10 << 1) | 1.
+        guard r.status == 33 else { throw TT.Failure(description: "oracle replay ended with status \(r.status): \(r.err)") }
+        var counter = ExecLogOracle.TransferCounter()
+        var addresses: [UInt64] = [], before: [Int] = [], transfers: [ExecLogOracle.Transfer] = []
+        try ExecLogOracle.walk(logAt: log) { insn in
+            if let t = counter.execute(insn) { transfers.append(t) }
+            addresses.append(insn.address)
+            before.append(transfers.count)
+        }
+        self.addresses = addresses
+        self.transfersBefore = before
+        self.transfers = transfers
+        try? FileManager.default.removeItem(atPath: log)
+        try? FileManager.default.removeItem(atPath: image)
+    }
+
+    /// Index of the n-th (1-based) execution of `address` at or after instruction `from`.
+    func index(of address: UInt64, occurrence n: Int = 1, after from: Int = -1) -> Int? {
+        var seen = 0
+        var i = from + 1
+        while i < addresses.count {
+            if addresses[i] == address {
+                seen += 1
+                if seen == n { return i }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// The transfers between instruction i (excluded: the arrival at it) and instruction j
+    /// (included: the arrival at it) — what a trace from i to j must hold.
+    func window(_ i: Int, _ j: Int) -> ArraySlice<ExecLogOracle.Transfer> {
+        transfers[transfersBefore[i]..<transfersBefore[j]]
+    }
+}
