@@ -67,6 +67,8 @@ let package = Package(
         .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle",
                 // Optimized even in debug builds: the tests parse logs of millions of lines.
                 swiftSettings: [.unsafeFlags(["-O"])]),
+        // Test support: spawning tt, QEMU and binutils from the integration tests.
+        .target(name: "TestProcesses", path: "Tests/TestProcesses"),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
         .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
@@ -84,9 +86,9 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
         // tt trace-task end to end: real QEMU, the bundled guests, QEMU's exec log as the oracle.
-        .testTarget(name: "TraceTaskTests", dependencies: ["ExecLogOracle"]),
+        .testTarget(name: "TraceTaskTests", dependencies: ["ExecLogOracle", "TestProcesses"]),
         // Real QEMU and the bundled guest; needs the tt executable and libttplugin.so built.
-        .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem", "ExecLogOracle",
+        .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem", "ExecLogOracle", "TestProcesses",
             .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),

@@ -1,85 +1,30 @@
 import Foundation
+import TestProcesses
 import XCTest
 
 /// Running tt, gdb and objdump for the integration tests (real QEMU, bundled guest).
 enum IT {
-    struct Result {
-        var status: Int32
-        var out: String
-        var err: String
-    }
+    typealias Result = TestProcesses.Result
 
-    /// The build directory holding tt and libttplugin.so (next to the test bundle).
-    static let buildDirectory: URL = {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        var dir = exe.deletingLastPathComponent()
-        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
-        return dir
-    }()
+    static var buildDirectory: URL { TestProcesses.buildDirectory }
+    static var tt: String { TestProcesses.tt }
+    static var packageRoot: URL { TestProcesses.packageRoot }
+    static func guest(_ file: String) -> String { TestProcesses.guest(file) }
+    static func start(_ argv: [String]) throws -> (pid: pid_t, out: String, err: String) { try TestProcesses.start(argv) }
 
-    static var tt: String { buildDirectory.appendingPathComponent("tt").path }
-
-    static let packageRoot: URL = {
-        var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) {
-            dir = dir.deletingLastPathComponent()
-        }
-        return dir
-    }()
-
-    static func guest(_ file: String) -> String { packageRoot.appendingPathComponent("guest/build/\(file)").path }
-
-    /// Run a program (posix_spawn + waitpid; output through temporary files) and wait for it.
+    /// Run a program and wait for it (a time-out fails the test).
     @discardableResult
     static func run(_ argv: [String], timeout: TimeInterval = 120) throws -> Result {
-        let (pid, out, err) = try start(argv)
-        defer { unlink(out); unlink(err) }
-        let status = wait(pid, timeout: timeout, what: argv.joined(separator: " "))
-        let o = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
-        let e = (try? String(contentsOfFile: err, encoding: .utf8)) ?? ""
-        return Result(status: status, out: o, err: e)
+        let r = TestProcesses.collect(try TestProcesses.start(argv), timeout: timeout)
+        if r.status == TestProcesses.timedOut { XCTFail("timed out: \(argv.joined(separator: " "))") }
+        return r
     }
 
-    nonisolated(unsafe) static var counter = 0
-
-    /// Start a program with stdout and stderr going to new temporary files.
-    static func start(_ argv: [String]) throws -> (pid: pid_t, out: String, err: String) {
-        counter += 1
-        let out = NSTemporaryDirectory() + "tt-it-\(getpid())-\(counter).out"
-        let err = NSTemporaryDirectory() + "tt-it-\(getpid())-\(counter).err"
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { for p in cargs { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cargs, environ)
-        guard rc == 0 else { throw NSError(domain: "spawn", code: Int(rc), userInfo: [NSLocalizedDescriptionKey: "cannot start \(argv[0])"]) }
-        return (pid, out, err)
-    }
-
-    /// Wait for a child; kill it after `timeout` seconds (failing the test). Exit status,
-    /// or 128 + signal.
+    /// Wait for a child; a time-out kills it and fails the test. Exit status, or 128 + signal.
     static func wait(_ pid: pid_t, timeout: TimeInterval = 120, what: String = "") -> Int32 {
-        let deadline = Date().addingTimeInterval(timeout)
-        var status: Int32 = 0
-        while true {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid { break }
-            if r < 0 && errno != EINTR { return -1 }
-            if Date() > deadline {
-                kill(pid, SIGKILL)
-                XCTFail("timed out: \(what)")
-                _ = waitpid(pid, &status, 0)
-                break
-            }
-            usleep(5_000)
-        }
-        if status & 0x7f == 0 { return (status >> 8) & 0xff }
-        return 128 + (status & 0x7f)
+        let status = TestProcesses.wait(pid, timeout: timeout)
+        if status == TestProcesses.timedOut { XCTFail("timed out: \(what)") }
+        return status
     }
 
     /// tt with a state directory; fails the test on a non-zero status unless `expect` says otherwise.

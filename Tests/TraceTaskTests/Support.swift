@@ -3,89 +3,25 @@
 
 import ExecLogOracle
 import Foundation
+import TestProcesses
 import XCTest
 
 enum TT {
-    struct Result {
-        var status: Int32
-        var out: String
-        var err: String
-    }
+    typealias Result = TestProcesses.Result
 
     struct Failure: Error, CustomStringConvertible { let description: String }
 
-    /// The build directory holding tt and libttplugin.so (next to the test bundle).
-    static let buildDirectory: URL = {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        var dir = exe.deletingLastPathComponent()
-        if dir.lastPathComponent.hasSuffix(".xctest") { dir = dir.deletingLastPathComponent() }
-        return dir
-    }()
-
-    static var tt: String { buildDirectory.appendingPathComponent("tt").path }
-
-    static let packageRoot: URL = {
-        var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) {
-            dir = dir.deletingLastPathComponent()
-        }
-        return dir
-    }()
-
-    static func guest(_ file: String) -> String { packageRoot.appendingPathComponent("guest/build/\(file)").path }
-
-    nonisolated(unsafe) static var counter = 0
-
-    /// Start a program, stdout and stderr into new temporary files.
-    static func start(_ argv: [String]) throws -> (pid: pid_t, out: String, err: String) {
-        counter += 1
-        let out = NSTemporaryDirectory() + "tt-tt-\(getpid())-\(counter).out"
-        let err = NSTemporaryDirectory() + "tt-tt-\(getpid())-\(counter).err"
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { for p in cargs { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cargs, environ)
-        guard rc == 0 else { throw Failure(description: "cannot start \(argv[0]): error \(rc)") }
-        return (pid, out, err)
-    }
-
-    /// Wait for a child, killing it after `timeout` seconds. Exit status, or 128 + signal.
-    static func wait(_ pid: pid_t, timeout: TimeInterval = 120) -> Int32 {
-        let deadline = Date().addingTimeInterval(timeout)
-        var status: Int32 = 0
-        while true {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid { break }
-            if r < 0 && errno != EINTR { return -1 }
-            if Date() > deadline {
-                kill(pid, SIGKILL)
-                _ = waitpid(pid, &status, 0)
-                return -2
-            }
-            usleep(5_000)
-        }
-        if status & 0x7f == 0 { return (status >> 8) & 0xff }
-        return 128 + (status & 0x7f)
-    }
-
+    static var buildDirectory: URL { TestProcesses.buildDirectory }
+    static var tt: String { TestProcesses.tt }
+    static var packageRoot: URL { TestProcesses.packageRoot }
+    static func guest(_ file: String) -> String { TestProcesses.guest(file) }
+    static func start(_ argv: [String]) throws -> (pid: pid_t, out: String, err: String) { try TestProcesses.start(argv) }
+    static func wait(_ pid: pid_t, timeout: TimeInterval = 120) -> Int32 { TestProcesses.wait(pid, timeout: timeout) }
     static func collect(_ started: (pid: pid_t, out: String, err: String), timeout: TimeInterval = 120) -> Result {
-        let status = wait(started.pid, timeout: timeout)
-        defer { unlink(started.out); unlink(started.err) }
-        return Result(status: status,
-                      out: (try? String(contentsOfFile: started.out, encoding: .utf8)) ?? "",
-                      err: (try? String(contentsOfFile: started.err, encoding: .utf8)) ?? "")
+        TestProcesses.collect(started, timeout: timeout)
     }
-
     @discardableResult
-    static func run(_ argv: [String], timeout: TimeInterval = 120) throws -> Result {
-        collect(try start(argv), timeout: timeout)
-    }
+    static func run(_ argv: [String], timeout: TimeInterval = 120) throws -> Result { try TestProcesses.run(argv, timeout: timeout) }
 
     /// Run tt; fail the test on a non-zero status unless `expect` says otherwise.
     @discardableResult
