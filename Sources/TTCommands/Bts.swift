@@ -18,10 +18,6 @@ public struct Bts: ParsableCommand {
     public init() {}
 }
 
-/// Print a line on stderr (warnings, -d summaries).
-func printError(_ line: String) {
-    _ = (line + "\n").withCString { fputs($0, stderr) }
-}
 
 /// Open a BTS file and print its warning, if any, on stderr.
 func openBTS(_ path: String) throws -> BTSFile {

@@ -9,8 +9,7 @@ import Glibc
 public func reportAndExit(_ error: Error, program: String = "tt") -> ExitCode {
     if let exit = error as? ExitCode { return exit }
     let text = String(describing: error).split(separator: "\n", omittingEmptySubsequences: true).joined(separator: "; ")
-    let line = "\(program): \(text)\n"
-    _ = line.withCString { fputs($0, stderr) }
+    printError("\(program): \(text)")
     let status = (error as? ExitStatusProviding)?.exitStatus ?? ExitStatus.failure
     return ExitCode(status)
 }
@@ -22,4 +21,9 @@ public func reporting(program: String = "tt", _ body: () throws -> Void) throws 
     } catch {
         throw reportAndExit(error, program: program)
     }
+}
+
+/// Print a line on stderr (errors, warnings, -d summaries).
+func printError(_ line: String) {
+    _ = (line + "\n").withCString { fputs($0, stderr) }
 }

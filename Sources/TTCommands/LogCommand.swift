@@ -32,8 +32,7 @@ struct LogInput: ParsableArguments {
 /// Prints a salvaging reader's report on stderr, one line per skip.
 func reportSalvage(_ reader: ReplayLogReader) {
     for skip in reader.salvageReport.skips {
-        let line = "tt: \(reader.name): salvaged: skipped \(skip)\n"
-        _ = line.withCString { fputs($0, stderr) }
+        printError("tt: \(reader.name): salvaged: skipped \(skip)")
     }
 }
 

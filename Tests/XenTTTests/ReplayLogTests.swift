@@ -1,5 +1,6 @@
 import XCTest
 import SystemPackage
+import TTSystem
 @testable import XenTT
 #if canImport(Glibc)
 import Glibc

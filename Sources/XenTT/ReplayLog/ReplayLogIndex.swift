@@ -1,4 +1,5 @@
 import SystemPackage
+import TTSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -237,26 +238,5 @@ public struct ReplayLogIndex: Equatable, Sendable {
             _ = unlink(tmp.string)
             throw ReplayLogError(.io, path: path.string, "writing the index: \(e.description)")
         }
-    }
-}
-
-/// The bytes of a small file, or nil when it does not exist.
-func readSmallFile(_ path: FilePath, limit: Int) throws -> [UInt8]? {
-    let fd: FileDescriptor
-    do {
-        fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
-    } catch Errno.noSuchFileOrDirectory {
-        return nil
-    }
-    return try fd.closeAfter {
-        var out = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
-            if n == 0 { break }
-            out += chunk[0..<n]
-            if out.count > limit { throw ReplayLogError(.malformed, path: path.string, "larger than \(limit) bytes") }
-        }
-        return out
     }
 }

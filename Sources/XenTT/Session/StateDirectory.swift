@@ -240,7 +240,8 @@ public enum TTConfiguration {
     public static func stateBase() -> String {
         if let env = getenv("TT_STATE_BASE"), env.pointee != 0 { return String(cString: env) }
         for file in configFiles() {
-            guard let text = try? StateDirectory.readSmallFile(FilePath(file)) else { continue }
+            guard let bytes = try? readSmallFile(FilePath(file), limit: 1 << 20) else { continue }
+            let text = String(decoding: bytes, as: UTF8.self)
             for line in text.split(separator: "\n") {
                 let l = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
                 let kv = l.split(separator: "=", maxSplits: 1)
@@ -283,13 +284,3 @@ public enum TTConfiguration {
     }
 }
 
-extension StateDirectory {
-    static func readSmallFile(_ p: FilePath) throws -> String {
-        let fd = try FileDescriptor.open(p, .readOnly, options: [.closeOnExec])
-        return try fd.closeAfter {
-            var buf = [UInt8](repeating: 0, count: 65536)
-            let n = try buf.withUnsafeMutableBytes { try fd.read(into: $0) }
-            return String(decoding: buf[0..<n], as: UTF8.self)
-        }
-    }
-}
