@@ -201,51 +201,47 @@ public final class LibXenToolstack: XenToolstack {
 
     // MARK: Guest memory
 
-    private func withGuestPage<T>(_ domid: XenDomainID, vcpu: UInt32, address: UInt64, writable: Bool,
-                                  _ body: (UnsafeMutableRawPointer) -> T) throws -> T {
-        let frame = xc_translate_foreign_address(xc.handle, domid.rawValue, Int32(vcpu), address)
-        guard frame != 0 else {
-            throw XenError.call("xc_translate_foreign_address(0x\(String(address, radix: 16)))", errno: errno,
-                                message: log.lastError?.description)
+    /// Map the guest pages under `count` bytes from `address` one at a time; `body` gets
+    /// each page's part of the range and how many bytes of the range came before it.
+    private func withGuestPages(_ domid: XenDomainID, vcpu: UInt32, address start: UInt64, count: Int, writable: Bool,
+                                _ body: (_ chunk: UnsafeMutableRawBufferPointer, _ done: Int) -> Void) throws {
+        var done = 0
+        var address = start
+        while done < count {
+            let offset = Int(address & 0xfff)
+            let n = min(count - done, 4096 - offset)
+            let frame = xc_translate_foreign_address(xc.handle, domid.rawValue, Int32(vcpu), address)
+            guard frame != 0 else {
+                throw XenError.call("xc_translate_foreign_address(0x\(String(address, radix: 16)))", errno: errno,
+                                    message: log.lastError?.description)
+            }
+            var pfn = xen_pfn_t(frame)
+            var err: Int32 = 0
+            let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
+            guard let page = xenforeignmemory_map(foreignMemory, domid.rawValue, prot, 1, &pfn, &err), err == 0 else {
+                throw fail("xenforeignmemory_map", err != 0 ? -err : errno)
+            }
+            body(UnsafeMutableRawBufferPointer(start: page + offset, count: n), done)
+            xenforeignmemory_unmap(foreignMemory, page, 1)
+            done += n
+            address &+= UInt64(n)
         }
-        var pfn = xen_pfn_t(frame)
-        var err: Int32 = 0
-        let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
-        guard let page = xenforeignmemory_map(foreignMemory, domid.rawValue, prot, 1, &pfn, &err), err == 0 else {
-            throw fail("xenforeignmemory_map", err != 0 ? -err : errno)
-        }
-        defer { xenforeignmemory_unmap(foreignMemory, page, 1) }
-        return body(page)
     }
 
     public func readGuest(_ domid: XenDomainID, vcpu: UInt32, virtualAddress: UInt64, count: Int) throws -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(count)
-        var address = virtualAddress
-        while out.count < count {
-            let offset = Int(address & 0xfff)
-            let n = min(count - out.count, 4096 - offset)
-            try withGuestPage(domid, vcpu: vcpu, address: address, writable: false) { page in
-                out.append(contentsOf: UnsafeRawBufferPointer(start: page + offset, count: n))
-            }
-            address &+= UInt64(n)
+        try withGuestPages(domid, vcpu: vcpu, address: virtualAddress, count: count, writable: false) { chunk, _ in
+            out.append(contentsOf: chunk)
         }
         return out
     }
 
     public func writeGuest(_ domid: XenDomainID, vcpu: UInt32, virtualAddress: UInt64, bytes: [UInt8]) throws {
-        var done = 0
-        var address = virtualAddress
-        while done < bytes.count {
-            let offset = Int(address & 0xfff)
-            let n = min(bytes.count - done, 4096 - offset)
-            try withGuestPage(domid, vcpu: vcpu, address: address, writable: true) { page in
-                bytes.withUnsafeBytes { src in
-                    (page + offset).copyMemory(from: src.baseAddress! + done, byteCount: n)
-                }
+        try bytes.withUnsafeBytes { source in
+            try withGuestPages(domid, vcpu: vcpu, address: virtualAddress, count: bytes.count, writable: true) { chunk, done in
+                chunk.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[done..<done + chunk.count]))
             }
-            done += n
-            address &+= UInt64(n)
         }
     }
 
