@@ -142,17 +142,19 @@ public final class LibXenToolstack: XenToolstack {
         return Int(width)
     }
 
-    /// Which layout xc_vcpu_getcontext fills: the 32-bit one only for 32-bit PV guests
-    /// (HVM contexts are always in the 64-bit layout, whatever the guest's mode).
-    private func uses32BitContext(_ domid: XenDomainID) throws -> Bool {
+    /// The vCPU's context and which layout xc_vcpu_getcontext filled it in: the 32-bit one
+    /// only for 32-bit PV guests (HVM contexts are always in the 64-bit layout, whatever
+    /// the guest's mode).
+    private func vcpuContext(_ domid: XenDomainID, vcpu: UInt32) throws -> (is32: Bool, ctx: vcpu_guest_context_any_t) {
         guard let info = try domainInfo(domid) else { throw XenError.domainNotFound("\(domid)") }
-        return try !info.isHVM && guestWidth(domid) == 4
+        let is32 = try !info.isHVM && guestWidth(domid) == 4
+        var ctx = vcpu_guest_context_any_t()
+        guard xc_vcpu_getcontext(xc.handle, domid.rawValue, vcpu, &ctx) == 0 else { throw fail("xc_vcpu_getcontext") }
+        return (is32, ctx)
     }
 
     public func vcpuState(_ domid: XenDomainID, vcpu: UInt32) throws -> XenVCPUState {
-        let is32 = try uses32BitContext(domid)
-        var ctx = vcpu_guest_context_any_t()
-        guard xc_vcpu_getcontext(xc.handle, domid.rawValue, vcpu, &ctx) == 0 else { throw fail("xc_vcpu_getcontext") }
+        let (is32, ctx) = try vcpuContext(domid, vcpu: vcpu)
         if is32 {
             let r = ctx.x32.user_regs
             let dr = withUnsafeBytes(of: ctx.x32.debugreg) { Array($0.bindMemory(to: UInt32.self)).map(UInt64.init) }
@@ -174,9 +176,8 @@ public final class LibXenToolstack: XenToolstack {
     }
 
     public func updateVCPU(_ domid: XenDomainID, vcpu: UInt32, flags: UInt64?, debugRegisters: [UInt64]?) throws {
-        let is32 = try uses32BitContext(domid)
-        var ctx = vcpu_guest_context_any_t()
-        guard xc_vcpu_getcontext(xc.handle, domid.rawValue, vcpu, &ctx) == 0 else { throw fail("xc_vcpu_getcontext") }
+        let (is32, current) = try vcpuContext(domid, vcpu: vcpu)
+        var ctx = current
         if is32 {
             if let flags { ctx.x32.user_regs.eflags = UInt32(truncatingIfNeeded: flags) }
             if let debugRegisters {
