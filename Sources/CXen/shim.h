@@ -13,17 +13,9 @@
 #include <libxl.h>
 #include <libxl_utils.h>
 #include <xen/vm_event.h>
-#include <xen/hvm/save.h>
 #include <xen/io/ring.h>
 #include <sys/mman.h>
 #include <string.h>
-
-/* Macros Swift cannot import, as inline helpers. */
-static inline uint16_t tt_hvm_save_code_cpu(void) { return HVM_SAVE_CODE(CPU); }
-static inline uint32_t tt_hvm_save_length_cpu(void) { return HVM_SAVE_LENGTH(CPU); }
-static inline void tt_xen_mb(void) { xen_mb(); }
-static inline void tt_xen_rmb(void) { xen_rmb(); }
-static inline void tt_xen_wmb(void) { xen_wmb(); }
 
 /* Intel PT RTIT_CTL MSR and the bits Xen's vmtrace accepts (no public header has them). */
 #define TT_MSR_RTIT_CTL     0x570u

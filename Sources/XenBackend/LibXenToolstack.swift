@@ -142,17 +142,19 @@ public final class LibXenToolstack: XenToolstack {
         return Int(width)
     }
 
-    /// Which layout xc_vcpu_getcontext fills: the 32-bit one only for 32-bit PV guests
-    /// (HVM contexts are always in the 64-bit layout, whatever the guest's mode).
-    private func uses32BitContext(_ domid: XenDomainID) throws -> Bool {
+    /// The vCPU's context and which layout xc_vcpu_getcontext filled it in: the 32-bit one
+    /// only for 32-bit PV guests (HVM contexts are always in the 64-bit layout, whatever
+    /// the guest's mode).
+    private func vcpuContext(_ domid: XenDomainID, vcpu: UInt32) throws -> (is32: Bool, ctx: vcpu_guest_context_any_t) {
         guard let info = try domainInfo(domid) else { throw XenError.domainNotFound("\(domid)") }
-        return try !info.isHVM && guestWidth(domid) == 4
+        let is32 = try !info.isHVM && guestWidth(domid) == 4
+        var ctx = vcpu_guest_context_any_t()
+        guard xc_vcpu_getcontext(xc.handle, domid.rawValue, vcpu, &ctx) == 0 else { throw fail("xc_vcpu_getcontext") }
+        return (is32, ctx)
     }
 
     public func vcpuState(_ domid: XenDomainID, vcpu: UInt32) throws -> XenVCPUState {
-        let is32 = try uses32BitContext(domid)
-        var ctx = vcpu_guest_context_any_t()
-        guard xc_vcpu_getcontext(xc.handle, domid.rawValue, vcpu, &ctx) == 0 else { throw fail("xc_vcpu_getcontext") }
+        let (is32, ctx) = try vcpuContext(domid, vcpu: vcpu)
         if is32 {
             let r = ctx.x32.user_regs
             let dr = withUnsafeBytes(of: ctx.x32.debugreg) { Array($0.bindMemory(to: UInt32.self)).map(UInt64.init) }
@@ -174,9 +176,8 @@ public final class LibXenToolstack: XenToolstack {
     }
 
     public func updateVCPU(_ domid: XenDomainID, vcpu: UInt32, flags: UInt64?, debugRegisters: [UInt64]?) throws {
-        let is32 = try uses32BitContext(domid)
-        var ctx = vcpu_guest_context_any_t()
-        guard xc_vcpu_getcontext(xc.handle, domid.rawValue, vcpu, &ctx) == 0 else { throw fail("xc_vcpu_getcontext") }
+        let (is32, current) = try vcpuContext(domid, vcpu: vcpu)
+        var ctx = current
         if is32 {
             if let flags { ctx.x32.user_regs.eflags = UInt32(truncatingIfNeeded: flags) }
             if let debugRegisters {
@@ -201,51 +202,47 @@ public final class LibXenToolstack: XenToolstack {
 
     // MARK: Guest memory
 
-    private func withGuestPage<T>(_ domid: XenDomainID, vcpu: UInt32, address: UInt64, writable: Bool,
-                                  _ body: (UnsafeMutableRawPointer) -> T) throws -> T {
-        let frame = xc_translate_foreign_address(xc.handle, domid.rawValue, Int32(vcpu), address)
-        guard frame != 0 else {
-            throw XenError.call("xc_translate_foreign_address(0x\(String(address, radix: 16)))", errno: errno,
-                                message: log.lastError?.description)
+    /// Map the guest pages under `count` bytes from `address` one at a time; `body` gets
+    /// each page's part of the range and how many bytes of the range came before it.
+    private func withGuestPages(_ domid: XenDomainID, vcpu: UInt32, address start: UInt64, count: Int, writable: Bool,
+                                _ body: (_ chunk: UnsafeMutableRawBufferPointer, _ done: Int) -> Void) throws {
+        var done = 0
+        var address = start
+        while done < count {
+            let offset = Int(address & 0xfff)
+            let n = min(count - done, 4096 - offset)
+            let frame = xc_translate_foreign_address(xc.handle, domid.rawValue, Int32(vcpu), address)
+            guard frame != 0 else {
+                throw XenError.call("xc_translate_foreign_address(0x\(String(address, radix: 16)))", errno: errno,
+                                    message: log.lastError?.description)
+            }
+            var pfn = xen_pfn_t(frame)
+            var err: Int32 = 0
+            let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
+            guard let page = xenforeignmemory_map(foreignMemory, domid.rawValue, prot, 1, &pfn, &err), err == 0 else {
+                throw fail("xenforeignmemory_map", err != 0 ? -err : errno)
+            }
+            body(UnsafeMutableRawBufferPointer(start: page + offset, count: n), done)
+            xenforeignmemory_unmap(foreignMemory, page, 1)
+            done += n
+            address &+= UInt64(n)
         }
-        var pfn = xen_pfn_t(frame)
-        var err: Int32 = 0
-        let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
-        guard let page = xenforeignmemory_map(foreignMemory, domid.rawValue, prot, 1, &pfn, &err), err == 0 else {
-            throw fail("xenforeignmemory_map", err != 0 ? -err : errno)
-        }
-        defer { xenforeignmemory_unmap(foreignMemory, page, 1) }
-        return body(page)
     }
 
     public func readGuest(_ domid: XenDomainID, vcpu: UInt32, virtualAddress: UInt64, count: Int) throws -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(count)
-        var address = virtualAddress
-        while out.count < count {
-            let offset = Int(address & 0xfff)
-            let n = min(count - out.count, 4096 - offset)
-            try withGuestPage(domid, vcpu: vcpu, address: address, writable: false) { page in
-                out.append(contentsOf: UnsafeRawBufferPointer(start: page + offset, count: n))
-            }
-            address &+= UInt64(n)
+        try withGuestPages(domid, vcpu: vcpu, address: virtualAddress, count: count, writable: false) { chunk, _ in
+            out.append(contentsOf: chunk)
         }
         return out
     }
 
     public func writeGuest(_ domid: XenDomainID, vcpu: UInt32, virtualAddress: UInt64, bytes: [UInt8]) throws {
-        var done = 0
-        var address = virtualAddress
-        while done < bytes.count {
-            let offset = Int(address & 0xfff)
-            let n = min(bytes.count - done, 4096 - offset)
-            try withGuestPage(domid, vcpu: vcpu, address: address, writable: true) { page in
-                bytes.withUnsafeBytes { src in
-                    (page + offset).copyMemory(from: src.baseAddress! + done, byteCount: n)
-                }
+        try bytes.withUnsafeBytes { source in
+            try withGuestPages(domid, vcpu: vcpu, address: virtualAddress, count: bytes.count, writable: true) { chunk, done in
+                chunk.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[done..<done + chunk.count]))
             }
-            done += n
-            address &+= UInt64(n)
         }
     }
 

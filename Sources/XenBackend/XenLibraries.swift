@@ -33,17 +33,15 @@ enum XenLibraries {
         return nil
     }
 
-    /// Whether the loaded library `file` exports `symbol`. Looked up in that library
-    /// only (RTLD_NOLOAD: nothing new is loaded), so a same-named function elsewhere
-    /// in the process cannot fake a time-travel hypervisor.
+    /// Whether the loaded library `file` exports `symbol`.
     static func library(_ file: String, exports symbol: String) -> Bool {
-        guard let handle = dlopen(file, RTLD_LAZY | RTLD_NOLOAD) else { return false }
-        defer { dlclose(handle) }
-        return dlsym(handle, symbol) != nil
+        function(symbol, inLibrary: file) != nil
     }
 
     /// The address of `symbol` in the loaded library `file`, for calling a function
-    /// whose declaration no public header has (the time-travel extensions).
+    /// whose declaration no public header has (the time-travel extensions). Looked up
+    /// in that library only (RTLD_NOLOAD: nothing new is loaded), so a same-named
+    /// function elsewhere in the process cannot fake a time-travel hypervisor.
     static func function(_ symbol: String, inLibrary file: String) -> UnsafeMutableRawPointer? {
         guard let handle = dlopen(file, RTLD_LAZY | RTLD_NOLOAD) else { return nil }
         // The handle is left open on purpose: the returned address must stay valid,

@@ -69,7 +69,7 @@ final class FakeXenToolstack: XenToolstack {
     }
 
     private func requireStopped(_ d: Domain, _ call: String) {
-        if d.pauseCount == 0 && d.held == nil && d.shutdown == nil {
+        if isRunning(d) {
             violations.append("\(call) while \(d.id) runs")
         }
     }
