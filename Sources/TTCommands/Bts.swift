@@ -327,7 +327,7 @@ public struct BtsExtract: ParsableCommand {
             if output == nil && isatty(1) == 1 {
                 throw BTSError.badArgument("refusing to write binary records to a terminal: give -o FILE or redirect")
             }
-            if let output, sameFile(output, log) || sameFile(output, log + ".idx") {
+            if let output, sameFile(output, log) || sameFile(output, ReplayLogIndex.sidecarPath(for: FilePath(log)).string) {
                 throw BTSError.badArgument("-o \(output): that is the log (or its index) being read; refusing to overwrite it")
             }
             let reader = try ReplayLogReader(path: FilePath(log))
