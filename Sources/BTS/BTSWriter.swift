@@ -14,11 +14,8 @@ public final class BTSWriter {
     private var closed = false
 
     /// Write to an open descriptor (e.g. 1 for stdout); the descriptor stays open.
-    public init(fd: Int32, extended: Bool) throws {
-        out = OutputBuffer(fd: fd, capacity: 1 << 20)
-        ownsDescriptor = false
-        self.extended = extended
-        if extended { try writeRaw(.extendedMagic) }
+    public convenience init(fd: Int32, extended: Bool) throws {
+        try self.init(fd: fd, ownsDescriptor: false, extended: extended)
     }
 
     /// Create (or truncate) `path`, mode 0644.

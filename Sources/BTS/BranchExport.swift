@@ -81,7 +81,7 @@ public enum BranchExport {
             tree.enterSource(of: r, emit: emit)
             if key == nil { key = names.joined(separator: ";") }
             counts[key!, default: 0] += 1
-            tree.process(r, emit: emit)
+            tree.follow(r, emit: emit)
         }
         for (stack, n) in counts.sorted(by: { $0.key < $1.key }) {
             try sink.string(stack.replacingSpaces())

@@ -122,7 +122,12 @@ public final class CallTree {
     /// Feed one branch; `emit` receives what it means, in order.
     public func process(_ r: BranchRecord, emit: (Event) throws -> Void) rethrows {
         try enterSource(of: r, emit: emit)
+        try follow(r, emit: emit)
+    }
 
+    /// The second half of `process`, for a caller that has already called `enterSource(of: r)`:
+    /// what the branch itself does (call, return, jump, out of range) and the frames at its target.
+    public func follow(_ r: BranchRecord, emit: (Event) throws -> Void) rethrows {
         let target = function(containing: r.to)
         let isEntry = target.map { $0.entry == r.to } ?? false
         let callLen = isEntry ? callLength(at: r.from) : nil

@@ -26,6 +26,16 @@ func openBTS(_ path: String) throws -> BTSFile {
     return file
 }
 
+/// Run `body` with a LineSink on standard output, then flush everything it wrote.
+func writingToStandardOutput(_ body: (inout LineSink) throws -> Void) throws {
+    let out = OutputBuffer(fd: 1, capacity: 1 << 20)
+    var sink = LineSink(out)
+    defer { sink.deallocate() }
+    try body(&sink)
+    try sink.flush()
+    try out.flush()
+}
+
 /// Where addresses get their names: `--symbols` for everything not covered otherwise
 /// (the guest kernel, no prefix), `-U` for user space (`User:` prefix, the lower half of
 /// the address space: below 0xc0000000 for a 32-bit image, below 0x800000000000 for 64-bit),
@@ -74,9 +84,6 @@ public struct BtsDump: ParsableCommand {
 
     public func run() throws {
         try reporting(program: btsProgramName) {
-            let out = OutputBuffer(fd: 1, capacity: 1 << 20)
-            var sink = LineSink(out)
-            defer { sink.deallocate() }
             let symbolic = try symbolOptions.symbolizer().map {
                 SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline)
             }
@@ -84,23 +91,23 @@ public struct BtsDump: ParsableCommand {
             if let symbolic {
                 dumper.annotate = { a, sink in try symbolic.write(a, into: &sink) }
             }
-            for path in files {
-                let file = try openBTS(path)
-                if debug {
-                    printError("\(path): \(file.count) records, \(file.isExtended ? "extended" : "raw")")
-                }
-                if files.count > 1 {
-                    try sink.beginLine()
-                    try sink.string("==> \(path) <==\n")
-                }
-                if json {
-                    try dumper.dumpJSONLines(file, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
-                } else {
-                    try dumper.dump(file, to: &sink)
+            try writingToStandardOutput { sink in
+                for path in files {
+                    let file = try openBTS(path)
+                    if debug {
+                        printError("\(path): \(file.count) records, \(file.isExtended ? "extended" : "raw")")
+                    }
+                    if files.count > 1 {
+                        try sink.beginLine()
+                        try sink.string("==> \(path) <==\n")
+                    }
+                    if json {
+                        try dumper.dumpJSONLines(file, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
+                    } else {
+                        try dumper.dump(file, to: &sink)
+                    }
                 }
             }
-            try sink.flush()
-            try out.flush()
         }
     }
 }
@@ -124,41 +131,38 @@ public struct BtsStats: ParsableCommand {
             let bts = try openBTS(file)
             var stats = BranchStats()
             bts.forEach { _, r in stats.add(r) }
-            let out = OutputBuffer(fd: 1)
-            var sink = LineSink(out)
-            defer { sink.deallocate() }
-            try sink.string("records: \(stats.records)\n")
-            try sink.string("format: \(bts.isExtended ? "extended" : "raw")\n")
-            if bts.isExtended, let r = stats.formatRange {
-                try sink.string("bctr range: \(r.lowerBound)-\(r.upperBound)\n")
-            }
-            try sink.string("unique targets: \(stats.uniqueTargets)\n")
-            try sink.string("unique edges: \(stats.uniqueEdges)\n")
-            let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: .gdb) }
-            func address(_ a: UInt64) throws {
-                if let symbolic { try symbolic.write(a, into: &sink) } else { sink.hex(a) }
-            }
-            if let symbolizer {
-                // Branches *into* each function (calls, returns, jumps within it), by target.
-                let tree = CallTree(symbolizer: symbolizer)
-                let byFunction = stats.hottest(top) { a -> String? in
-                    tree.function(containing: a).map { $0.name }
+            try writingToStandardOutput { sink in
+                try sink.string("records: \(stats.records)\n")
+                try sink.string("format: \(bts.isExtended ? "extended" : "raw")\n")
+                if bts.isExtended, let r = stats.formatRange {
+                    try sink.string("bctr range: \(r.lowerBound)-\(r.upperBound)\n")
                 }
-                try sink.string("hottest functions (branches landing in them):\n")
-                for (name, c) in byFunction {
-                    try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try sink.string(name); try sink.beginLine(); sink.newline()
+                try sink.string("unique targets: \(stats.uniqueTargets)\n")
+                try sink.string("unique edges: \(stats.uniqueEdges)\n")
+                let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: .gdb) }
+                func address(_ a: UInt64) throws {
+                    if let symbolic { try symbolic.write(a, into: &sink) } else { sink.hex(a) }
+                }
+                if let symbolizer {
+                    // Branches *into* each function (calls, returns, jumps within it), by target.
+                    let tree = CallTree(symbolizer: symbolizer)
+                    let byFunction = stats.hottest(top) { a -> String? in
+                        tree.function(containing: a).map { $0.name }
+                    }
+                    try sink.string("hottest functions (branches landing in them):\n")
+                    for (name, c) in byFunction {
+                        try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try sink.string(name); try sink.beginLine(); sink.newline()
+                    }
+                }
+                try sink.string("hottest targets:\n")
+                for (a, c) in stats.hottestTargets(top) {
+                    try sink.beginLine(); sink.decimal(UInt64(c), minDigits: 1); sink.ascii(" "); try address(a); try sink.beginLine(); sink.newline()
+                }
+                try sink.string("hottest edges:\n")
+                for (e, c) in stats.hottestEdges(top) {
+                    try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try address(e.from); try sink.beginLine(); sink.ascii(" -> "); try address(e.to); try sink.beginLine(); sink.newline()
                 }
             }
-            try sink.string("hottest targets:\n")
-            for (a, c) in stats.hottestTargets(top) {
-                try sink.beginLine(); sink.decimal(UInt64(c), minDigits: 1); sink.ascii(" "); try address(a); try sink.beginLine(); sink.newline()
-            }
-            try sink.string("hottest edges:\n")
-            for (e, c) in stats.hottestEdges(top) {
-                try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try address(e.from); try sink.beginLine(); sink.ascii(" -> "); try address(e.to); try sink.beginLine(); sink.newline()
-            }
-            try sink.flush()
-            try out.flush()
         }
     }
 }
@@ -194,13 +198,10 @@ public struct BtsTrace: ParsableCommand {
         try reporting(program: btsProgramName) {
             guard let symbolizer = try symbolOptions.symbolizer() else { return }
             let bts = try openBTS(file)
-            let out = OutputBuffer(fd: 1, capacity: 1 << 20)
-            var sink = LineSink(out)
-            defer { sink.deallocate() }
             let tree = CallTree(symbolizer: symbolizer, inlineFrames: inlines)
-            try CallTreePrinter(showCounter: bts.isExtended, debug: debug).run(bts, tree: tree, to: &sink)
-            try sink.flush()
-            try out.flush()
+            try writingToStandardOutput { sink in
+                try CallTreePrinter(showCounter: bts.isExtended, debug: debug).run(bts, tree: tree, to: &sink)
+            }
             if tree.undecodableCallSites > 0 {
                 printError("\(file): warning: \(tree.undecodableCallSites) branch sources had no code in the symbol files; branches from them to function entries were taken as jumps")
             }
@@ -246,20 +247,17 @@ public struct BtsExport: ParsableCommand {
         try reporting(program: btsProgramName) {
             let symbolizer = try symbolOptions.symbolizer()
             let bts = try openBTS(file)
-            let out = OutputBuffer(fd: 1, capacity: 1 << 20)
-            var sink = LineSink(out)
-            defer { sink.deallocate() }
-            switch format {
-            case .jsonl:
-                let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline) }
-                try BranchDump().dumpJSONLines(bts, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
-            case .chrome:
-                try BranchExport.chrome(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
-            case .folded:
-                try BranchExport.folded(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
+            try writingToStandardOutput { sink in
+                switch format {
+                case .jsonl:
+                    let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline) }
+                    try BranchDump().dumpJSONLines(bts, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
+                case .chrome:
+                    try BranchExport.chrome(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
+                case .folded:
+                    try BranchExport.folded(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
+                }
             }
-            try sink.flush()
-            try out.flush()
         }
     }
 }
@@ -323,7 +321,7 @@ public struct BtsExtract: ParsableCommand {
             if output == nil && isatty(1) == 1 {
                 throw BTSError.badArgument("refusing to write binary records to a terminal: give -o FILE or redirect")
             }
-            if let output, sameFile(output, log) || sameFile(output, log + ".idx") {
+            if let output, sameFile(output, log) || sameFile(output, ReplayLogIndex.sidecarPath(for: FilePath(log)).string) {
                 throw BTSError.badArgument("-o \(output): that is the log (or its index) being read; refusing to overwrite it")
             }
             let reader = try ReplayLogReader(path: FilePath(log))
