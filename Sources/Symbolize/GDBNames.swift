@@ -38,10 +38,6 @@ extension SymbolFile {
         return r
     }
 
-    func nameString(_ n: GDBName) -> String {
-        n.dwarfName >= 0 ? index.names[Int(n.dwarfName)] : minimal.symbols[Int(n.elfSymbol)].name
-    }
-
     @inline(__always)
     func appendName(_ n: GDBName, to bytes: inout [UInt8]) {
         if n.dwarfName >= 0 {

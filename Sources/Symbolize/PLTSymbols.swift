@@ -45,20 +45,17 @@ extension ELFImage {
         func disp(_ at: Int) -> Int64 {
             Int64(Int32(bitPattern: UInt32(b[at]) | UInt32(b[at + 1]) << 8 | UInt32(b[at + 2]) << 16 | UInt32(b[at + 3]) << 24))
         }
-        var starts = [0]
-        if b[entry] == 0xf3 && b[entry + 1] == 0x0f && b[entry + 2] == 0x1e { starts = [4] }
-        for start in starts {
-            var i = entry + start
-            if i < entry + size && b[i] == 0xf2 { i += 1 } // bnd
-            guard i + 6 <= entry + size, b[i] == 0xff else { continue }
-            let end = UInt64(i - entry + 6)
-            if b[i + 1] == 0x25 {
-                return is64 ? UInt64(bitPattern: Int64(bitPattern: entryAddress + end) + disp(i + 2))
-                            : UInt64(UInt32(bitPattern: Int32(truncatingIfNeeded: disp(i + 2))))
-            }
-            if !is64 && b[i + 1] == 0xa3 {
-                return UInt64(UInt32(truncatingIfNeeded: Int64(gotPlt) + disp(i + 2)))
-            }
+        let endbr = b[entry] == 0xf3 && b[entry + 1] == 0x0f && b[entry + 2] == 0x1e
+        var i = entry + (endbr ? 4 : 0)
+        if i < entry + size && b[i] == 0xf2 { i += 1 } // bnd
+        guard i + 6 <= entry + size, b[i] == 0xff else { return nil }
+        let end = UInt64(i - entry + 6)
+        if b[i + 1] == 0x25 {
+            return is64 ? UInt64(bitPattern: Int64(bitPattern: entryAddress + end) + disp(i + 2))
+                        : UInt64(UInt32(bitPattern: Int32(truncatingIfNeeded: disp(i + 2))))
+        }
+        if !is64 && b[i + 1] == 0xa3 {
+            return UInt64(UInt32(truncatingIfNeeded: Int64(gotPlt) + disp(i + 2)))
         }
         return nil
     }

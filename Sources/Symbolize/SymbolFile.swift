@@ -171,13 +171,12 @@ public final class SymbolFile {
         if let id = dwarfFunction(containing: address), index.functions[Int(id)].entry == address {
             return functionSymbol(id, containing: address)
         }
-        for i in minimal.indexes(at: address).reversed() where minimal.symbols[i].kind.isText {
-            if let f = function(containing: address), f.entry == address { return f }
-            let s = minimal.symbols[i]
-            let r = s.address..<(s.address &+ max(s.size, 1))
-            return FunctionSymbol(name: s.name, entry: s.address, range: r, ranges: [r])
-        }
-        return nil
+        // The last text symbol at the address (symbols at one address are sorted by name).
+        guard let i = minimal.indexes(at: address).last(where: { minimal.symbols[$0].kind.isText }) else { return nil }
+        if let f = function(containing: address), f.entry == address { return f }
+        let s = minimal.symbols[i]
+        let r = s.address..<(s.address &+ max(s.size, 1))
+        return FunctionSymbol(name: s.name, entry: s.address, range: r, ranges: [r])
     }
 
     // MARK: inlining

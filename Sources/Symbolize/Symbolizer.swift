@@ -26,8 +26,9 @@ public struct SymbolMapEntry {
         self.bias = bias
     }
 
+    /// The image's link-time address for run-time `address`.
     @inline(__always)
-    func fileAddress(_ address: UInt64) -> UInt64 { address &- UInt64(bitPattern: bias) }
+    public func fileAddress(_ address: UInt64) -> UInt64 { address &- UInt64(bitPattern: bias) }
 }
 
 /// Addresses → text through a set of symbol maps, with a small per-address cache for

@@ -68,8 +68,7 @@ struct SymbolizeCommand: ParsableCommand {
             let printer = Printer(symbolizer: symbolizer, style: style, lines: lines, json: json, out: out)
             if !addresses.isEmpty {
                 for (i, text) in addresses.enumerated() {
-                    var copy = text
-                    guard let a = copy.withUTF8({ parseAddress(UnsafeRawBufferPointer($0)) }) else {
+                    guard let a = parseAddress(text) else {
                         throw SymbolizeError(.data, "argument \(i + 1): '\(text)' is not a hex address")
                     }
                     try printer.print(a)
@@ -106,7 +105,7 @@ private struct Printer {
             if let (entry, function) = symbolizer.resolve(address) {
                 if !entry.prefix.isEmpty { s += ",\"map\":\(jsonString(entry.prefix))" }
                 if let name = symbolizer.symbolicName(address, style: .gdb) { s += ",\"symbol\":\(jsonString(name))" }
-                let fileAddress = address &- UInt64(bitPattern: entry.bias)
+                let fileAddress = entry.fileAddress(address)
                 if let function {
                     s += ",\"function\":\(jsonString(function.name)),\"entry\":\"0x\(String(function.entry, radix: 16))\""
                     s += ",\"offset\":\(Int64(bitPattern: fileAddress &- function.entry))"
