@@ -115,27 +115,27 @@ struct LogDump: ParsableCommand {
     }
 
     private func writeJSON(_ e: ReplayLogEntry, _ out: OutputBuffer, _ names: inout NameCache) throws {
-        try out.append("{\"offset\":".utf8Bytes); try out.appendDecimal(e.offset)
-        try out.append(",\"index\":".utf8Bytes); try out.appendDecimal(e.index)
-        try out.append(",\"type\":".utf8Bytes); try out.appendDecimal(UInt64(e.type.rawValue))
-        try out.append(",\"event\":\"".utf8Bytes); try out.append(names.event(e.type))
-        try out.append("\",\"info\":".utf8Bytes); try out.appendDecimal(UInt64(e.info))
-        try out.append(",\"infoName\":\"".utf8Bytes); try out.append(names.info(e.type, e.info))
-        try out.append("\",\"domid\":".utf8Bytes); try out.appendDecimal(UInt64(e.domid))
-        try out.append(",\"vcpu\":".utf8Bytes); try out.appendDecimal(UInt64(e.vcpu))
-        try out.append(",\"length\":".utf8Bytes); try out.appendDecimal(UInt64(e.payload.count))
-        try out.append(",\"slots\":".utf8Bytes); try out.appendDecimal(UInt64(e.slotCount))
-        try out.append(",\"ip\":\"0x".utf8Bytes); try out.appendHex(e.cpu.ip)
-        try out.append("\",\"brctr\":".utf8Bytes); try out.appendDecimal(e.cpu.brctr)
-        try out.append(",\"rcx\":".utf8Bytes); try out.appendDecimal(e.cpu.rcx)
-        try out.append(",\"tsc\":".utf8Bytes); try out.appendDecimal(e.cpu.tsc)
-        try out.append(",\"cr3\":\"0x".utf8Bytes); try out.appendHex(e.cpu.cr3)
+        try out.append("{\"offset\":"); try out.appendDecimal(e.offset)
+        try out.append(",\"index\":"); try out.appendDecimal(e.index)
+        try out.append(",\"type\":"); try out.appendDecimal(UInt64(e.type.rawValue))
+        try out.append(",\"event\":\""); try out.append(names.event(e.type))
+        try out.append("\",\"info\":"); try out.appendDecimal(UInt64(e.info))
+        try out.append(",\"infoName\":\""); try out.append(names.info(e.type, e.info))
+        try out.append("\",\"domid\":"); try out.appendDecimal(UInt64(e.domid))
+        try out.append(",\"vcpu\":"); try out.appendDecimal(UInt64(e.vcpu))
+        try out.append(",\"length\":"); try out.appendDecimal(UInt64(e.payload.count))
+        try out.append(",\"slots\":"); try out.appendDecimal(UInt64(e.slotCount))
+        try out.append(",\"ip\":\"0x"); try out.appendHex(e.cpu.ip)
+        try out.append("\",\"brctr\":"); try out.appendDecimal(e.cpu.brctr)
+        try out.append(",\"rcx\":"); try out.appendDecimal(e.cpu.rcx)
+        try out.append(",\"tsc\":"); try out.appendDecimal(e.cpu.tsc)
+        try out.append(",\"cr3\":\"0x"); try out.appendHex(e.cpu.cr3)
         if e.branchRecordCount > 0 {
-            try out.append("\",\"records\":".utf8Bytes); try out.appendDecimal(UInt64(e.branchRecordCount))
-            try out.append(",\"firstRecordBrctr\":".utf8Bytes); try out.appendDecimal(e.firstRecordBrctr)
+            try out.append("\",\"records\":"); try out.appendDecimal(UInt64(e.branchRecordCount))
+            try out.append(",\"firstRecordBrctr\":"); try out.appendDecimal(e.firstRecordBrctr)
             try out.append(byte: UInt8(ascii: "}"))
         } else {
-            try out.append("\"}".utf8Bytes)
+            try out.append("\"}")
         }
         try out.endLine()
     }
@@ -168,10 +168,6 @@ enum Bytes {
     static let hexPrefix = Array("0x".utf8)
     static let spaceHexPrefix = Array(" 0x".utf8)
     static let vcpu = Array(" vcpu=".utf8)
-}
-
-extension String {
-    var utf8Bytes: [UInt8] { Array(utf8) }
 }
 
 struct LogSummary: ParsableCommand {

@@ -343,6 +343,23 @@ final class ReplayLogDamageTests: XCTestCase {
         }
     }
 
+    /// A header whose checksum is right but whose fields break a rule: the error names the
+    /// field's offset (docs/replay-log-format.md: slot size 16, word size 20, vCPU count 22).
+    func testHeaderFieldProblemsNameTheFieldOffset() throws {
+        let cases: [(ReplayLogHeader, String)] = [
+            (ReplayLogHeader(producer: "t", guestWordSize: 64, vcpuCount: 1, slotSize: 100), "h: byte 16: slot size 100"),
+            (ReplayLogHeader(producer: "t", guestWordSize: 16, vcpuCount: 1), "h: byte 20: guest word size 16"),
+            (ReplayLogHeader(producer: "t", guestWordSize: 64, vcpuCount: 0), "h: byte 22: vCPU count 0"),
+            (ReplayLogHeader(producer: "t\u{7}", guestWordSize: 64, vcpuCount: 1), "h: byte 32: producer name contains a control character"),
+        ]
+        for (header, expected) in cases {
+            let bytes = header.encoded() + [UInt8](repeating: 0, count: 128)
+            XCTAssertThrowsError(try bytes.withUnsafeBytes { try ReplayLogReader(bytes: $0, name: "h") }) {
+                XCTAssertTrue("\($0)".hasPrefix(expected), "\($0)")
+            }
+        }
+    }
+
     /// A deterministic stand-in for the fuzzer: random multi-byte mutations, insertions and
     /// deletions; the reader must never crash and a salvaging reader may only return entries
     /// that were written, at their index, in order.

@@ -260,19 +260,21 @@ public struct ReplayLogHeader: Equatable, Sendable {
     }
 
     /// Why this header cannot be written or read, or nil when it is sound.
-    public func problem() -> String? {
+    public func problem() -> String? { fieldProblem()?.message }
+
+    /// The problem and the byte offset of the header field it concerns.
+    private func fieldProblem() -> (offset: UInt64, message: String)? {
         let s = Int(slotSize)
         if s < ReplayLogFormat.minSlotSize || s > ReplayLogFormat.maxSlotSize || s & (s - 1) != 0 {
-            return "slot size \(slotSize) is not a power of two in 128...65536"
+            return (16, "slot size \(slotSize) is not a power of two in 128...65536")
         }
-        if guestWordSize != 32 && guestWordSize != 64 { return "guest word size \(guestWordSize) is neither 32 nor 64" }
+        if guestWordSize != 32 && guestWordSize != 64 { return (20, "guest word size \(guestWordSize) is neither 32 nor 64") }
         if vcpuCount == 0 || Int(vcpuCount) > ReplayLogFormat.maxVCPUs {
-            return "vCPU count \(vcpuCount) is not in 1...\(ReplayLogFormat.maxVCPUs)"
+            return (22, "vCPU count \(vcpuCount) is not in 1...\(ReplayLogFormat.maxVCPUs)")
         }
-        let utf8 = Array(producer.utf8)
-        if utf8.count > ReplayLogFormat.producerFieldSize { return "producer name is longer than 64 bytes" }
+        if producer.utf8.count > ReplayLogFormat.producerFieldSize { return (32, "producer name is longer than 64 bytes") }
         if producer.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
-            return "producer name contains a control character"
+            return (32, "producer name contains a control character")
         }
         return nil
     }
@@ -326,10 +328,7 @@ public struct ReplayLogHeader: Equatable, Sendable {
         h.version = major
         h.minorVersion = UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 10, as: UInt16.self))
         if word > 255 { throw fail(20, "guest word size \(word) is neither 32 nor 64") }
-        if let problem = h.problem() {
-            let at: UInt64 = problem.hasPrefix("slot") ? 16 : problem.hasPrefix("guest") ? 20 : problem.hasPrefix("vCPU") ? 22 : 32
-            throw fail(at, problem)
-        }
+        if let bad = h.fieldProblem() { throw fail(bad.offset, bad.message) }
         return h
     }
 }
