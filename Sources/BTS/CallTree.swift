@@ -88,7 +88,7 @@ public final class CallTree {
     func inlineChain(at address: UInt64) -> [Function] {
         guard let (map, _) = symbolizer.resolve(address) else { return [] }
         let bias = UInt64(bitPattern: map.bias)
-        return map.file.inlineChain(at: address &- bias).reversed().map {
+        return map.file.inlineChain(at: map.fileAddress(address)).reversed().map {
             Function(name: map.prefix + $0.name, entry: $0.entry &+ bias,
                      ranges: [($0.range.lowerBound &+ bias)..<($0.range.upperBound &+ bias)], isInlined: true)
         }
@@ -101,7 +101,7 @@ public final class CallTree {
         var result: Int? = nil
         var found = false
         if let map = symbolizer.maps.first(where: { $0.range.contains(address) }) {
-            let fileAddress = address &- UInt64(bitPattern: map.bias)
+            let fileAddress = map.fileAddress(address)
             let mode: CallInstruction.Mode = map.file.is64Bit ? .bits64 : .bits32
             // A section may end less than 15 bytes after the call: try shorter reads.
             for n in [15, 8, 7, 6, 5, 3, 2] {
