@@ -77,12 +77,12 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // CXen only for the libxl JSON oracle (libxl's own parser checks our JSON).
-        .testTarget(name: "XenBackendTests", dependencies: [
+        .testTarget(name: "XenBackendTests", dependencies: ["TestProcesses", 
             "XenBackend", "XenTT", "TTSystem", "CXen", "CIpt",
             .product(name: "SystemPackage", package: "swift-system"),
         ], resources: [.copy("Golden")]),
         .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
-        .testTarget(name: "SymbolizeTests", dependencies: ["Symbolize", "TTSystem",
+        .testTarget(name: "SymbolizeTests", dependencies: ["TestProcesses", "Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
         // tt trace-task end to end: real QEMU, the bundled guests, QEMU's exec log as the oracle.
@@ -90,7 +90,7 @@ let package = Package(
         // Real QEMU and the bundled guest; needs the tt executable and libttplugin.so built.
         .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem", "ExecLogOracle", "TestProcesses",
             .product(name: "SystemPackage", package: "swift-system")]),
-        .testTarget(name: "BTSTests", dependencies: ["BTS", "TTCommands", "TTSystem",
+        .testTarget(name: "BTSTests", dependencies: ["TestProcesses", "BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
             .product(name: "SystemPackage", package: "swift-system"),

@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+import TestProcesses
 import BTS
 import SystemPackage
 import TTSystem
@@ -53,25 +54,9 @@ func readAll(_ path: String) throws -> [UInt8] {
 
 /// Run a program (argument vector, no shell); returns stdout, stderr and status.
 @discardableResult
-func spawn(_ argv: [String], cwd: String? = nil) throws -> (out: String, err: String, status: Int32) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: argv[0])
-    p.arguments = Array(argv.dropFirst())
-    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    let o = Pipe(), e = Pipe()
-    p.standardOutput = o
-    p.standardError = e
-    try p.run()
-    // Read both pipes before waiting so a chatty child cannot block on a full pipe.
-    final class Box: @unchecked Sendable { var data = Data() }
-    let errBox = Box()
-    let done = DispatchSemaphore(value: 0)
-    let errHandle = e.fileHandleForReading
-    Thread { errBox.data = errHandle.readDataToEndOfFile(); done.signal() }.start()
-    let outData = o.fileHandleForReading.readDataToEndOfFile()
-    done.wait()
-    p.waitUntilExit()
-    return (String(decoding: outData, as: UTF8.self), String(decoding: errBox.data, as: UTF8.self), p.terminationStatus)
+func spawn(_ argv: [String]) throws -> (out: String, err: String, status: Int32) {
+    let r = try TestProcesses.run(argv, timeout: 3600)
+    return (r.out, r.err, r.status)
 }
 
 /// Little-endian bytes of a u64, written out so tests state the format independently of BranchRecord.

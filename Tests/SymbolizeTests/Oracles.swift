@@ -1,29 +1,14 @@
 import Foundation
+import TestProcesses
 import XCTest
 
 /// Runs a program (argument vector, no shell) and returns its standard output.
 func runTool(_ argv: [String], allowFailure: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = argv
-    // stdout through a pipe read before waiting (the oracles print megabytes); stderr into
-    // a file, so a tool that fills a stderr pipe can never block while stdout is drained.
-    let out = Pipe()
-    let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("tt-oracle-stderr-\(UUID().uuidString)")
-    FileManager.default.createFile(atPath: errURL.path, contents: nil)
-    let err = try FileHandle(forWritingTo: errURL)
-    defer { try? FileManager.default.removeItem(at: errURL) }
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    try? err.close()
-    let errData = (try? Data(contentsOf: errURL)) ?? Data()
-    if p.terminationStatus != 0 && !allowFailure {
-        XCTFail("\(argv.joined(separator: " ")) exited \(p.terminationStatus): \(String(decoding: errData, as: UTF8.self))", file: file, line: line)
+    let r = try TestProcesses.run(argv, timeout: 3600)
+    if r.status != 0 && !allowFailure {
+        XCTFail("\(argv.joined(separator: " ")) exited \(r.status): \(r.err)", file: file, line: line)
     }
-    return String(decoding: data, as: UTF8.self)
+    return r.out
 }
 
 /// The fixtures, compiled once per test run into a temporary directory.

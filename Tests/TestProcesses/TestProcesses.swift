@@ -41,8 +41,9 @@ public enum TestProcesses {
 
     nonisolated(unsafe) private static var counter = 0
 
-    /// Start a program with stdin from /dev/null and stdout/stderr into new temporary files.
-    public static func start(_ argv: [String]) throws -> (pid: pid_t, out: String, err: String) {
+    /// Start a program with stdin from /dev/null and stdout/stderr into new temporary files,
+    /// in this process's environment or in `environment` (the whole environment) when given.
+    public static func start(_ argv: [String], environment: [String: String]? = nil) throws -> (pid: pid_t, out: String, err: String) {
         counter += 1
         let out = NSTemporaryDirectory() + "tt-test-\(getpid())-\(counter).out"
         let err = NSTemporaryDirectory() + "tt-test-\(getpid())-\(counter).err"
@@ -54,8 +55,12 @@ public enum TestProcesses {
         posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for p in cargs { free(p) } }
+        var cenv: [UnsafeMutablePointer<CChar>?] = (environment ?? [:]).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in cenv { free(p) } }
         var pid: pid_t = 0
-        let rc = posix_spawnp(&pid, argv[0], &actions, nil, &cargs, environ)
+        let rc = environment == nil
+            ? posix_spawnp(&pid, argv[0], &actions, nil, &cargs, environ)
+            : posix_spawnp(&pid, argv[0], &actions, nil, &cargs, &cenv)
         guard rc == 0 else { throw SpawnFailure(description: "cannot start \(argv[0]): error \(rc)") }
         return (pid, out, err)
     }
@@ -90,7 +95,7 @@ public enum TestProcesses {
     }
 
     @discardableResult
-    public static func run(_ argv: [String], timeout: TimeInterval = 120) throws -> Result {
-        collect(try start(argv), timeout: timeout)
+    public static func run(_ argv: [String], environment: [String: String]? = nil, timeout: TimeInterval = 120) throws -> Result {
+        collect(try start(argv, environment: environment), timeout: timeout)
     }
 }

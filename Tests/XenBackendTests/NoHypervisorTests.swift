@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+import TestProcesses
 import SystemPackage
 @testable import XenBackend
 import XenTT
@@ -50,26 +51,10 @@ final class NoHypervisorTests: XCTestCase {
     }
 
     func run(_ tt: URL, _ arguments: [String], stateBase: String) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = tt
-        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["TT_STATE_BASE"] = stateBase
-        process.environment = environment
-        // stderr into a file: reading two pipes one after the other can deadlock.
-        let out = Pipe()
-        let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("tt-nohyp-stderr-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let err = try FileHandle(forWritingTo: errURL)
-        defer { try? FileManager.default.removeItem(at: errURL) }
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        try? err.close()
-        let errData = (try? Data(contentsOf: errURL)) ?? Data()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        let r = try TestProcesses.run([tt.path] + arguments, environment: environment)
+        return (r.status, r.out, r.err)
     }
 
     func testTTRecordAndReplayWithTheXenBackendExit69WithOneLine() throws {
