@@ -42,17 +42,28 @@ enum SessionBackends {
 
     /// Resolve a location's symbol against the recording's `symfile`.
     static func resolve(_ text: String, in state: StateDirectory) throws -> ResolvedLocation {
-        let location = try Location(parsing: text)
-        var symbols: SymbolFile? = nil
-        return try location.resolved { name in
-            if symbols == nil {
-                guard let path = state.readIfPresent("symfile")?.trimmingCharacters(in: .whitespacesAndNewlines), !path.isEmpty else {
-                    throw StateError.badFile(state.file("symfile"), "no symbol file recorded; give an address instead")
-                }
-                symbols = try SymbolFile(path: FilePath(path))
+        try Location(parsing: text).resolved(RecordingSymbols(state).address(ofSymbol:))
+    }
+}
+
+/// The symbol file a recording names in its `symfile`, opened on first use.
+final class RecordingSymbols {
+    let state: StateDirectory
+    /// The recorded path (nil: no `symfile`).
+    private(set) lazy var path: String? = state.readIfPresent(QEMUMachine.File.symfile)?.trimmingCharacters(in: .whitespacesAndNewlines)
+    /// The symbol file, once a symbol was looked up.
+    private(set) var file: SymbolFile?
+
+    init(_ state: StateDirectory) { self.state = state }
+
+    func address(ofSymbol name: String) throws -> UInt64 {
+        if file == nil {
+            guard let path, !path.isEmpty else {
+                throw StateError.badFile(state.file(QEMUMachine.File.symfile), "no symbol file recorded; give an address instead")
             }
-            return try symbols!.address(ofSymbol: name)
+            file = try SymbolFile(path: FilePath(path))
         }
+        return try file!.address(ofSymbol: name)
     }
 }
 

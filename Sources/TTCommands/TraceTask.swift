@@ -65,19 +65,9 @@ struct TraceTaskCommand: ParsableCommand {
             let endLocation = try Location(parsing: endText)
             let dir = try state.resolve()
             try dir.requireRecording()
-            let symfile = dir.readIfPresent(QEMUMachine.File.symfile)?.trimmingCharacters(in: .whitespacesAndNewlines)
-            var recordingSymbols: SymbolFile?
-            func lookup(_ name: String) throws -> UInt64 {
-                if recordingSymbols == nil {
-                    guard let symfile, !symfile.isEmpty else {
-                        throw StateError.badFile(dir.file(QEMUMachine.File.symfile), "no symbol file recorded; give an address instead")
-                    }
-                    recordingSymbols = try SymbolFile(path: FilePath(symfile))
-                }
-                return try recordingSymbols!.address(ofSymbol: name)
-            }
-            let start = try startLocation.resolved(lookup)
-            let end = try endLocation.resolved(lookup)
+            let recording = RecordingSymbols(dir)
+            let start = try startLocation.resolved(recording.address(ofSymbol:))
+            let end = try endLocation.resolved(recording.address(ofSymbol:))
             let out = output.map { FilePath($0) } ?? dir.file(Self.defaultOutput)
             if output != nil { try checkWritable(out) }
 
@@ -86,7 +76,7 @@ struct TraceTaskCommand: ParsableCommand {
             QEMURecorder.cleanStale(dir)
             SignalWatcher.install()
             let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug, choice: backend))
-            let wordSize = symfile.flatMap { Self.elfWordSize(FilePath($0)) } ?? 64
+            let wordSize = recording.path.flatMap { Self.elfWordSize(FilePath($0)) } ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(Self.logName), guestWordSize: wordSize)
             task.progress = progressLine()
@@ -113,7 +103,7 @@ struct TraceTaskCommand: ParsableCommand {
             printLine("  start \(start.text): landed at \(session.describe(s))")
             printLine("  end   \(end.text): landed at \(session.describe(e))")
             printLine("  output \(result.path) (\(extended ? "extended" : "raw")); replay log \(window.logPath)")
-            try printTrace(result.path, records: window.records, recordingSymbols: recordingSymbols, symfile: symfile)
+            try printTrace(result.path, records: window.records, recording: recording)
         }
     }
 
@@ -128,13 +118,13 @@ struct TraceTaskCommand: ParsableCommand {
     }
 
     /// The trace in GDB style (bts-dump -G's formatting), or the command that prints it.
-    private func printTrace(_ path: FilePath, records: UInt64, recordingSymbols: SymbolFile?, symfile: String?) throws {
+    private func printTrace(_ path: FilePath, records: UInt64, recording: RecordingSymbols) throws {
         guard records > 0 else { return }
         // --symbols, else the recording's symbol file if it is an ELF file (a bzImage is not).
-        let symbolPath = symbols ?? symfile.flatMap { Self.elfWordSize(FilePath($0)) == nil ? nil : $0 }
+        let symbolPath = symbols ?? recording.path.flatMap { Self.elfWordSize(FilePath($0)) == nil ? nil : $0 }
         var file: SymbolFile? = nil
         if records <= UInt64(printLimit), let symbolPath {
-            file = symbols == nil ? try recordingSymbols ?? SymbolFile(path: FilePath(symbolPath)) : try SymbolFile(path: FilePath(symbolPath))
+            file = symbols == nil ? try recording.file ?? SymbolFile(path: FilePath(symbolPath)) : try SymbolFile(path: FilePath(symbolPath))
         }
         guard records <= UInt64(printLimit), let file else {
             let options = symbolPath.map { " --symbols \($0) -G" } ?? " --symbols VMLINUX -G"

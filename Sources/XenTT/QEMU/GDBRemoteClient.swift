@@ -3,9 +3,8 @@ import SystemPackage
 
 /// A client of QEMU's gdbstub (gdb remote serial protocol) over a unix socket, for
 /// breakpoints, single steps and register reads. QEMU 7.2's stub has no no-ack mode,
-/// so every packet is acknowledged. Never send anything while the vCPU runs (QEMU
-/// takes any byte as an interrupt request and swallows it): the backend resumes the
-/// vCPU through QMP and only talks to the stub while stopped.
+/// so every packet is acknowledged. While the vCPU runs, send nothing but the
+/// interrupt byte (QEMU takes any byte as an interrupt request and swallows it).
 final class GDBRemoteClient {
     private let socket: UnixSocket
 
@@ -33,24 +32,28 @@ final class GDBRemoteClient {
 
     /// Read one packet, acknowledging it; skips acks and stray bytes.
     func receivePacket() throws -> String {
-        while true {
-            let b = try socket.readByte()
-            guard b == UInt8(ascii: "$") else { continue }
-            var body: [UInt8] = []
-            while true {
-                let c = try socket.readByte()
-                if c == UInt8(ascii: "#") { break }
-                body.append(c)
-            }
-            _ = try socket.readByte()
-            _ = try socket.readByte()
-            try socket.send([UInt8(ascii: "+")])
-            return String(decoding: body, as: UTF8.self)
-        }
+        while try socket.readByte() != UInt8(ascii: "$") {}
+        return String(decoding: try packetBody(), as: UTF8.self)
     }
 
-    /// Send a request and return its reply, skipping stop replies left over from an
-    /// earlier resume (QEMU sends T02 after a QMP-driven stop).
+    /// The rest of a packet whose `$` was read: its body; the checksum is skipped and
+    /// the packet acknowledged.
+    private func packetBody() throws -> [UInt8] {
+        var body: [UInt8] = []
+        while true {
+            let c = try socket.readByte()
+            if c == UInt8(ascii: "#") { break }
+            body.append(c)
+        }
+        _ = try socket.readByte()
+        _ = try socket.readByte()
+        try socket.send([UInt8(ascii: "+")])
+        return body
+    }
+
+    /// Send a request and return the next packet as its reply. Stop replies left over
+    /// from an earlier resume (QEMU sends T02 after a QMP-driven stop) must have been
+    /// drained first (`drainUnsolicited`).
     func request(_ payload: String) throws -> String {
         try sendPacket(payload)
         return try receivePacket()
@@ -59,13 +62,7 @@ final class GDBRemoteClient {
     /// Read and drop any packets already waiting (stale stop replies).
     func drainUnsolicited() throws {
         while try socket.waitReadable(timeoutMS: 0) {
-            let b = try socket.readByte()
-            if b == UInt8(ascii: "$") {
-                while try socket.readByte() != UInt8(ascii: "#") {}
-                _ = try socket.readByte()
-                _ = try socket.readByte()
-                try socket.send([UInt8(ascii: "+")])
-            }
+            if try socket.readByte() == UInt8(ascii: "$") { _ = try packetBody() }
         }
     }
 

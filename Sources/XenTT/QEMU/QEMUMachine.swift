@@ -78,7 +78,7 @@ public struct QEMUMachine: Sendable {
         for arg in record {
             var a = arg
             if a.hasPrefix("shift=") && a.contains("rr=record") {
-                a = a.replacingFirst("rr=record", with: "rr=replay"); replaced += 1
+                a = a.replacing("rr=record", with: "rr=replay", maxReplacements: 1); replaced += 1
             } else if a == "file=\(File.snapshot),if=none,id=snapdisk" {
                 a = "file=\(File.replaySnapshot),if=none,id=snapdisk"; replaced += 1
             } else if a == "file:" + File.recordConsole {
@@ -93,25 +93,6 @@ public struct QEMUMachine: Sendable {
                             status: ExitStatus.dataError)
         }
         return out + ["-S", "-qmp", "unix:\(File.qmp),server=on,wait=off", "-gdb", "unix:\(File.gdb),server=on,wait=off"]
-    }
-}
-
-extension String {
-    func replacingFirst(_ target: String, with replacement: String) -> String {
-        guard let r = range(of: target) else { return self }
-        return replaceSubrange(r, with: replacement)
-    }
-    private func range(of target: String) -> Range<String.Index>? {
-        guard !target.isEmpty else { return nil }
-        var i = startIndex
-        while i < endIndex {
-            if self[i...].hasPrefix(target) { return i..<index(i, offsetBy: target.count) }
-            i = index(after: i)
-        }
-        return nil
-    }
-    private func replaceSubrange(_ r: Range<String.Index>, with s: String) -> String {
-        String(self[..<r.lowerBound]) + s + String(self[r.upperBound...])
     }
 }
 

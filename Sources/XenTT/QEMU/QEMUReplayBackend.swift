@@ -30,13 +30,13 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     private typealias F = QEMUMachine.File
 
-    public var isLive: Bool {
-        guard let p = QEMURecorder.readPID(state, F.pid) else { return false }
-        return QEMURecorder.isOurQEMU(p, state)
-    }
+    public var isLive: Bool { vmPID != nil }
 
     /// The replay VM's pid, if one runs.
-    public var vmPID: Int32? { isLive ? QEMURecorder.readPID(state, F.pid) : nil }
+    public var vmPID: Int32? {
+        guard let p = QEMURecorder.readPID(state, F.pid), QEMURecorder.isOurQEMU(p, state) else { return nil }
+        return p
+    }
 
     private func log(_ s: @autoclosure () -> String) {
         if debug { fputs("tt: qemu: \(s())\n", stderr) }
@@ -109,10 +109,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     }
 
     public func detach() {
-        if let gdb, !breakpoints.isEmpty {
-            for b in breakpoints { _ = try? gdb.request("z0,\(String(b, radix: 16)),1") }
-        }
-        breakpoints = []
+        detachBreakpoints()
         qmp = nil
         gdb = nil
     }
@@ -120,8 +117,13 @@ public final class QEMUReplayBackend: ReplayBackend {
     public func kill() throws {
         detach()
         if let p = vmPID { ChildProcess.terminate(p) }
-        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot, F.snapshotTable] { state.remove(f) }
+        removeReplayFiles()
         pid = 0
+    }
+
+    /// The files of a replay VM that is gone (the recording's files stay).
+    private func removeReplayFiles() {
+        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot, F.snapshotTable] { state.remove(f) }
     }
 
     private func requireVM() throws -> (QMPClient, GDBRemoteClient, PluginControlBlock) {
@@ -228,7 +230,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         qmp = nil
         gdb = nil
         if pid > 0 { _ = ChildProcess.waitGone(pid, timeoutMS: 2000) }
-        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot, F.snapshotTable] { state.remove(f) }
+        removeReplayFiles()
     }
 
     public func step() throws -> StopReason {
@@ -372,9 +374,11 @@ public final class QEMUReplayBackend: ReplayBackend {
         try qmp.execute("cont")
     }
 
+    /// Lift every breakpoint (best effort) and forget them.
     private func detachBreakpoints() {
-        guard let gdb else { return }
-        for b in breakpoints { _ = try? gdb.request("z0,\(String(b, radix: 16)),1") }
+        if let gdb {
+            for b in breakpoints { _ = try? gdb.request("z0,\(String(b, radix: 16)),1") }
+        }
         breakpoints = []
     }
 

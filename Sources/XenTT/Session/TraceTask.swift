@@ -102,6 +102,12 @@ public final class TraceTask {
             try? w.flush()
         }
 
+        /// What the sink wrote, into the window.
+        func takeCounts(_ sk: ReplayLogBranchSink) {
+            window.records = sk.recordCount
+            if let last = sk.lastBrctr { window.brctrRange = (last - sk.recordCount + 1)...last }
+        }
+
         do {
             try checkSignal()
             if session.state == .initialized {
@@ -152,8 +158,7 @@ public final class TraceTask {
             let e = try session.runUntil(endTarget, progress: progress.map { p in { p(.tracing, $0) } })
             try session.setTracing(nil)
             tracing = false
-            window.records = sk.recordCount
-            if let last = sk.lastBrctr { window.brctrRange = (last - sk.recordCount + 1)...last }
+            takeCounts(sk)
             // The exactness check: the records are c_s+1 … c_e, each once, in order
             // (the sink already refused gaps and repeats).
             let expected = e.landmark.brctr - s.landmark.brctr
@@ -173,10 +178,7 @@ public final class TraceTask {
         } catch {
             // Stop tracing so that a VM left alive never blocks on a full ring.
             if tracing, session.state == .active { try? session.setTracing(nil) }
-            if let sk = sink {
-                window.records = sk.recordCount
-                if let last = sk.lastBrctr { window.brctrRange = (last - sk.recordCount + 1)...last }
-            }
+            if let sk = sink { takeCounts(sk) }
             finishLog(2, String(describing: error))
             if !callerOwnsVM { release(window) }
             throw Incomplete(underlying: error, window: window)
