@@ -24,7 +24,7 @@ struct StateOptions: ParsableArguments {
 /// Xen backend registers itself); today every recording made by tt record is QEMU's.
 enum SessionBackends {
     static func backend(for state: StateDirectory, debug: Bool, choice: BackendChoice? = nil) throws -> ReplayBackend {
-        let kind = state.readIfPresent("backend")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "qemu"
+        let kind = state.readIfPresent("backend")?.trimmingWhitespace ?? "qemu"
         if let choice, choice != .auto, choice.rawValue != kind {
             throw ValidationError("\(state.path): recorded with backend '\(kind)', not '\(choice.rawValue)'")
         }
@@ -50,7 +50,7 @@ enum SessionBackends {
 final class RecordingSymbols {
     let state: StateDirectory
     /// The recorded path (nil: no `symfile`).
-    private(set) lazy var path: String? = state.readIfPresent(QEMUMachine.File.symfile)?.trimmingCharacters(in: .whitespacesAndNewlines)
+    private(set) lazy var path: String? = state.readIfPresent(QEMUMachine.File.symfile)?.trimmingWhitespace
     /// The symbol file, once a symbol was looked up.
     private(set) var file: SymbolFile?
 
@@ -67,16 +67,7 @@ final class RecordingSymbols {
     }
 }
 
-extension String {
-    func trimmingCharacters(in _: Whitespace) -> String {
-        var s = Substring(self)
-        while let c = s.first, c.isWhitespace { s.removeFirst() }
-        while let c = s.last, c.isWhitespace { s.removeLast() }
-        return String(s)
-    }
-}
 
-enum Whitespace { case whitespacesAndNewlines }
 
 /// Progress on stderr while the replay runs, only when stderr is a terminal.
 func progressReporter(target: ResolvedLocation) -> ((UInt64) -> Void)? {

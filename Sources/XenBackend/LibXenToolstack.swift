@@ -1,5 +1,6 @@
 import CXen
 import SystemPackage
+import TTSystem
 import XenTT
 #if canImport(Glibc)
 import Glibc

@@ -1,3 +1,5 @@
+import TTSystem
+
 /// A domain configuration parsed from xl.cfg text (the subset tt's template uses),
 /// turned into the JSON libxl_domain_config_from_json reads. xl's own parser
 /// (parse_config_data) lives in the xl binary, not in a library, hence this one.

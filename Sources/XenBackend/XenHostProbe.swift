@@ -1,4 +1,5 @@
 import SystemPackage
+import TTSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -314,11 +315,3 @@ struct ProbeFiles {
     }
 }
 
-extension String {
-    var trimmingWhitespace: String {
-        let scalars = unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
-              let last = scalars.lastIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        return String(scalars[first...last])
-    }
-}

@@ -222,14 +222,6 @@ public final class StateLock {
     deinit { try? fd.close() }
 }
 
-extension String {
-    var trimmingWhitespace: String {
-        var s = Substring(self)
-        while let c = s.first, c.isWhitespace { s.removeFirst() }
-        while let c = s.last, c.isWhitespace { s.removeLast() }
-        return String(s)
-    }
-}
 
 /// Where state directories go by default: `state_base = PATH` in tt.conf (TT_CONFIG, or
 /// /etc/xentt/tt.conf, or etc/xentt/tt.conf next to the build), overridden by the
