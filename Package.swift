@@ -2,8 +2,10 @@
 //
 // tt — time-travel analysis of virtual machines.
 //
-// Dependency rule: Symbolize, BTS and the backend-neutral XenTT never import CXen;
-// only XenBackend does. No C type leaks past CXen's and CLibDW's Swift wrappers.
+// Dependency rule (docs/architecture.md): TTSystem at the bottom; XenTT, the backend-neutral
+// core, on it; the backends (QEMUBackend, XenBackend) beside each other on XenTT; BTS and
+// Symbolize never depend on a backend; TTCommands on top. Only XenBackend imports CXen, only
+// QEMUBackend and the plugin import CTTPluginABI. No C type leaks past the thin wrappers.
 import PackageDescription
 
 let package = Package(
@@ -29,19 +31,28 @@ let package = Package(
         // C worlds, each behind a thin Swift wrapper.
         .systemLibrary(name: "CXen", path: "Sources/CXen"),
         .systemLibrary(name: "CLibDW", path: "Sources/CLibDW"),
-        .target(name: "TTQemuPlugin", path: "Sources/TTQemuPlugin",
+        // The plugin's shared-memory control file: one C header that the plugin and
+        // QEMUBackend both import.
+        .target(name: "CTTPluginABI", path: "Sources/CTTPluginABI"),
+        .target(name: "TTQemuPlugin", dependencies: ["CTTPluginABI"], path: "Sources/TTQemuPlugin", publicHeadersPath: ".",
                 cSettings: [.unsafeFlags(["-O2", "-fvisibility=hidden"])]),
         // CRC-32C for the replay log's entry checksums (SSE4.2 when present, a table otherwise).
         .target(name: "CCRC32C", path: "Sources/CCRC32C", cSettings: [.unsafeFlags(["-O2"])]),
 
-        // Syscall-level helpers: mapped files, byte output buffers, errors, process spawning.
-        .target(name: "TTSystem", dependencies: [
+        // C helpers for TTSystem: posix_spawn with GNU extensions, pidfd_open.
+        .target(name: "CTTShims", path: "Sources/CTTShims"),
+        // Syscall-level helpers: files, mapped files, output, errors, processes, signals, sockets.
+        .target(name: "TTSystem", dependencies: ["CTTShims",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "Symbolize", dependencies: ["CLibDW", "TTSystem"]),
-        // C helpers: atomics on memory shared with the QEMU plugin, posix_spawn with GNU extensions.
-        .target(name: "CTTShims", path: "Sources/CTTShims"),
-        .target(name: "XenTT", dependencies: ["TTSystem", "Symbolize", "CCRC32C", "CTTShims",
+        // The backend-neutral core: locations, landmarks, the ReplayBackend and Recorder
+        // contracts, replay sessions, the state directory, the replay log. No QEMU, no Xen.
+        .target(name: "XenTT", dependencies: ["TTSystem", "CCRC32C",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        // QEMU's icount record/replay over QMP and the gdbstub, with tt's TCG plugin.
+        .target(name: "QEMUBackend", dependencies: ["XenTT", "TTSystem", "CTTPluginABI",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "XenBackend", dependencies: [
@@ -54,7 +65,7 @@ let package = Package(
         .target(name: "BTS", dependencies: ["XenTT", "Symbolize", "TTSystem"]),
         // Every command type; the executables below are one-line entry points into it.
         .target(name: "TTCommands", dependencies: [
-            "XenTT", "XenBackend", "BTS", "Symbolize", "TTSystem",
+            "XenTT", "QEMUBackend", "XenBackend", "BTS", "Symbolize", "TTSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tt", dependencies: ["TTCommands"]),
@@ -84,11 +95,11 @@ let package = Package(
         .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
         .testTarget(name: "SymbolizeTests", dependencies: ["TestProcesses", "Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
-        .testTarget(name: "SessionTests", dependencies: ["XenTT", "TTSystem"]),
+        .testTarget(name: "SessionTests", dependencies: ["XenTT", "QEMUBackend", "CTTPluginABI", "TTSystem"]),
         // tt trace-task end to end: real QEMU, the bundled guests, QEMU's exec log as the oracle.
         .testTarget(name: "TraceTaskTests", dependencies: ["ExecLogOracle", "TestProcesses"]),
         // Real QEMU and the bundled guest; needs the tt executable and libttplugin.so built.
-        .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "TTSystem", "ExecLogOracle", "TestProcesses",
+        .testTarget(name: "SessionIntegrationTests", dependencies: ["XenTT", "QEMUBackend", "TTSystem", "ExecLogOracle", "TestProcesses",
             .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "BTSTests", dependencies: ["TestProcesses", "BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SystemPackage
+import QEMUBackend
 import XenTT
 
 /// `tt record`: record a guest's run with QEMU icount record/replay.

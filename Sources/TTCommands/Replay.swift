@@ -1,5 +1,6 @@
 import ArgumentParser
 import XenBackend
+import QEMUBackend
 import XenTT
 
 /// `tt replay`: start a replay VM that outlives the command.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import QEMUBackend
 import XenTT
 
 /// `tt run-until`: run the live replay to an exact location.

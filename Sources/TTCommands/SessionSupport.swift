@@ -2,6 +2,7 @@ import ArgumentParser
 import Symbolize
 import SystemPackage
 import XenBackend
+import QEMUBackend
 import XenTT
 #if canImport(Glibc)
 import Glibc

@@ -4,6 +4,7 @@ import Symbolize
 import SystemPackage
 import TTSystem
 import XenBackend
+import QEMUBackend
 import XenTT
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import ArgumentParser
+import QEMUBackend
 import XenTT
 
 /// `tt where`: the live replay's current location.

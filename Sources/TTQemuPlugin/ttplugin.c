@@ -1,7 +1,7 @@
 /*
  * tt's QEMU TCG plugin: an exact taken-branch counter, an instruction counter and a
  * branch-record ring, all in a shared-memory control file the controller created
- * (plugin argument shm=PATH; layout in include/ttplugin.h and docs/qemu-plugin-shm.md).
+ * (plugin argument shm=PATH; layout in Sources/CTTPluginABI/include/ttplugin.h and docs/qemu-plugin-shm.md).
  *
  * Why per-instruction callbacks: a transfer is taken when the next executed
  * instruction is not at previous address + previous size. Per-TB callbacks are

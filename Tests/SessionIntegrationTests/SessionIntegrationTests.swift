@@ -3,6 +3,7 @@ import Foundation
 import SystemPackage
 import XCTest
 @testable import XenTT
+@testable import QEMUBackend
 
 /// End-to-end: tt record / replay / where / run-until with the real QEMU and the bundled
 /// guest, checked against independent oracles (gdb single-stepping with objdump's

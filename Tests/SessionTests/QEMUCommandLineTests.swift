@@ -1,5 +1,6 @@
 import XCTest
 @testable import XenTT
+@testable import QEMUBackend
 import SystemPackage
 
 final class QEMUCommandLineTests: XCTestCase {

@@ -1,5 +1,6 @@
 import SystemPackage
 import TTSystem
+import XenTT
 #if canImport(Glibc)
 import Glibc
 #endif

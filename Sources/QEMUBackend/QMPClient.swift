@@ -1,4 +1,5 @@
 import TTSystem
+import XenTT
 import Foundation
 import SystemPackage
 

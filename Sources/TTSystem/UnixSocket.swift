@@ -1,4 +1,3 @@
-import TTSystem
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -7,13 +6,13 @@ import Glibc
 /// A connected unix stream socket with a read buffer: the transport under the QMP and
 /// gdb-remote clients. Paths longer than sun_path allows are reached through the
 /// directory's /proc/self/fd link, so deep state directories work.
-final class UnixSocket {
-    let fd: Int32
-    let path: FilePath
+public final class UnixSocket {
+    public let fd: Int32
+    public let path: FilePath
     private var buffer: [UInt8] = []
     private var start = 0
 
-    init(connectingTo path: FilePath) throws {
+    public init(connectingTo path: FilePath) throws {
         self.path = path
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "socket") }
@@ -60,7 +59,7 @@ final class UnixSocket {
         chunk.deallocate()
     }
 
-    func send(_ bytes: [UInt8]) throws {
+    public func send(_ bytes: [UInt8]) throws {
         var off = 0
         while off < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
@@ -73,13 +72,13 @@ final class UnixSocket {
         }
     }
 
-    func send(_ text: String) throws { try send(Array(text.utf8)) }
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
 
     /// Bytes buffered but not yet consumed.
-    var hasBufferedData: Bool { start < buffer.count }
+    public var hasBufferedData: Bool { start < buffer.count }
 
     /// Wait up to `timeoutMS` (−1 forever) for data; false on timeout.
-    func waitReadable(timeoutMS: Int32) throws -> Bool {
+    public func waitReadable(timeoutMS: Int32) throws -> Bool {
         if hasBufferedData { return true }
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while true {
@@ -111,7 +110,7 @@ final class UnixSocket {
         }
     }
 
-    func readByte() throws -> UInt8 {
+    public func readByte() throws -> UInt8 {
         if start >= buffer.count { try fill() }
         let b = buffer[start]
         start += 1
@@ -119,7 +118,7 @@ final class UnixSocket {
     }
 
     /// One line without its terminating newline.
-    func readLine() throws -> [UInt8] {
+    public func readLine() throws -> [UInt8] {
         while true {
             if let nl = buffer[start...].firstIndex(of: 0x0a) {
                 let line = Array(buffer[start..<nl])
@@ -130,8 +129,8 @@ final class UnixSocket {
         }
     }
 
-    struct PeerClosed: Error, CustomStringConvertible {
-        let path: FilePath
-        var description: String { "\(path): connection closed by QEMU" }
+    public struct PeerClosed: Error, CustomStringConvertible {
+        public let path: FilePath
+        public var description: String { "\(path): connection closed by the peer" }
     }
 }

@@ -1,6 +1,5 @@
 import CTTShims
 import SystemPackage
-import TTSystem
 #if canImport(Glibc)
 import Glibc
 #endif

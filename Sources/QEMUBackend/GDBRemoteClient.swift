@@ -1,4 +1,5 @@
 import TTSystem
+import XenTT
 import SystemPackage
 
 /// A client of QEMU's gdbstub (gdb remote serial protocol) over a unix socket, for

@@ -2,8 +2,9 @@
  * The shared-memory control file between tt's QEMU TCG plugin (producer of counts and
  * branch records, running in QEMU's vCPU thread) and tt's controller (which reads and
  * writes it while the vCPU is stopped, and drains the ring while it runs).
- * docs/qemu-plugin-shm.md documents the same layout with offsets; the Swift side
- * (QEMU/PluginControlBlock.swift) uses these offsets directly.
+ * This header is the one definition of the layout: the plugin (Sources/TTQemuPlugin) and
+ * the Swift controller (Sources/QEMUBackend/PluginControlBlock.swift) both import it, and
+ * docs/qemu-plugin-shm.md describes it; a test checks the documented offsets and sizes.
  *
  * All fields are little-endian u64 at fixed offsets; the file is
  * TT_SHM_HEADER_BYTES of header followed by ring_capacity records of 24 bytes.
@@ -41,5 +42,12 @@ struct tt_shm_record {
     uint64_t to;
     uint64_t brctr;
 };
+
+/* Atomics on the shared words, for the Swift side (Swift's Glibc module has none for
+ * memory shared with another process). */
+static inline uint64_t tt_load_relaxed(const void *p) { return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED); }
+static inline uint64_t tt_load_acquire(const void *p) { return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE); }
+static inline void tt_store_relaxed(void *p, uint64_t v) { __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED); }
+static inline void tt_store_release(void *p, uint64_t v) { __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE); }
 
 #endif

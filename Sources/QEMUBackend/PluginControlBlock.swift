@@ -1,26 +1,33 @@
 import TTSystem
-import CTTShims
+import XenTT
+import CTTPluginABI
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// The controller's side of the plugin's shared-memory control file
-/// (layout: Sources/TTQemuPlugin/include/ttplugin.h, docs/qemu-plugin-shm.md).
+/// (layout: the C header Sources/CTTPluginABI/include/ttplugin.h, which the plugin
+/// includes too; docs/qemu-plugin-shm.md).
 /// Counters are read and written only while the vCPU is stopped; the ring is drained
 /// while it runs (single producer: the plugin; single consumer: us).
 final class PluginControlBlock {
-    static let magic: UInt64 = 0x3130_304d_4853_5454 // "TTSHM001"
-    static let headerBytes = 4096
-    static let recordBytes = 24
+    static let magic: UInt64 = TT_SHM_MAGIC
+    static let headerBytes = Int(TT_SHM_HEADER_BYTES)
+    static let recordBytes = MemoryLayout<tt_shm_record>.stride
 
+    /// Byte offsets of the header's fields, as the C header defines them.
     enum Offset {
-        static let magic = 0, version = 8, ringCapacity = 16, brctr = 24, insns = 32
-        static let lastPC = 40, lastSize = 48, lastFlags = 56, tracing = 64, traceAfter = 72
-        static let ringWaits = 80, pluginPID = 88, ringHead = 128, ringTail = 192
+        static let magic = Int(TT_SHM_OFF_MAGIC), version = Int(TT_SHM_OFF_VERSION)
+        static let ringCapacity = Int(TT_SHM_OFF_RING_CAPACITY), brctr = Int(TT_SHM_OFF_BRCTR)
+        static let insns = Int(TT_SHM_OFF_INSNS), lastPC = Int(TT_SHM_OFF_LAST_PC)
+        static let lastSize = Int(TT_SHM_OFF_LAST_SIZE), lastFlags = Int(TT_SHM_OFF_LAST_FLAGS)
+        static let tracing = Int(TT_SHM_OFF_TRACING), traceAfter = Int(TT_SHM_OFF_TRACE_AFTER)
+        static let pluginPID = Int(TT_SHM_OFF_PLUGIN_PID)
+        static let ringHead = Int(TT_SHM_OFF_RING_HEAD), ringTail = Int(TT_SHM_OFF_RING_TAIL)
     }
-    static let flagValid: UInt64 = 1
-    static let flagRep: UInt64 = 2
+    static let flagValid: UInt64 = TT_SHM_FLAG_VALID
+    static let flagRep: UInt64 = TT_SHM_FLAG_REP
 
     let path: FilePath
     /// Records in the ring (set by `create` after mapping a new, still empty file).
@@ -45,7 +52,7 @@ final class PluginControlBlock {
         let block = try PluginControlBlock(path: path, fd: fd, length: length)
         block.store(Offset.ringCapacity, UInt64(ringCapacity))
         block.capacity = ringCapacity // init read 0 from the new file
-        block.base.storeBytes(of: UInt32(1), toByteOffset: Offset.version, as: UInt32.self)
+        block.base.storeBytes(of: UInt32(TT_SHM_VERSION), toByteOffset: Offset.version, as: UInt32.self)
         block.base.storeBytes(of: UInt32(headerBytes), toByteOffset: Offset.version + 4, as: UInt32.self)
         block.store(Offset.magic, magic)
         return block
@@ -92,7 +99,6 @@ final class PluginControlBlock {
     var brctr: UInt64 { load(Offset.brctr) }
     var instructions: UInt64 { load(Offset.insns) }
     var pluginAttached: Bool { load(Offset.pluginPID) != 0 }
-    var ringWaits: UInt64 { load(Offset.ringWaits) }
 
     /// The plugin's view of the last executed instruction.
     struct Last { var pc: UInt64; var size: UInt64; var valid: Bool; var rep: Bool }

@@ -1,0 +1,56 @@
+import XCTest
+import CTTPluginABI
+@testable import QEMUBackend
+import XenTT
+
+/// The plugin's control-file layout is defined once, in the C header both sides import.
+/// These tests hold that header to the documented table (docs/qemu-plugin-shm.md) and the
+/// ring's records to the Swift type the controller reads them as.
+final class PluginABITests: XCTestCase {
+    /// The documented table, parsed from the doc: field name → byte offset.
+    private func documentedOffsets() throws -> [String: Int] {
+        let doc = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../docs/qemu-plugin-shm.md").standardized
+        let text = try String(contentsOf: doc, encoding: .utf8)
+        var table: [String: Int] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("| ") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 2, let offset = Int(cells[0]) else { continue }
+            let field = cells[1].split(separator: " ").first.map(String.init) ?? ""
+            table[field] = offset
+        }
+        return table
+    }
+
+    func testHeaderOffsetsMatchTheDocumentedTable() throws {
+        let doc = try documentedOffsets()
+        let header: [String: Int32] = [
+            "magic": TT_SHM_OFF_MAGIC, "version": TT_SHM_OFF_VERSION, "ring_capacity": TT_SHM_OFF_RING_CAPACITY,
+            "brctr": TT_SHM_OFF_BRCTR, "insns": TT_SHM_OFF_INSNS, "last_pc": TT_SHM_OFF_LAST_PC,
+            "last_size": TT_SHM_OFF_LAST_SIZE, "last_flags": TT_SHM_OFF_LAST_FLAGS, "tracing": TT_SHM_OFF_TRACING,
+            "trace_after": TT_SHM_OFF_TRACE_AFTER, "ring_waits": TT_SHM_OFF_RING_WAITS,
+            "plugin_pid": TT_SHM_OFF_PLUGIN_PID, "ring_head": TT_SHM_OFF_RING_HEAD, "ring_tail": TT_SHM_OFF_RING_TAIL,
+        ]
+        for (field, offset) in header {
+            XCTAssertEqual(doc[field], Int(offset), "\(field): the doc's offset differs from ttplugin.h")
+        }
+        XCTAssertEqual(doc["ring"], Int(TT_SHM_HEADER_BYTES), "the ring starts after the header")
+        XCTAssertEqual(Set(doc.keys), Set(header.keys).union(["ring"]), "a documented field the header lacks, or the reverse")
+    }
+
+    func testRingRecordIsTheBranchTransferTheControllerReads() {
+        // The controller hands the ring's memory to sinks as BranchTransfer values.
+        XCTAssertEqual(MemoryLayout<tt_shm_record>.size, 24)
+        XCTAssertEqual(MemoryLayout<tt_shm_record>.stride, MemoryLayout<BranchTransfer>.stride)
+        XCTAssertEqual(MemoryLayout<tt_shm_record>.offset(of: \.from), MemoryLayout<BranchTransfer>.offset(of: \.from))
+        XCTAssertEqual(MemoryLayout<tt_shm_record>.offset(of: \.to), MemoryLayout<BranchTransfer>.offset(of: \.to))
+        XCTAssertEqual(MemoryLayout<tt_shm_record>.offset(of: \.brctr), MemoryLayout<BranchTransfer>.offset(of: \.brctr))
+        XCTAssertEqual(PluginControlBlock.recordBytes, 24)
+    }
+
+    func testMagicIsTheDocumentedString() {
+        var magic = TT_SHM_MAGIC.littleEndian
+        let text = withUnsafeBytes(of: &magic) { String(decoding: $0, as: UTF8.self) }
+        XCTAssertEqual(text, "TTSHM001")
+    }
+}
