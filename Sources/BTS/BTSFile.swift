@@ -58,8 +58,6 @@ public final class BTSFile {
         return BranchRecord.load(from: mapping.bytes.baseAddress!, at: firstRecordOffset + i * BranchRecord.size)
     }
 
-    /// Byte offset in the file of record `i` (for error messages).
-    public func byteOffset(ofRecord i: Int) -> Int { firstRecordOffset + i * BranchRecord.size }
 
     /// Visit every record in order with its index.
     @inline(__always)

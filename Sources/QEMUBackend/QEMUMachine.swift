@@ -43,32 +43,20 @@ public struct QEMUMachine: Sendable {
 
     public static let binary = "qemu-system-x86_64"
 
-    /// Names of the files in the state directory.
-    public enum File {
-        public static let argv = "qemu.argv", replayArgv = "replay.argv"
-        public static let recording = "recording.rr", snapshot = "snapshot.qcow2", replaySnapshot = "replay.qcow2"
-        public static let recordConsole = "console.record", replayConsole = "console.replay"
-        public static let recordLog = "record.log", replayLog = "replay.log"
-        public static let recordShm = "record.shm", replayShm = "replay.shm"
-        public static let qmp = "qmp.sock", gdb = "gdb.sock", pid = "pid", recordPID = "record.pid"
-        public static let kernel = "kernel", initrd = "initrd", symfile = "symfile", backend = "backend"
-        public static let snapshotTable = "replay.snapshots"
-    }
-
     /// The recording's argument vector. The kernel and initrd are copies inside the
     /// state directory, so a rebuilt guest cannot break an old recording.
     public func recordArguments(plugin: FilePath) -> [String] {
         var a = [Self.binary, "-machine", "pc", "-cpu", "qemu64", "-smp", "1", "-m", String(memoryMB),
-                 "-kernel", File.kernel]
-        if initrd != nil { a += ["-initrd", File.initrd] }
+                 "-kernel", StateFile.kernel]
+        if initrd != nil { a += ["-initrd", StateFile.initrd] }
         if let append { a += ["-append", append] }
         a += ["-display", "none", "-no-reboot", "-net", "none", "-monitor", "none",
-              "-serial", "file:" + File.recordConsole,
+              "-serial", "file:" + StateFile.recordConsole,
               "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-              "-icount", "shift=auto,rr=record,rrfile=\(File.recording),rrsnapshot=init",
-              "-drive", "file=\(File.snapshot),if=none,id=snapdisk",
+              "-icount", "shift=auto,rr=record,rrfile=\(StateFile.recording),rrsnapshot=init",
+              "-drive", "file=\(StateFile.snapshot),if=none,id=snapdisk",
               "-global", "apic-common.vapic=off",
-              "-plugin", plugin.string + ",shm=" + File.recordShm]
+              "-plugin", plugin.string + ",shm=" + StateFile.recordShm]
         return a
     }
 
@@ -80,20 +68,20 @@ public struct QEMUMachine: Sendable {
             var a = arg
             if a.hasPrefix("shift=") && a.contains("rr=record") {
                 a = a.replacing("rr=record", with: "rr=replay", maxReplacements: 1); replaced += 1
-            } else if a == "file=\(File.snapshot),if=none,id=snapdisk" {
-                a = "file=\(File.replaySnapshot),if=none,id=snapdisk"; replaced += 1
-            } else if a == "file:" + File.recordConsole {
-                a = "file:" + File.replayConsole; replaced += 1
-            } else if a.hasSuffix(",shm=" + File.recordShm) {
-                a = String(a.dropLast(File.recordShm.count)) + File.replayShm; replaced += 1
+            } else if a == "file=\(StateFile.snapshot),if=none,id=snapdisk" {
+                a = "file=\(StateFile.replaySnapshot),if=none,id=snapdisk"; replaced += 1
+            } else if a == "file:" + StateFile.recordConsole {
+                a = "file:" + StateFile.replayConsole; replaced += 1
+            } else if a.hasSuffix(",shm=" + StateFile.recordShm) {
+                a = String(a.dropLast(StateFile.recordShm.count)) + StateFile.replayShm; replaced += 1
             }
             out.append(a)
         }
         guard replaced == 4 else {
-            throw QEMUError("\(File.argv) is not a tt recording's command line (found \(replaced) of 4 parts to adapt)",
+            throw QEMUError("\(StateFile.argv) is not a tt recording's command line (found \(replaced) of 4 parts to adapt)",
                             status: ExitStatus.dataError)
         }
-        return out + ["-S", "-qmp", "unix:\(File.qmp),server=on,wait=off", "-gdb", "unix:\(File.gdb),server=on,wait=off"]
+        return out + ["-S", "-qmp", "unix:\(StateFile.qmp),server=on,wait=off", "-gdb", "unix:\(StateFile.gdb),server=on,wait=off"]
     }
 }
 

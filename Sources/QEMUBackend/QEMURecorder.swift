@@ -6,33 +6,61 @@ import Glibc
 #endif
 
 /// Recording a run with QEMU's icount record/replay into a state directory.
-public enum QEMURecorder {
+public final class QEMURecorder: Recorder {
+    public let kind = BackendKind.qemu
+    /// The bundled guest's architecture (chooses the machine's CPU word size only there).
+    public let arch: QEMUMachine.Arch
+
+    public init(arch: QEMUMachine.Arch = .i386) {
+        self.arch = arch
+    }
+
     /// What a finished recording reports.
-    public struct Summary: Sendable {
-        public var exitStatus: Int32?
-        public var instructions: UInt64
-        public var branches: UInt64
-        public var signal: Int32
+    struct Summary: Sendable {
+        var exitStatus: Int32?
+        var instructions: UInt64
+        var branches: UInt64
+        var signal: Int32
+    }
+
+    public func record(_ request: RecordingRequest, into state: StateDirectory,
+                       cancellation: Cancellation) throws -> RecordingOutcome {
+        let machine = QEMUMachine(kernel: request.kernel, initrd: request.initrd, append: request.append,
+                                  memoryMB: request.memoryMB, arch: arch)
+        let pid = try Self.start(state, machine: machine, detached: request.detach, debug: request.debug)
+        if request.detach { return .detached(vm: "QEMU (pid \(pid))") }
+        let summary = try Self.wait(pid, state: state, console: request.console, cancellation: cancellation)
+        if summary.signal != 0 { return .interrupted(signal: summary.signal) }
+        // isa-debug-exit makes QEMU exit with (value << 1) | 1.
+        let exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"
+        return .finished(summary: "\(summary.instructions) instructions, \(summary.branches) taken branches, \(exit)")
+    }
+
+    public func stopRecording(in state: StateDirectory) throws -> Bool { Self.stop(state) }
+
+    public func runningVM(in state: StateDirectory) -> String? {
+        if let p = Self.recordingPID(state) { return "recording QEMU (pid \(p))" }
+        return QEMUReplayBackend(state: state).vmDescription
     }
 
     /// Reap what dead owners left behind: a replay VM whose pid file names a dead
     /// process is forgotten; a foreground recording whose `tt record` died is killed.
     public static func cleanStale(_ state: StateDirectory) {
-        if let text = state.readIfPresent(QEMUMachine.File.recordPID) {
+        if let text = state.readIfPresent(StateFile.recordPID) {
             let f = text.split(whereSeparator: { $0 == "\n" || $0 == " " }).map(String.init)
             let qemu = f.first.flatMap { Int32($0) } ?? 0
             let owner = f.count >= 3 && f[1] == "owner" ? Int32(f[2]) ?? 0 : 0
             if !isOurQEMU(qemu, state) {
-                state.remove(QEMUMachine.File.recordPID)
+                state.remove(StateFile.recordPID)
             } else if owner != 0 && !ChildProcess.isAlive(owner) {
                 ChildProcess.terminate(qemu)
-                state.remove(QEMUMachine.File.recordPID)
+                state.remove(StateFile.recordPID)
             }
         }
-        if let pid = readPID(state, QEMUMachine.File.pid), !isOurQEMU(pid, state) {
-            state.remove(QEMUMachine.File.pid)
-            state.remove(QEMUMachine.File.qmp)
-            state.remove(QEMUMachine.File.gdb)
+        if let pid = readPID(state, StateFile.pid), !isOurQEMU(pid, state) {
+            state.remove(StateFile.pid)
+            state.remove(StateFile.qmp)
+            state.remove(StateFile.gdb)
         }
     }
 
@@ -55,98 +83,89 @@ public enum QEMURecorder {
 
     /// The pid of a recording in progress, if any.
     public static func recordingPID(_ state: StateDirectory) -> Int32? {
-        guard let pid = readPID(state, QEMUMachine.File.recordPID), isOurQEMU(pid, state) else { return nil }
+        guard let pid = readPID(state, StateFile.recordPID), isOurQEMU(pid, state) else { return nil }
         return pid
     }
 
     /// Set up the state directory and start QEMU recording. Returns QEMU's pid.
     /// `detached`: nobody waits; otherwise this process owns it (killed if we die).
-    public static func start(_ state: StateDirectory, machine: QEMUMachine, symbols: FilePath,
-                             detached: Bool, debug: Bool) throws -> Int32 {
+    static func start(_ state: StateDirectory, machine: QEMUMachine, detached: Bool, debug: Bool) throws -> Int32 {
         let plugin = try TTInstallation.plugin()
-        try copyFile(from: machine.kernel, to: state.file(QEMUMachine.File.kernel))
-        if let initrd = machine.initrd { try copyFile(from: initrd, to: state.file(QEMUMachine.File.initrd)) }
-        try state.write(QEMUMachine.File.symfile, absolute(symbols).string + "\n")
-        try state.write(QEMUMachine.File.backend, "qemu\n")
-        state.remove(QEMUMachine.File.snapshot)
-        state.remove(QEMUMachine.File.recordConsole)
-        state.remove(QEMUMachine.File.recordLog)
+        try copyFile(from: machine.kernel, to: state.file(StateFile.kernel))
+        if let initrd = machine.initrd { try copyFile(from: initrd, to: state.file(StateFile.initrd)) }
+        try state.write(StateFile.backend, BackendKind.qemu.rawValue + "\n")
+        state.remove(StateFile.snapshot)
+        state.remove(StateFile.recordConsole)
+        state.remove(StateFile.recordLog)
         let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
         defer { umask(oldMask) }
-        try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", QEMUMachine.File.snapshot, "64M"], in: state)
-        _ = try PluginControlBlock.create(at: state.file(QEMUMachine.File.recordShm), ringCapacity: 64)
+        try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", StateFile.snapshot, "64M"], in: state)
+        _ = try PluginControlBlock.create(at: state.file(StateFile.recordShm), ringCapacity: 64)
         let argv = machine.recordArguments(plugin: plugin)
-        try state.writeLines(QEMUMachine.File.argv, argv)
+        try state.writeLines(StateFile.argv, argv)
         if debug { fputs("tt: record: \(argv.joined(separator: " "))\n", stderr) }
-        let pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(QEMUMachine.File.recordLog))
-        try state.write(QEMUMachine.File.recordPID, detached ? "\(pid)\ndetached\n" : "\(pid)\nowner \(getpid())\n")
+        let pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(StateFile.recordLog))
+        try state.write(StateFile.recordPID, detached ? "\(pid)\ndetached\n" : "\(pid)\nowner \(getpid())\n")
         return pid
     }
 
     /// Wait for the recording QEMU to end. On SIGINT/SIGTERM/SIGHUP it is stopped
     /// (the recording so far stays) and the signal is reported in the summary.
     /// `console`: copy the guest's serial output to stdout as it appears.
-    public static func wait(_ pid: Int32, state: StateDirectory, console: Bool) throws -> Summary {
-        let signalFD = SignalWatcher.install()
+    static func wait(_ pid: Int32, state: StateDirectory, console: Bool, cancellation: Cancellation) throws -> Summary {
         let exitFD = ChildProcess.exitDescriptor(pid) ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
         var consoleOffset: off_t = 0
         var signal: Int32 = 0
         var status: Int32? = nil
         while true {
-            if console { consoleOffset = copyNew(state.file(QEMUMachine.File.recordConsole), from: consoleOffset) }
+            if console { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
             if let s = ChildProcess.reap(pid) { status = s; break }
             if !ChildProcess.isAlive(pid) { break }
-            var fds = [pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0), pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+            var fds = [pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 2, 100)
-            if fds[1].revents != 0 {
-                signal = SignalWatcher.take()
+            if cancellation.isCancelled {
+                signal = cancellation.signal == 0 ? SIGINT : cancellation.signal
                 ChildProcess.terminate(pid)
                 status = nil
                 break
             }
         }
-        if console { _ = copyNew(state.file(QEMUMachine.File.recordConsole), from: consoleOffset) }
-        state.remove(QEMUMachine.File.recordPID)
-        let shm = try? PluginControlBlock.open(at: state.file(QEMUMachine.File.recordShm))
+        if console { _ = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
+        state.remove(StateFile.recordPID)
+        let shm = try? PluginControlBlock.open(at: state.file(StateFile.recordShm))
         var exit: Int32? = nil
         if let s = status, s & 0x7f == 0 { exit = (s >> 8) & 0xff }
         return Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
     }
 
     /// Stop a recording in progress (tt record -S), keeping its state.
-    public static func stop(_ state: StateDirectory) -> Bool {
+    static func stop(_ state: StateDirectory) -> Bool {
         guard let pid = recordingPID(state) else { return false }
         ChildProcess.terminate(pid)
-        state.remove(QEMUMachine.File.recordPID)
+        state.remove(StateFile.recordPID)
         return true
     }
 
     static func runToCompletion(_ argv: [String], in state: StateDirectory) throws {
-        let pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(QEMUMachine.File.recordLog))
+        let pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(StateFile.recordLog))
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         guard status == 0 else {
-            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(QEMUMachine.File.recordLog)) ?? "status \(status)")")
+            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(StateFile.recordLog)) ?? "status \(status)")")
         }
     }
 
-    static func absolute(_ p: FilePath) -> FilePath {
-        if p.isAbsolute { return p }
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
-        guard getcwd(&buf, buf.count) != nil else { return p }
-        return FilePath(String(cString: buf)).pushing(p).lexicallyNormalized()
-    }
-
     /// Copy a console file to stdout as it grows, until `pid` exits or a signal comes.
-    public static func followConsole(_ file: FilePath, whileAlive pid: Int32) {
-        let signalFD = SignalWatcher.install()
+    public static func followConsole(_ file: FilePath, whileAlive pid: Int32, cancellation: Cancellation) {
         var offset: off_t = 0
         while true {
             offset = copyNew(file, from: offset)
             guard ChildProcess.isAlive(pid) else { break }
-            var p = pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)
-            if poll(&p, 1, 100) > 0 { _ = SignalWatcher.take(); break }
+            var p = pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)
+            _ = poll(&p, 1, 100)
+            if cancellation.isCancelled { break }
         }
         _ = copyNew(file, from: offset)
     }

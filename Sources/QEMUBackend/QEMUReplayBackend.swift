@@ -22,14 +22,13 @@ public final class QEMUReplayBackend: ReplayBackend {
     private var pid: Int32 = 0
     private var breakpoints: Set<UInt64> = []
     private var sink: BranchSink?
-    private var interruptRequested = false
     private var ended = false
 
     public init(state: StateDirectory) {
         self.state = state
     }
 
-    private typealias F = QEMUMachine.File
+    private typealias F = StateFile
 
     public var isLive: Bool { vmPID != nil }
 
@@ -37,6 +36,15 @@ public final class QEMUReplayBackend: ReplayBackend {
     public var vmPID: Int32? {
         guard let p = QEMURecorder.readPID(state, F.pid), QEMURecorder.isOurQEMU(p, state) else { return nil }
         return p
+    }
+
+    public var vmDescription: String? { vmPID.map { "QEMU (pid \($0))" } }
+
+    public func cleanUpAfterDeadOwners() { QEMURecorder.cleanStale(state) }
+
+    public func followConsole(until cancellation: Cancellation) throws {
+        guard let pid = vmPID else { return }
+        QEMURecorder.followConsole(state.file(F.replayConsole), whileAlive: pid, cancellation: cancellation)
     }
 
     private func log(_ s: @autoclosure () -> String) {
@@ -47,9 +55,9 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     public func boot() throws {
         try state.requireRecording()
-        if let p = vmPID { throw StateError.vmRunning(state.path, pid: p) }
-        if let p = QEMURecorder.recordingPID(state) { throw StateError.vmRunning(state.path, pid: p) }
-        for f in [F.qmp, F.gdb, F.pid, F.snapshotTable] { state.remove(f) }
+        if let vm = vmDescription { throw StateError.vmRunning(state.path, vm: vm) }
+        if let p = QEMURecorder.recordingPID(state) { throw StateError.vmRunning(state.path, vm: "recording QEMU (pid \(p))") }
+        for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
         let record = try state.readLines(F.argv)
         let argv = try QEMUMachine.replayArguments(fromRecord: record)
         try copyFile(from: state.file(F.snapshot), to: state.file(F.replaySnapshot))
@@ -122,9 +130,10 @@ public final class QEMUReplayBackend: ReplayBackend {
         pid = 0
     }
 
-    /// The files of a replay VM that is gone (the recording's files stay).
+    /// The files of a replay VM that is gone (the recording's files stay; the session's
+    /// timeline forgets the checkpoints, which lived in the replay's image).
     private func removeReplayFiles() {
-        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot, F.snapshotTable] { state.remove(f) }
+        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] { state.remove(f) }
     }
 
     private func requireVM() throws -> (QMPClient, GDBRemoteClient, PluginControlBlock) {
@@ -240,29 +249,30 @@ public final class QEMUReplayBackend: ReplayBackend {
         do {
             let reply = try gdb.step()
             try drainRing()
-            if reply.hasPrefix("W") || reply.hasPrefix("X") { markEnded(); return .ended }
+            if reply.hasPrefix("W") || reply.hasPrefix("X") { markEnded(); return .exited }
             return .stepped
         } catch is UnixSocket.PeerClosed {
             try? drainRing()
             markEnded()
-            return .ended
+            return .exited
         }
     }
 
-    public func interrupt() { interruptRequested = true }
-
-    public func continueUntilStop(hintBrctr: UInt64?, progress: ((UInt64) -> Void)?) throws -> StopReason {
+    public func continueUntilStop(hintBrctr: UInt64?, cancellation: Cancellation,
+                                  progress: ((UInt64) -> Void)?) throws -> StopReason {
         do {
-            interruptRequested = false
             // QEMU's stub re-hits a breakpoint at once when continued on it: step off first.
             // A step that lands on a breakpoint address is not taken as a hit: a step can
             // stop where the free run never is (an interrupt pending before that
             // instruction, see docs/qemu-plugin-shm.md); continuing from there re-hits the
             // breakpoint at once, or delivers the interrupt first, as the free run does.
-            if try step() == .ended { return .ended }
-            if let hintBrctr, let reason = try fastForward(toward: hintBrctr, progress: progress) { return reason }
-            switch try runUntilStop(progress: progress) {
-            case .exited: return .ended
+            let stepped = try step()
+            if stepped != .stepped { return stepped }
+            if let hintBrctr, let reason = try fastForward(toward: hintBrctr, cancellation: cancellation, progress: progress) {
+                return reason
+            }
+            switch try runUntilStop(cancellation: cancellation, progress: progress) {
+            case .exited: return .exited
             case .interrupted: return .interrupted
             // A stop at no breakpoint that nobody asked for: the replay ran out.
             case .stopped(let ip): return breakpoints.contains(ip) ? .breakpoint : .ended
@@ -271,7 +281,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             // QEMU closed its sockets: the guest ended (isa-debug-exit) or the replay did.
             try? drainRing()
             markEnded()
-            return .ended
+            return .exited
         }
     }
 
@@ -281,7 +291,8 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// one: each instruction adds at most one transfer, so the count stays below the
     /// wanted one and nothing wanted is skipped. Repeat until close; then the
     /// breakpoints go back. Returns a reason only when the replay ended or was interrupted.
-    private func fastForward(toward target: UInt64, progress: ((UInt64) -> Void)?) throws -> StopReason? {
+    private func fastForward(toward target: UInt64, cancellation: Cancellation,
+                             progress: ((UInt64) -> Void)?) throws -> StopReason? {
         let closeEnough: UInt64 = 64
         var lifted = false
         defer {
@@ -301,8 +312,8 @@ public final class QEMUReplayBackend: ReplayBackend {
             let budget = target - here.landmark.brctr - 1
             log("fast-forward: brctr \(here.landmark.brctr) → at most \(target - 1), replay-break at icount \(icount + budget)")
             try qmp.execute("replay-break", ["icount": icount + budget])
-            let outcome = try runUntilStop(progress: progress)
-            if case .exited = outcome { return .ended }
+            let outcome = try runUntilStop(cancellation: cancellation, progress: progress)
+            if case .exited = outcome { return .exited }
             _ = try? qmp.execute("replay-delete-break")
             if case .interrupted = outcome { return .interrupted }
             let now = try qmp.replayICount()
@@ -318,14 +329,13 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// to the stub while the vCPU runs).
     private enum Outcome { case stopped(UInt64), exited, interrupted }
 
-    private func runUntilStop(progress: ((UInt64) -> Void)?) throws -> Outcome {
+    private func runUntilStop(cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> Outcome {
         let (qmp, gdb, shm) = try requireVM()
         qmp.discardEvents()
         cachedRegs = nil
         try gdb.sendPacket("c")
         let exitFD = ChildProcess.exitDescriptor(pid) ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
-        let signalFD = SignalWatcher.descriptor
         var interruptSent = false
         var lastProgress = monotonicMS()
         var reply = ""
@@ -336,12 +346,11 @@ public final class QEMUReplayBackend: ReplayBackend {
             }
             var fds = [pollfd(fd: gdb.fileDescriptor, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
-                       pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+                       pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 3, sink == nil ? 100 : 5)
             try drainRing()
             if fds[1].revents != 0 && fds[0].revents == 0 { try drainRing(); markEnded(); return .exited }
-            if fds[2].revents != 0 { _ = SignalWatcher.take(); interruptRequested = true }
-            if interruptRequested && !interruptSent {
+            if cancellation.isCancelled && !interruptSent {
                 interruptSent = true
                 try gdb.sendInterrupt()
             }
@@ -352,7 +361,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
         if reply.hasPrefix("W") || reply.hasPrefix("X") { try drainRing(); markEnded(); return .exited }
         try drainRing()
-        if interruptRequested { return .interrupted }
+        if interruptSent { return .interrupted }
         return .stopped(try linearIP(try readRegs()))
     }
 
@@ -388,68 +397,40 @@ public final class QEMUReplayBackend: ReplayBackend {
         try stopIfRunning()
     }
 
-    /// A snapshot of this replay VM with the plugin's state at that moment (plugin state
-    /// is not part of QEMU snapshots). Kept in `replay.snapshots`, one per line.
-    struct Snapshot {
-        var icount: UInt64, landmarkBrctr: UInt64
-        var brctr: UInt64, insns: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64
-        var line: String { "\(icount) \(landmarkBrctr) \(brctr) \(insns) \(lastPC) \(lastSize) \(lastFlags)" }
-        init(icount: UInt64, landmarkBrctr: UInt64, brctr: UInt64, insns: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64) {
-            (self.icount, self.landmarkBrctr, self.brctr, self.insns, self.lastPC, self.lastSize, self.lastFlags) =
-                (icount, landmarkBrctr, brctr, insns, lastPC, lastSize, lastFlags)
+    /// A checkpoint is a QEMU snapshot (`savevm tt-ICOUNT`, ~0.08 s) in the replay's own
+    /// image, plus the plugin's counters at that moment, which snapshots do not hold:
+    /// backendState = [brctr, insns, last_pc, last_size, last_flags].
+    public func saveCheckpoint(at position: Position) throws -> Checkpoint? {
+        let (qmp, _, shm) = try requireVM()
+        guard let icount = position.icount else { return nil }
+        let counters = [shm.brctr, shm.instructions, shm.load(PluginControlBlock.Offset.lastPC),
+                        shm.load(PluginControlBlock.Offset.lastSize), shm.load(PluginControlBlock.Offset.lastFlags)]
+        let out = try qmp.human("savevm tt-\(icount)")
+        guard out.trimmingWhitespace.isEmpty else {
+            log("savevm: \(out)")
+            return nil
         }
-        init?(line: Substring) {
-            let f = line.split(separator: " ").compactMap { UInt64($0) }
-            guard f.count == 7 else { return nil }
-            self.init(icount: f[0], landmarkBrctr: f[1], brctr: f[2], insns: f[3], lastPC: f[4], lastSize: f[5], lastFlags: f[6])
-        }
+        log("snapshot tt-\(icount) at brctr \(position.landmark.brctr)")
+        return Checkpoint(icount: icount, brctr: position.landmark.brctr, backendState: counters)
     }
 
-    /// The recording's initial snapshot: nothing executed.
-    static let initial = Snapshot(icount: 0, landmarkBrctr: 0, brctr: 0, insns: 0, lastPC: 0, lastSize: 0, lastFlags: 0)
-    /// Landings closer than this many instructions to an earlier snapshot get none.
-    static let snapshotSpacing: UInt64 = 500_000
-
-    private func snapshots() -> [Snapshot] {
-        let text = state.readIfPresent(F.snapshotTable) ?? ""
-        return [Self.initial] + text.split(separator: "\n").compactMap(Snapshot.init(line:))
-    }
-
-    /// Keep a snapshot at a landing (savevm, ~0.08 s) unless one is near before it.
-    public func landed(at position: Position) {
-        guard !ended, let qmp, let shm, let icount = position.icount else { return }
-        let table = snapshots()
-        if table.contains(where: { $0.icount <= icount && icount - $0.icount < Self.snapshotSpacing }) { return }
-        let snap = Snapshot(icount: icount, landmarkBrctr: position.landmark.brctr, brctr: shm.brctr, insns: shm.instructions,
-                            lastPC: shm.load(PluginControlBlock.Offset.lastPC), lastSize: shm.load(PluginControlBlock.Offset.lastSize),
-                            lastFlags: shm.load(PluginControlBlock.Offset.lastFlags))
-        do {
-            let out = try qmp.human("savevm tt-\(icount)")
-            guard out.trimmingWhitespace.isEmpty else { log("savevm: \(out)"); return }
-            try state.write(F.snapshotTable, table.dropFirst().map { $0.line + "\n" }.joined() + snap.line + "\n")
-            log("snapshot tt-\(icount) at brctr \(position.landmark.brctr)")
-        } catch {
-            log("savevm failed: \(error)")
-        }
-    }
-
-    /// Back to the latest snapshot strictly before branch count `brctr` (the initial one
-    /// for 0): `replay-seek` to its exact icount loads it without running forward, then
-    /// the plugin's counters are put back to what they were when it was taken.
-    public func seek(toAtMost brctr: UInt64) throws -> Position {
+    /// `replay-seek` to the checkpoint's exact icount loads its snapshot (the recording's
+    /// initial one for the start) without running forward; then the plugin's counters are
+    /// put back to what they were when it was taken (all 0 at the start).
+    public func restore(_ checkpoint: Checkpoint) throws -> Position {
         let (qmp, gdb, shm) = try requireVM()
-        let snap = snapshots().filter { $0.icount == 0 || $0.landmarkBrctr < brctr }.max { $0.icount < $1.icount } ?? Self.initial
-        log("replay-seek to icount \(snap.icount) (snapshot at brctr \(snap.landmarkBrctr))")
+        let c = checkpoint.backendState.count == 5 ? checkpoint.backendState : [0, 0, 0, 0, 0]
+        log("replay-seek to icount \(checkpoint.icount) (snapshot at brctr \(checkpoint.brctr))")
         cachedRegs = nil
         qmp.discardEvents()
-        try qmp.execute("replay-seek", ["icount": snap.icount])
+        try qmp.execute("replay-seek", ["icount": checkpoint.icount])
         _ = try qmp.takeEvent(["STOP"], timeoutMS: 10_000)
         _ = try? gdb.receivePacketIfAny(timeoutMS: 200)
         try gdb.drainUnsolicited()
-        guard try qmp.replayICount() == snap.icount else {
-            throw QEMUError("replay-seek to icount \(snap.icount) landed elsewhere")
+        guard try qmp.replayICount() == checkpoint.icount else {
+            throw QEMUError("replay-seek to icount \(checkpoint.icount) landed elsewhere")
         }
-        shm.restore(brctr: snap.brctr, instructions: snap.insns, lastPC: snap.lastPC, lastSize: snap.lastSize, lastFlags: snap.lastFlags)
+        shm.restore(brctr: c[0], instructions: c[1], lastPC: c[2], lastSize: c[3], lastFlags: c[4])
         return try position()
     }
 

@@ -83,29 +83,27 @@ public struct BtsDump: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        try reporting(program: btsProgramName) {
-            let symbolic = try symbolOptions.symbolizer().map {
-                SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline)
-            }
-            var dumper = BranchDump(forceExtended: extended)
-            if let symbolic {
-                dumper.annotate = { a, sink in try symbolic.write(a, into: &sink) }
-            }
-            try writingToStandardOutput { sink in
-                for path in files {
-                    let file = try openBTS(path)
-                    if debug {
-                        printError("\(path): \(file.count) records, \(file.isExtended ? "extended" : "raw")")
-                    }
-                    if files.count > 1 {
-                        try sink.beginLine()
-                        try sink.string("==> \(path) <==\n")
-                    }
-                    if json {
-                        try dumper.dumpJSONLines(file, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
-                    } else {
-                        try dumper.dump(file, to: &sink)
-                    }
+        let symbolic = try symbolOptions.symbolizer().map {
+            SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline)
+        }
+        var dumper = BranchDump(forceExtended: extended)
+        if let symbolic {
+            dumper.annotate = { a, sink in try symbolic.write(a, into: &sink) }
+        }
+        try writingToStandardOutput { sink in
+            for path in files {
+                let file = try openBTS(path)
+                if debug {
+                    printError("\(path): \(file.count) records, \(file.isExtended ? "extended" : "raw")")
+                }
+                if files.count > 1 {
+                    try sink.beginLine()
+                    try sink.string("==> \(path) <==\n")
+                }
+                if json {
+                    try dumper.dumpJSONLines(file, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
+                } else {
+                    try dumper.dump(file, to: &sink)
                 }
             }
         }
@@ -126,42 +124,40 @@ public struct BtsStats: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        try reporting(program: btsProgramName) {
-            let symbolizer = try symbolOptions.symbolizer()
-            let bts = try openBTS(file)
-            var stats = BranchStats()
-            bts.forEach { _, r in stats.add(r) }
-            try writingToStandardOutput { sink in
-                try sink.string("records: \(stats.records)\n")
-                try sink.string("format: \(bts.isExtended ? "extended" : "raw")\n")
-                if bts.isExtended, let r = stats.formatRange {
-                    try sink.string("bctr range: \(r.lowerBound)-\(r.upperBound)\n")
+        let symbolizer = try symbolOptions.symbolizer()
+        let bts = try openBTS(file)
+        var stats = BranchStats()
+        bts.forEach { _, r in stats.add(r) }
+        try writingToStandardOutput { sink in
+            try sink.string("records: \(stats.records)\n")
+            try sink.string("format: \(bts.isExtended ? "extended" : "raw")\n")
+            if bts.isExtended, let r = stats.formatRange {
+                try sink.string("bctr range: \(r.lowerBound)-\(r.upperBound)\n")
+            }
+            try sink.string("unique targets: \(stats.uniqueTargets)\n")
+            try sink.string("unique edges: \(stats.uniqueEdges)\n")
+            let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: .gdb) }
+            func address(_ a: UInt64) throws {
+                if let symbolic { try symbolic.write(a, into: &sink) } else { sink.hex(a) }
+            }
+            if let symbolizer {
+                // Branches *into* each function (calls, returns, jumps within it), by target.
+                let tree = CallTree(symbolizer: symbolizer)
+                let byFunction = stats.hottest(top) { a -> String? in
+                    tree.function(containing: a).map { $0.name }
                 }
-                try sink.string("unique targets: \(stats.uniqueTargets)\n")
-                try sink.string("unique edges: \(stats.uniqueEdges)\n")
-                let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: .gdb) }
-                func address(_ a: UInt64) throws {
-                    if let symbolic { try symbolic.write(a, into: &sink) } else { sink.hex(a) }
+                try sink.string("hottest functions (branches landing in them):\n")
+                for (name, c) in byFunction {
+                    try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try sink.string(name); try sink.beginLine(); sink.newline()
                 }
-                if let symbolizer {
-                    // Branches *into* each function (calls, returns, jumps within it), by target.
-                    let tree = CallTree(symbolizer: symbolizer)
-                    let byFunction = stats.hottest(top) { a -> String? in
-                        tree.function(containing: a).map { $0.name }
-                    }
-                    try sink.string("hottest functions (branches landing in them):\n")
-                    for (name, c) in byFunction {
-                        try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try sink.string(name); try sink.beginLine(); sink.newline()
-                    }
-                }
-                try sink.string("hottest targets:\n")
-                for (a, c) in stats.hottestTargets(top) {
-                    try sink.beginLine(); sink.decimal(UInt64(c), minDigits: 1); sink.ascii(" "); try address(a); try sink.beginLine(); sink.newline()
-                }
-                try sink.string("hottest edges:\n")
-                for (e, c) in stats.hottestEdges(top) {
-                    try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try address(e.from); try sink.beginLine(); sink.ascii(" -> "); try address(e.to); try sink.beginLine(); sink.newline()
-                }
+            }
+            try sink.string("hottest targets:\n")
+            for (a, c) in stats.hottestTargets(top) {
+                try sink.beginLine(); sink.decimal(UInt64(c), minDigits: 1); sink.ascii(" "); try address(a); try sink.beginLine(); sink.newline()
+            }
+            try sink.string("hottest edges:\n")
+            for (e, c) in stats.hottestEdges(top) {
+                try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try address(e.from); try sink.beginLine(); sink.ascii(" -> "); try address(e.to); try sink.beginLine(); sink.newline()
             }
         }
     }
@@ -195,16 +191,14 @@ public struct BtsTrace: ParsableCommand {
     }
 
     public func run() throws {
-        try reporting(program: btsProgramName) {
-            guard let symbolizer = try symbolOptions.symbolizer() else { return }
-            let bts = try openBTS(file)
-            let tree = CallTree(symbolizer: symbolizer, inlineFrames: inlines)
-            try writingToStandardOutput { sink in
-                try CallTreePrinter(showCounter: bts.isExtended, debug: debug).run(bts, tree: tree, to: &sink)
-            }
-            if tree.undecodableCallSites > 0 {
-                printError("\(file): warning: \(tree.undecodableCallSites) branch sources had no code in the symbol files; branches from them to function entries were taken as jumps")
-            }
+        guard let symbolizer = try symbolOptions.symbolizer() else { return }
+        let bts = try openBTS(file)
+        let tree = CallTree(symbolizer: symbolizer, inlineFrames: inlines)
+        try writingToStandardOutput { sink in
+            try CallTreePrinter(showCounter: bts.isExtended, debug: debug).run(bts, tree: tree, to: &sink)
+        }
+        if tree.undecodableCallSites > 0 {
+            printError("\(file): warning: \(tree.undecodableCallSites) branch sources had no code in the symbol files; branches from them to function entries were taken as jumps")
         }
     }
 }
@@ -244,19 +238,17 @@ public struct BtsExport: ParsableCommand {
     }
 
     public func run() throws {
-        try reporting(program: btsProgramName) {
-            let symbolizer = try symbolOptions.symbolizer()
-            let bts = try openBTS(file)
-            try writingToStandardOutput { sink in
-                switch format {
-                case .jsonl:
-                    let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline) }
-                    try BranchDump().dumpJSONLines(bts, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
-                case .chrome:
-                    try BranchExport.chrome(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
-                case .folded:
-                    try BranchExport.folded(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
-                }
+        let symbolizer = try symbolOptions.symbolizer()
+        let bts = try openBTS(file)
+        try writingToStandardOutput { sink in
+            switch format {
+            case .jsonl:
+                let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline) }
+                try BranchDump().dumpJSONLines(bts, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
+            case .chrome:
+                try BranchExport.chrome(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
+            case .folded:
+                try BranchExport.folded(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
             }
         }
     }
@@ -313,45 +305,39 @@ public struct BtsExtract: ParsableCommand {
     public init() {}
 
     public func run() throws {
-        try reporting(program: btsProgramName) {
-            guard let range = BranchExtractor.bounds(start: start?.value, startRadius: start?.radius ?? 0,
-                                                     end: end?.value, endRadius: end?.radius ?? 0) else {
-                throw BTSError.badArgument("empty range: -S (minus its radius) is above -E (plus its radius)")
+        guard let range = BranchExtractor.bounds(start: start?.value, startRadius: start?.radius ?? 0,
+                                                 end: end?.value, endRadius: end?.radius ?? 0) else {
+            throw BTSError.badArgument("empty range: -S (minus its radius) is above -E (plus its radius)")
+        }
+        if output == nil && isatty(1) == 1 {
+            throw BTSError.badArgument("refusing to write binary records to a terminal: give -o FILE or redirect")
+        }
+        if let output, sameFile(output, log) || sameFile(output, ReplayLogIndex.sidecarPath(for: FilePath(log)).string) {
+            throw BTSError.badArgument("-o \(output): that is the log (or its index) being read; refusing to overwrite it")
+        }
+        let reader = try ReplayLogReader(path: FilePath(log))
+        if let vcpu, vcpu >= reader.header.vcpuCount {
+            throw BTSError.badArgument("\(log): --vcpu \(vcpu): the log has \(reader.header.vcpuCount) vCPUs")
+        }
+        let writer = try output.map { try BTSWriter(creating: FilePath($0), extended: extended) }
+            ?? BTSWriter(fd: 1, extended: extended)
+        let extractor = BranchExtractor(lower: range.lowerBound, upper: range.upperBound, vcpu: vcpu, extended: extended)
+        let summary = try extractor.extract(from: reader, logPath: FilePath(log), to: writer)
+        try writer.close()
+        if debug {
+            printError("\(log): \(summary.branchEntriesRead) branch entries read, \(summary.branchEntriesUsed) in range, \(summary.records) records written\(summary.usedIndex ? " (started through the index)" : "")")
+            for (v, r) in summary.counterRangeSeen.sorted(by: { $0.key < $1.key }) {
+                let w = summary.counterRange[v].map { "\($0.lowerBound)-\($0.upperBound)" } ?? "none"
+                printError("  vcpu \(v): counters seen \(r.lowerBound)-\(r.upperBound), written \(w)")
             }
-            if output == nil && isatty(1) == 1 {
-                throw BTSError.badArgument("refusing to write binary records to a terminal: give -o FILE or redirect")
-            }
-            if let output, sameFile(output, log) || sameFile(output, ReplayLogIndex.sidecarPath(for: FilePath(log)).string) {
-                throw BTSError.badArgument("-o \(output): that is the log (or its index) being read; refusing to overwrite it")
-            }
-            let reader = try ReplayLogReader(path: FilePath(log))
-            if let vcpu, vcpu >= reader.header.vcpuCount {
-                throw BTSError.badArgument("\(log): --vcpu \(vcpu): the log has \(reader.header.vcpuCount) vCPUs")
-            }
-            let writer = try output.map { try BTSWriter(creating: FilePath($0), extended: extended) }
-                ?? BTSWriter(fd: 1, extended: extended)
-            let extractor = BranchExtractor(lower: range.lowerBound, upper: range.upperBound, vcpu: vcpu, extended: extended)
-            let summary = try extractor.extract(from: reader, logPath: FilePath(log), to: writer)
-            try writer.close()
-            if debug {
-                printError("\(log): \(summary.branchEntriesRead) branch entries read, \(summary.branchEntriesUsed) in range, \(summary.records) records written\(summary.usedIndex ? " (started through the index)" : "")")
-                for (v, r) in summary.counterRangeSeen.sorted(by: { $0.key < $1.key }) {
-                    let w = summary.counterRange[v].map { "\($0.lowerBound)-\($0.upperBound)" } ?? "none"
-                    printError("  vcpu \(v): counters seen \(r.lowerBound)-\(r.upperBound), written \(w)")
-                }
-            }
-            if extended && vcpu == nil && summary.counterRange.count > 1 {
-                printError("\(log): warning: records of \(summary.counterRange.count) vCPUs are interleaved in one file and their counters are per vCPU; use --vcpu N for one")
-            }
+        }
+        if extended && vcpu == nil && summary.counterRange.count > 1 {
+            printError("\(log): warning: records of \(summary.counterRange.count) vCPUs are interleaved in one file and their counters are per vCPU; use --vcpu N for one")
         }
     }
 }
 
 /// `bts-dump` etc. print their own name in usage and errors; `tt bts …` prints `tt`.
-let btsProgramName: String = {
-    let base = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
-    return base.hasPrefix("bts-") ? base : "tt"
-}()
 
 private func renamed(_ c: CommandConfiguration, _ name: String) -> CommandConfiguration {
     var c = c

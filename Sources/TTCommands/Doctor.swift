@@ -17,25 +17,23 @@ struct Doctor: ParsableCommand {
     var stateBase: String?
 
     func run() throws {
-        try reporting {
-            let base = stateBase.map { FilePath($0) } ?? DoctorEnvironment.defaultStateBase()
-            let env = DoctorEnvironment.current(stateBase: base)
-            let report = DoctorReport.gather(env)
-            if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
-            } else {
-                let width = report.checks.map(\.name.count).max() ?? 0
-                for check in report.checks {
-                    let verdict = check.ok ? "yes" : "no — \(check.detail)" + (check.advice.map { "; \($0)" } ?? "")
-                    let detail = check.ok ? " (\(check.detail))" : ""
-                    print("\(check.name.padding(toLength: width, withPad: " ", startingAt: 0)) \(verdict)\(detail)")
-                }
-                print("backends: " + (report.backends.isEmpty ? "none can run a session" : report.backends.joined(separator: ", ")))
+        let base = stateBase.map { FilePath($0) } ?? DoctorEnvironment.defaultStateBase()
+        let env = DoctorEnvironment.current(stateBase: base)
+        let report = DoctorReport.gather(env)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            let width = report.checks.map(\.name.count).max() ?? 0
+            for check in report.checks {
+                let verdict = check.ok ? "yes" : "no — \(check.detail)" + (check.advice.map { "; \($0)" } ?? "")
+                let detail = check.ok ? " (\(check.detail))" : ""
+                print("\(check.name.padding(toLength: width, withPad: " ", startingAt: 0)) \(verdict)\(detail)")
             }
-            if report.backends.isEmpty { throw ExitCode(1) }
+            print("backends: " + (report.backends.isEmpty ? "none can run a session" : report.backends.joined(separator: ", ")))
         }
+        if report.backends.isEmpty { throw ExitCode(1) }
     }
 }
 

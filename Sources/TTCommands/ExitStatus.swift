@@ -4,7 +4,7 @@ import ArgumentParser
 import Glibc
 #endif
 
-/// Print `tt: <one line>` on stderr and exit with the error's status: the one
+/// Print `<program>: <one line>` on stderr and give the error's exit status: the one
 /// way every command reports failure, so no command ever dumps a stack or a type name.
 public func reportAndExit(_ error: Error, program: String = "tt") -> ExitCode {
     if let exit = error as? ExitCode { return exit }
@@ -14,13 +14,43 @@ public func reportAndExit(_ error: Error, program: String = "tt") -> ExitCode {
     return ExitCode(status)
 }
 
-/// Run a command body, turning any thrown error into one line and an exit status.
-public func reporting(program: String = "tt", _ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch {
-        throw reportAndExit(error, program: program)
+/// The one entry point of every executable (tt and the original bts-* names): parse the
+/// command line, run the command, and turn whatever it throws into one stderr line and an
+/// exit status (`reportAndExit`). Parse errors and help are argument-parser's own.
+public enum CommandMain {
+    /// Runs the command and returns the exit status (in-process callers, tests).
+    public static func status(_ root: ParsableCommand.Type, arguments: [String]? = nil) -> Int32 {
+        var command: ParsableCommand
+        do {
+            command = try root.parseAsRoot(arguments)
+        } catch {
+            let code = root.exitCode(for: error)
+            let message = root.fullMessage(for: error)
+            if !message.isEmpty {
+                if code == .success { print(message) } else { printError(message) }
+            }
+            return code.rawValue
+        }
+        do {
+            try command.run()
+            return ExitStatus.success
+        } catch {
+            return reportAndExit(error, program: programName).rawValue
+        }
     }
+
+    /// Run and exit with the command's status.
+    public static func main(_ root: ParsableCommand.Type) -> Never {
+        let status = status(root)
+        fflush(stdout)
+        exit(status)
+    }
+
+    /// The name errors are reported under: `bts-dump` etc. when run by that name, else `tt`.
+    static let programName: String = {
+        let base = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+        return base.hasPrefix("bts-") ? base : "tt"
+    }()
 }
 
 /// Print a line on stderr (errors, warnings, -d summaries).

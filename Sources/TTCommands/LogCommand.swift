@@ -71,46 +71,44 @@ struct LogDump: ParsableCommand {
     }
 
     func run() throws {
-        try reporting {
-            let reader = try input.open()
-            let out = OutputBuffer(fd: 1, capacity: 1 << 18)
-            defer { reportSalvage(reader) }
-            try outputting {
-                // Names are formatted once per type/info, not once per entry.
-                var names = NameCache()
-                while let e = try reader.next() {
-                    if json {
-                        try writeJSON(e, out, &names)
-                    } else if concise {
-                        try out.appendDecimal(e.offset); try out.append(byte: 0x20)
-                        try out.appendDecimal(e.index); try out.append(byte: 0x20)
-                        try out.appendDecimal(UInt64(e.type.rawValue)); try out.append(byte: 0x20)
-                        try out.append(Bytes.hexPrefix); try out.appendHex(UInt64(e.info)); try out.append(byte: 0x20)
-                        try out.appendDecimal(UInt64(e.domid)); try out.append(byte: 0x20)
-                        try out.appendDecimal(UInt64(e.vcpu)); try out.append(byte: 0x20)
-                        try out.appendDecimal(UInt64(e.payload.count)); try out.append(byte: 0x20)
-                        try out.appendDecimal(UInt64(e.slotCount)); try out.append(Bytes.spaceHexPrefix)
-                        try out.appendHex(e.cpu.ip); try out.append(byte: 0x20)
-                        try out.appendDecimal(e.cpu.brctr); try out.append(byte: 0x20)
-                        try out.appendDecimal(e.cpu.rcx); try out.append(byte: 0x20)
-                        try out.appendDecimal(e.cpu.tsc); try out.append(Bytes.spaceHexPrefix)
-                        try out.appendHex(e.cpu.cr3)
-                        try out.endLine()
-                    } else {
-                        try out.appendHex(e.cpu.brctr, minDigits: 12)
-                        try out.append(byte: 0x20)
-                        try out.append(names.event(e.type))
-                        try out.append(byte: 0x20)
-                        try out.append(names.info(e.type, e.info))
-                        try out.append(byte: 0x20)
-                        try out.appendDecimal(UInt64(e.payload.count))
-                        try out.append(Bytes.vcpu)
-                        try out.appendDecimal(UInt64(e.vcpu))
-                        try out.endLine()
-                    }
+        let reader = try input.open()
+        let out = OutputBuffer(fd: 1, capacity: 1 << 18)
+        defer { reportSalvage(reader) }
+        try outputting {
+            // Names are formatted once per type/info, not once per entry.
+            var names = NameCache()
+            while let e = try reader.next() {
+                if json {
+                    try writeJSON(e, out, &names)
+                } else if concise {
+                    try out.appendDecimal(e.offset); try out.append(byte: 0x20)
+                    try out.appendDecimal(e.index); try out.append(byte: 0x20)
+                    try out.appendDecimal(UInt64(e.type.rawValue)); try out.append(byte: 0x20)
+                    try out.append(Bytes.hexPrefix); try out.appendHex(UInt64(e.info)); try out.append(byte: 0x20)
+                    try out.appendDecimal(UInt64(e.domid)); try out.append(byte: 0x20)
+                    try out.appendDecimal(UInt64(e.vcpu)); try out.append(byte: 0x20)
+                    try out.appendDecimal(UInt64(e.payload.count)); try out.append(byte: 0x20)
+                    try out.appendDecimal(UInt64(e.slotCount)); try out.append(Bytes.spaceHexPrefix)
+                    try out.appendHex(e.cpu.ip); try out.append(byte: 0x20)
+                    try out.appendDecimal(e.cpu.brctr); try out.append(byte: 0x20)
+                    try out.appendDecimal(e.cpu.rcx); try out.append(byte: 0x20)
+                    try out.appendDecimal(e.cpu.tsc); try out.append(Bytes.spaceHexPrefix)
+                    try out.appendHex(e.cpu.cr3)
+                    try out.endLine()
+                } else {
+                    try out.appendHex(e.cpu.brctr, minDigits: 12)
+                    try out.append(byte: 0x20)
+                    try out.append(names.event(e.type))
+                    try out.append(byte: 0x20)
+                    try out.append(names.info(e.type, e.info))
+                    try out.append(byte: 0x20)
+                    try out.appendDecimal(UInt64(e.payload.count))
+                    try out.append(Bytes.vcpu)
+                    try out.appendDecimal(UInt64(e.vcpu))
+                    try out.endLine()
                 }
-                try out.flush()
             }
+            try out.flush()
         }
     }
 
@@ -181,93 +179,91 @@ struct LogSummary: ParsableCommand {
     @OptionGroup var input: LogInput
 
     func run() throws {
-        try reporting {
-            let reader = try input.open()
-            defer { reportSalvage(reader) }
-            var counts = [UInt16: (entries: UInt64, records: UInt64, bytes: UInt64)]()
-            let vcpus = Int(reader.header.vcpuCount)
-            var lo = [UInt64](repeating: .max, count: vcpus)
-            var hi = [UInt64](repeating: 0, count: vcpus)
-            var perVCPU = [UInt64](repeating: 0, count: vcpus)
-            var entries: UInt64 = 0
-            var payloadBytes: UInt64 = 0
-            // Entries come in runs of one type: count a run locally, fold it in when the type changes.
-            var runType: UInt16 = 0
-            var run = (entries: UInt64(0), records: UInt64(0), bytes: UInt64(0))
-            func fold() {
-                guard run.entries > 0 else { return }
-                var c = counts[runType, default: (0, 0, 0)]
-                c.entries += run.entries
-                c.records += run.records
-                c.bytes += run.bytes
-                counts[runType] = c
-                run = (0, 0, 0)
+        let reader = try input.open()
+        defer { reportSalvage(reader) }
+        var counts = [UInt16: (entries: UInt64, records: UInt64, bytes: UInt64)]()
+        let vcpus = Int(reader.header.vcpuCount)
+        var lo = [UInt64](repeating: .max, count: vcpus)
+        var hi = [UInt64](repeating: 0, count: vcpus)
+        var perVCPU = [UInt64](repeating: 0, count: vcpus)
+        var entries: UInt64 = 0
+        var payloadBytes: UInt64 = 0
+        // Entries come in runs of one type: count a run locally, fold it in when the type changes.
+        var runType: UInt16 = 0
+        var run = (entries: UInt64(0), records: UInt64(0), bytes: UInt64(0))
+        func fold() {
+            guard run.entries > 0 else { return }
+            var c = counts[runType, default: (0, 0, 0)]
+            c.entries += run.entries
+            c.records += run.records
+            c.bytes += run.bytes
+            counts[runType] = c
+            run = (0, 0, 0)
+        }
+        while let e = try reader.next() {
+            entries += 1
+            let n = UInt64(e.payload.count)
+            payloadBytes += n
+            let v = Int(e.vcpu)
+            perVCPU[v] += 1
+            let first = e.firstRecordBrctr
+            if first < lo[v] { lo[v] = first }
+            if e.cpu.brctr > hi[v] { hi[v] = e.cpu.brctr }
+            if e.type.rawValue != runType {
+                fold()
+                runType = e.type.rawValue
             }
-            while let e = try reader.next() {
-                entries += 1
-                let n = UInt64(e.payload.count)
-                payloadBytes += n
-                let v = Int(e.vcpu)
-                perVCPU[v] += 1
-                let first = e.firstRecordBrctr
-                if first < lo[v] { lo[v] = first }
-                if e.cpu.brctr > hi[v] { hi[v] = e.cpu.brctr }
-                if e.type.rawValue != runType {
-                    fold()
-                    runType = e.type.rawValue
-                }
-                run.entries += 1
-                run.records += UInt64(e.branchRecordCount)
-                run.bytes += n
-            }
-            fold()
+            run.entries += 1
+            run.records += UInt64(e.branchRecordCount)
+            run.bytes += n
+        }
+        fold()
 
-            let h = reader.header
-            let types = counts.keys.sorted()
-            let out = OutputBuffer(fd: 1)
-            try outputting {
-                if json {
-                    var s = "{\"file\":\(jsonString(input.file)),\"version\":\"\(h.version).\(h.minorVersion)\",\"producer\":\(jsonString(h.producer))"
-                    s += ",\"guestWordSize\":\(h.guestWordSize),\"vcpus\":\(h.vcpuCount),\"slotSize\":\(h.slotSize)"
-                    s += ",\"bytes\":\(reader.fileSize),\"payloadBytes\":\(payloadBytes),\"entries\":\(entries),\"events\":["
-                    s += types.map { t -> String in
-                        let c = counts[t]!
-                        let type = ReplayEventType(rawValue: t)
-                        var o = "{\"type\":\(t),\"event\":\"\(type.name)\",\"entries\":\(c.entries),\"payloadBytes\":\(c.bytes)"
-                        if type.branchRecordSize != nil { o += ",\"records\":\(c.records)" }
-                        return o + "}"
-                    }.joined(separator: ",")
-                    s += "],\"vcpu\":["
-                    s += (0..<vcpus).filter { perVCPU[$0] > 0 }.map {
-                        "{\"vcpu\":\($0),\"entries\":\(perVCPU[$0]),\"brctrFirst\":\(lo[$0]),\"brctrLast\":\(hi[$0])}"
-                    }.joined(separator: ",")
-                    s += "],\"salvagedSkips\":\(reader.salvageReport.skips.count),\"salvagedBytes\":\(reader.salvageReport.skippedBytes)}"
-                    try out.append(s)
-                    try out.endLine()
-                } else {
-                    try out.append("file:     \(input.file)\n")
-                    try out.append("format:   \(h.version).\(h.minorVersion), slot \(h.slotSize) bytes, producer \"\(h.producer)\", \(h.guestWordSize)-bit guest, \(h.vcpuCount) vCPU\(h.vcpuCount == 1 ? "" : "s")\n")
-                    try out.append("bytes:    \(reader.fileSize) (payload \(payloadBytes))\n")
-                    try out.append("entries:  \(entries)\n")
-                    let width = types.map { ReplayEventType(rawValue: $0).name.count }.max() ?? 0
-                    for t in types {
-                        let c = counts[t]!
-                        let type = ReplayEventType(rawValue: t)
-                        var line = "  " + type.name + String(repeating: " ", count: width - type.name.count)
-                        let n = String(c.entries)
-                        line += String(repeating: " ", count: max(1, 12 - n.count)) + n
-                        if type.branchRecordSize != nil { line += "  (\(c.records) records)" }
-                        try out.append(line + "\n")
-                    }
-                    for v in 0..<vcpus where perVCPU[v] > 0 {
-                        try out.append("vcpu \(v):   \(perVCPU[v]) entries, brctr \(lo[v]) ... \(hi[v])\n")
-                    }
-                    if !reader.salvageReport.isEmpty {
-                        try out.append("salvaged: \(reader.salvageReport.skips.count) skips, \(reader.salvageReport.skippedBytes) bytes\n")
-                    }
+        let h = reader.header
+        let types = counts.keys.sorted()
+        let out = OutputBuffer(fd: 1)
+        try outputting {
+            if json {
+                var s = "{\"file\":\(jsonString(input.file)),\"version\":\"\(h.version).\(h.minorVersion)\",\"producer\":\(jsonString(h.producer))"
+                s += ",\"guestWordSize\":\(h.guestWordSize),\"vcpus\":\(h.vcpuCount),\"slotSize\":\(h.slotSize)"
+                s += ",\"bytes\":\(reader.fileSize),\"payloadBytes\":\(payloadBytes),\"entries\":\(entries),\"events\":["
+                s += types.map { t -> String in
+                    let c = counts[t]!
+                    let type = ReplayEventType(rawValue: t)
+                    var o = "{\"type\":\(t),\"event\":\"\(type.name)\",\"entries\":\(c.entries),\"payloadBytes\":\(c.bytes)"
+                    if type.branchRecordSize != nil { o += ",\"records\":\(c.records)" }
+                    return o + "}"
+                }.joined(separator: ",")
+                s += "],\"vcpu\":["
+                s += (0..<vcpus).filter { perVCPU[$0] > 0 }.map {
+                    "{\"vcpu\":\($0),\"entries\":\(perVCPU[$0]),\"brctrFirst\":\(lo[$0]),\"brctrLast\":\(hi[$0])}"
+                }.joined(separator: ",")
+                s += "],\"salvagedSkips\":\(reader.salvageReport.skips.count),\"salvagedBytes\":\(reader.salvageReport.skippedBytes)}"
+                try out.append(s)
+                try out.endLine()
+            } else {
+                try out.append("file:     \(input.file)\n")
+                try out.append("format:   \(h.version).\(h.minorVersion), slot \(h.slotSize) bytes, producer \"\(h.producer)\", \(h.guestWordSize)-bit guest, \(h.vcpuCount) vCPU\(h.vcpuCount == 1 ? "" : "s")\n")
+                try out.append("bytes:    \(reader.fileSize) (payload \(payloadBytes))\n")
+                try out.append("entries:  \(entries)\n")
+                let width = types.map { ReplayEventType(rawValue: $0).name.count }.max() ?? 0
+                for t in types {
+                    let c = counts[t]!
+                    let type = ReplayEventType(rawValue: t)
+                    var line = "  " + type.name + String(repeating: " ", count: width - type.name.count)
+                    let n = String(c.entries)
+                    line += String(repeating: " ", count: max(1, 12 - n.count)) + n
+                    if type.branchRecordSize != nil { line += "  (\(c.records) records)" }
+                    try out.append(line + "\n")
                 }
-                try out.flush()
+                for v in 0..<vcpus where perVCPU[v] > 0 {
+                    try out.append("vcpu \(v):   \(perVCPU[v]) entries, brctr \(lo[v]) ... \(hi[v])\n")
+                }
+                if !reader.salvageReport.isEmpty {
+                    try out.append("salvaged: \(reader.salvageReport.skips.count) skips, \(reader.salvageReport.skippedBytes) bytes\n")
+                }
             }
+            try out.flush()
         }
     }
 
@@ -287,24 +283,22 @@ struct LogIndex: ParsableCommand {
     var file: String
 
     func run() throws {
-        try reporting {
-            let path = FilePath(file)
-            let sidecar = ReplayLogIndex.sidecarPath(for: path)
-            let reader = try ReplayLogReader(path: path)
-            var previous = ""
-            switch ReplayLogIndex.load(sidecar: sidecar, for: reader) {
-            case .missing: previous = ""
-            case .valid: previous = " (replacing a valid index)"
-            case .stale(let why): previous = " (replacing a stale index: \(why))"
-            case .corrupt(let why): previous = " (replacing a corrupt index: \(why))"
-            }
-            let index = try ReplayLogIndex.build(logAt: path, spacing: spacing)
-            try index.write(to: sidecar)
-            let out = OutputBuffer(fd: 1)
-            try outputting {
-                try out.append("\(sidecar): \(index.entryCount) entries, \(index.pointCount) points\(previous)\n")
-                try out.flush()
-            }
+        let path = FilePath(file)
+        let sidecar = ReplayLogIndex.sidecarPath(for: path)
+        let reader = try ReplayLogReader(path: path)
+        var previous = ""
+        switch ReplayLogIndex.load(sidecar: sidecar, for: reader) {
+        case .missing: previous = ""
+        case .valid: previous = " (replacing a valid index)"
+        case .stale(let why): previous = " (replacing a stale index: \(why))"
+        case .corrupt(let why): previous = " (replacing a corrupt index: \(why))"
+        }
+        let index = try ReplayLogIndex.build(logAt: path, spacing: spacing)
+        try index.write(to: sidecar)
+        let out = OutputBuffer(fd: 1)
+        try outputting {
+            try out.append("\(sidecar): \(index.entryCount) entries, \(index.pointCount) points\(previous)\n")
+            try out.flush()
         }
     }
 }
@@ -329,45 +323,43 @@ struct LogGenerate: ParsableCommand {
     var file: String
 
     func run() throws {
-        try reporting {
-            guard let target = parseSize(size) else { throw ValidationError("bad size '\(size)'") }
-            guard (1...ReplayLogWriter.maxRecordsPerEntry).contains(recordsPerEntry) else {
-                throw ValidationError("--records-per-entry must be in 1...\(ReplayLogWriter.maxRecordsPerEntry)")
-            }
-            let w = try ReplayLogWriter(creating: FilePath(file),
-                                        header: ReplayLogHeader(producer: "tt log generate", guestWordSize: 64, vcpuCount: vcpus))
-            var counters = [UInt64](repeating: 0, count: Int(vcpus))
-            var rng: UInt64 = 0x1234_5678
-            func next() -> UInt64 {
-                rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
-                return rng
-            }
-            var records = [UInt64](repeating: 0, count: recordsPerEntry * 3)
-            var n = 0
-            while w.byteCount < target {
-                let v = Int(next() % UInt64(vcpus))
-                if n % 16 == 15 {
-                    let value = next()
-                    try withUnsafeBytes(of: value) {
-                        try w.append(type: .clockRead, info: 0, domid: 1, vcpu: UInt16(v),
-                                     cpu: CPUState(ip: 0xffff_ffff_8100_0000 | (value & 0xffff), brctr: counters[v], tsc: value), payload: $0)
-                    }
-                } else {
-                    for k in 0..<recordsPerEntry {
-                        let from = 0xffff_ffff_8100_0000 | (next() & 0xff_ffff)
-                        records[3 * k] = from
-                        records[3 * k + 1] = from &+ (next() & 0xfff)
-                        records[3 * k + 2] = 0
-                    }
-                    counters[v] += UInt64(recordsPerEntry)
-                    try records.withUnsafeBytes {
-                        try w.appendBranches(vcpu: UInt16(v), cpu: CPUState(ip: records[3 * recordsPerEntry - 2], brctr: counters[v]), records: $0, domid: 1)
-                    }
-                }
-                n += 1
-            }
-            try w.close()
+        guard let target = parseSize(size) else { throw ValidationError("bad size '\(size)'") }
+        guard (1...ReplayLogWriter.maxRecordsPerEntry).contains(recordsPerEntry) else {
+            throw ValidationError("--records-per-entry must be in 1...\(ReplayLogWriter.maxRecordsPerEntry)")
         }
+        let w = try ReplayLogWriter(creating: FilePath(file),
+                                    header: ReplayLogHeader(producer: "tt log generate", guestWordSize: 64, vcpuCount: vcpus))
+        var counters = [UInt64](repeating: 0, count: Int(vcpus))
+        var rng: UInt64 = 0x1234_5678
+        func next() -> UInt64 {
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
+            return rng
+        }
+        var records = [UInt64](repeating: 0, count: recordsPerEntry * 3)
+        var n = 0
+        while w.byteCount < target {
+            let v = Int(next() % UInt64(vcpus))
+            if n % 16 == 15 {
+                let value = next()
+                try withUnsafeBytes(of: value) {
+                    try w.append(type: .clockRead, info: 0, domid: 1, vcpu: UInt16(v),
+                                 cpu: CPUState(ip: 0xffff_ffff_8100_0000 | (value & 0xffff), brctr: counters[v], tsc: value), payload: $0)
+                }
+            } else {
+                for k in 0..<recordsPerEntry {
+                    let from = 0xffff_ffff_8100_0000 | (next() & 0xff_ffff)
+                    records[3 * k] = from
+                    records[3 * k + 1] = from &+ (next() & 0xfff)
+                    records[3 * k + 2] = 0
+                }
+                counters[v] += UInt64(recordsPerEntry)
+                try records.withUnsafeBytes {
+                    try w.appendBranches(vcpu: UInt16(v), cpu: CPUState(ip: records[3 * recordsPerEntry - 2], brctr: counters[v]), records: $0, domid: 1)
+                }
+            }
+            n += 1
+        }
+        try w.close()
     }
 
     private func parseSize(_ s: String) -> UInt64? {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import XenBackend
 import SystemPackage
 import QEMUBackend
 import XenTT
@@ -48,63 +49,74 @@ struct Record: ParsableCommand {
         guard QEMUMachine.Arch(rawValue: arch) != nil else { throw ValidationError("--arch \(arch): expected i386 or x86_64") }
     }
 
+    /// The one recording flow, for every backend: -S/-D on a recording in progress; the
+    /// state directory (refused if it holds a recording, unless -f); the symbol file's
+    /// absolute path; then the backend's recorder.
     func run() throws {
-        try reporting {
-            if backend.usesXen { return try recordWithXen() }
-            let dir = try state.resolve()
-            if stop || destroy {
-                guard dir.exists else { throw StateError.missing(dir.path) }
-                let lock = try dir.lock()
-                let stopped = QEMURecorder.stop(dir)
-                if destroy {
-                    _ = QEMUReplayBackend(state: dir).vmPID.map { ChildProcess.terminate($0) }
-                    withExtendedLifetime(lock) {}
-                    try dir.removeAll()
-                    printLine("tt: removed \(dir.path)")
-                } else {
-                    printLine(stopped ? "tt: recording \(dir.name) stopped; state kept in \(dir.path)" : "tt: no recording of \(dir.name) in progress")
-                }
-                return
-            }
-            if dir.exists { QEMURecorder.cleanStale(dir) }
-            if dir.exists && (dir.fileExists("qemu.argv") || dir.fileExists("backend")) {
-                guard force else { throw StateError.exists(dir.path) }
-                let lock = try dir.lock()
-                if let p = QEMURecorder.recordingPID(dir) { throw StateError.vmRunning(dir.path, pid: p) }
-                if let p = QEMUReplayBackend(state: dir).vmPID { throw StateError.vmRunning(dir.path, pid: p) }
-                withExtendedLifetime(lock) {}
-                try dir.removeAll()
-            }
-            try dir.create()
+        let kind: BackendKind = backend.usesXen ? .xen : .qemu
+        let archValue = QEMUMachine.Arch(rawValue: arch)!
+        // First, before any state is touched: can this backend record here at all?
+        let recorder = try SessionBackends.recorder(kind, arch: archValue)
+        let dir = try state.resolve()
+        if stop || destroy {
+            guard dir.exists else { throw StateError.missing(dir.path) }
             let lock = try dir.lock()
-            let archValue = QEMUMachine.Arch(rawValue: arch)!
-            let kernelPath: FilePath
-            var symbolPath: FilePath
-            if let kernel {
-                kernelPath = FilePath(kernel)
-                symbolPath = FilePath(symbols ?? kernel)
+            defer { withExtendedLifetime(lock) {} }
+            let stopped = try recorder.stopRecording(in: dir)
+            if destroy {
+                // A replay VM of the recording goes with it.
+                if dir.fileExists(StateFile.backend) || dir.fileExists(StateFile.argv) {
+                    try? SessionBackends.backend(for: dir, debug: debug).kill()
+                }
+                try dir.removeAll()
+                printLine("tt: removed \(dir.path)")
             } else {
-                let guest = try TTInstallation.bundledGuest(archValue)
-                kernelPath = guest.kernel
-                symbolPath = symbols.map { FilePath($0) } ?? guest.symbols
+                printLine(stopped ? "tt: recording \(dir.name) stopped; state kept in \(dir.path)" : "tt: no recording of \(dir.name) in progress")
             }
-            let machine = QEMUMachine(kernel: kernelPath, initrd: initrd.map { FilePath($0) }, append: append,
-                                      memoryMB: memory, arch: archValue)
-            SignalWatcher.install()
-            let pid = try QEMURecorder.start(dir, machine: machine, symbols: symbolPath, detached: detach, debug: debug)
-            if detach {
-                printLine("tt: recording \(dir.name) (QEMU pid \(pid)) in \(dir.path); tt record -S \(dir.name) stops it")
-                return
-            }
-            let summary = try QEMURecorder.wait(pid, state: dir, console: console)
-            withExtendedLifetime(lock) {}
-            if summary.signal != 0 {
-                printLine("tt: recording \(dir.name) interrupted by signal \(summary.signal); QEMU stopped, state kept in \(dir.path)")
-                throw ExitCode(SignalWatcher.exitStatus(summary.signal))
-            }
-            // isa-debug-exit makes QEMU exit with (value << 1) | 1.
-            let exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"
-            printLine("tt: recorded \(dir.name): \(summary.instructions) instructions, \(summary.branches) taken branches, \(exit); state in \(dir.path)")
+            return
         }
+        if dir.exists && (dir.fileExists(StateFile.argv) || dir.fileExists(StateFile.backend)) {
+            guard force else { throw StateError.exists(dir.path) }
+            let lock = try dir.lock()
+            if let replay = try? SessionBackends.backend(for: dir, debug: debug) { replay.cleanUpAfterDeadOwners() }
+            if let vm = recorder.runningVM(in: dir) { throw StateError.vmRunning(dir.path, vm: vm) }
+            withExtendedLifetime(lock) {}
+            try dir.removeAll()
+        }
+        let request: RecordingRequest
+        if let kernel {
+            request = RecordingRequest(kernel: try absolute(kernel), initrd: try initrd.map(absolute), append: append,
+                                       symbols: try absolute(symbols ?? kernel), memoryMB: memory,
+                                       detach: detach, console: console, debug: debug)
+        } else {
+            guard kind == .qemu else {
+                throw ValidationError("--backend xen needs --kernel (a PV or PVH guest kernel; the bundled guest boots under QEMU only)")
+            }
+            let guest = try TTInstallation.bundledGuest(archValue)
+            request = RecordingRequest(kernel: guest.kernel, initrd: try initrd.map(absolute), append: append,
+                                       symbols: try symbols.map(absolute) ?? guest.symbols, memoryMB: memory,
+                                       detach: detach, console: console, debug: debug)
+        }
+        try dir.create()
+        let lock = try dir.lock()
+        defer { withExtendedLifetime(lock) {} }
+        try dir.write(StateFile.symfile, request.symbols.string + "\n")
+        switch try recorder.record(request, into: dir, cancellation: .onSignals()) {
+        case .detached(let vm):
+            printLine("tt: recording \(dir.name) in \(vm), state in \(dir.path); tt record -S \(dir.name) stops it")
+        case .finished(let summary):
+            printLine("tt: recorded \(dir.name): \(summary); state in \(dir.path)")
+        case .interrupted(let signal):
+            printLine("tt: recording \(dir.name) interrupted by signal \(signal); VM stopped, state kept in \(dir.path)")
+            throw ExitCode(Cancelled(signal: signal).exitStatus)
+        }
+    }
+
+    /// Paths given on the command line, absolute: every later command may run elsewhere.
+    private func absolute(_ path: String) throws -> FilePath {
+        guard let p = absolutePath(FilePath(path)) else {
+            throw SystemError(path: FilePath(path), message: "cannot make the path absolute: the current directory is gone")
+        }
+        return p
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SystemPackage
 import XenBackend
 import QEMUBackend
 import XenTT
@@ -27,48 +28,36 @@ struct Replay: ParsableCommand {
     @OptionGroup var state: StateOptions
 
     func run() throws {
-        try reporting {
-            // The one-line refusal comes before anything else is looked at.
-            if backend == .xen { try XenSessions.requireAvailable() }
-            let dir = try state.resolve()
-            try dir.requireRecording()
-            var lock: StateLock? = try dir.lock()
-            defer { withExtendedLifetime(lock) {} }
-            QEMURecorder.cleanStale(dir)
-            let backend = try SessionBackends.backend(for: dir, debug: debug, choice: self.backend)
-            let session = ReplaySession(name: dir.name, backend: backend)
+        // The one-line refusal comes before anything else is looked at.
+        if backend == .xen { try XenSessions.requireAvailable() }
+        let scope = try SessionScope(state, debug: debug, choice: backend)
+        let follow = try scope.run { scope -> Bool in
+            let session = scope.session, name = scope.state.name
             if kill {
-                let live = backend.isLive
+                let live = scope.backend.isLive
                 try session.stop()
-                printLine(live ? "tt: replay of \(dir.name) killed; state kept" : "tt: no replay of \(dir.name) was running")
-                return
+                printLine(live ? "tt: replay of \(name) killed; state kept" : "tt: no replay of \(name) was running")
+                return false
             }
-            if backend.isLive {
-                guard force else {
-                    let pid = (backend as? QEMUReplayBackend)?.vmPID ?? 0
-                    throw StateError.vmRunning(dir.path, pid: pid)
-                }
+            if let vm = scope.backend.vmDescription {
+                guard force else { throw StateError.vmRunning(scope.state.path, vm: vm) }
                 try session.stop()
             }
-            SignalWatcher.install()
             let position: Position
             do {
                 position = try session.start(paused: paused)
+                try scope.cancellation.check()
             } catch {
                 try? session.stop()
                 throw error
             }
-            if SignalWatcher.pending != 0 {
-                try? session.stop()
-                throw ExitCode(SignalWatcher.exitStatus(SignalWatcher.pending))
-            }
+            let vm = scope.backend.vmDescription ?? scope.backend.name
+            // The replay outlives this command, like a Xen domain.
             try session.detach()
-            let vm = (backend as? QEMUReplayBackend).map { "QEMU pid \($0.vmPID ?? 0)" } ?? (backend as? XenReplayBackend)?.domid.map { "Xen \($0)" } ?? backend.name
-            printLine("tt: replaying \(dir.name) (\(vm)), \(paused ? "paused at" : "started from") \(session.describe(position))")
-            if console && !paused, let qemu = backend as? QEMUReplayBackend, let pid = qemu.vmPID {
-                lock = nil // others may drive the replay meanwhile
-                QEMURecorder.followConsole(dir.file(QEMUMachine.File.replayConsole), whileAlive: pid)
-            }
+            printLine("tt: replaying \(name) in \(vm), \(paused ? "paused at" : "started from") \(session.describe(position))")
+            return console && !paused
         }
+        // Outside the scope (unlocked): others may drive the replay meanwhile.
+        if follow { try scope.backend.followConsole(until: scope.cancellation) }
     }
 }

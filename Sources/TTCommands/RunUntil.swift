@@ -23,18 +23,12 @@ struct RunUntil: ParsableCommand {
     var location: String
 
     func run() throws {
-        try reporting {
-            _ = try Location(parsing: location) // syntax errors before touching anything
-            let dir = try state.resolve()
-            try dir.requireRecording()
-            let target = try SessionBackends.resolve(location, in: dir)
-            let lock = try dir.lock()
-            defer { withExtendedLifetime(lock) {} }
-            QEMURecorder.cleanStale(dir)
-            SignalWatcher.install()
-            let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug))
-            try session.attach()
-            defer { if session.state == .active { try? session.detach() } }
+        _ = try Location(parsing: location) // syntax errors before touching anything
+        let scope = try SessionScope(state, debug: debug)
+        try scope.run { scope in
+            let target = try SessionBackends.resolve(location, in: scope.state)
+            try scope.attachLive()
+            let session = scope.session
             let position: Position
             do {
                 position = try session.runUntil(target, progress: progressReporter(target: target))

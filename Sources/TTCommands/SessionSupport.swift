@@ -21,23 +21,27 @@ struct StateOptions: ParsableArguments {
     }
 }
 
-/// The backend a session command uses. `--backend qemu|xen|auto` plugs in here (the
-/// Xen backend registers itself); today every recording made by tt record is QEMU's.
+/// The backends, by the kind a recording names or `--backend` asks for.
 enum SessionBackends {
     static func backend(for state: StateDirectory, debug: Bool, choice: BackendChoice? = nil) throws -> ReplayBackend {
-        let kind = state.readIfPresent("backend")?.trimmingWhitespace ?? "qemu"
-        if let choice, choice != .auto, choice.rawValue != kind {
-            throw ValidationError("\(state.path): recorded with backend '\(kind)', not '\(choice.rawValue)'")
+        let kind = try BackendKind(recordedIn: state)
+        if let choice, choice != .auto, choice.rawValue != kind.rawValue {
+            throw ValidationError("\(state.path): recorded with backend '\(kind.rawValue)', not '\(choice.rawValue)'")
         }
         switch kind {
-        case "xen":
+        case .xen:
             return try XenSessions.replayBackend(state: state)
-        case "qemu":
+        case .qemu:
             let b = QEMUReplayBackend(state: state)
             b.debug = debug
             return b
-        default:
-            throw ValidationError("\(state.path): recorded with backend '\(kind)', which this command cannot replay")
+        }
+    }
+
+    static func recorder(_ kind: BackendKind, arch: QEMUMachine.Arch) throws -> Recorder {
+        switch kind {
+        case .xen: return try XenRecorder()
+        case .qemu: return QEMURecorder(arch: arch)
         }
     }
 
@@ -47,11 +51,73 @@ enum SessionBackends {
     }
 }
 
+/// One session command's hold on a state directory, from its start to its end — the one
+/// place of the sequence every session command needs: the recording must exist; the
+/// directory is locked (one command at a time); what a dead command left is cleaned up;
+/// signals cancel the replay's runs; and at the end the VM's fate follows who made it:
+/// a VM this command booted dies with it, a live replay it attached to is let go, paused.
+final class SessionScope {
+    let state: StateDirectory
+    let session: ReplaySession
+    var backend: ReplayBackend { session.backend }
+    var cancellation: Cancellation { session.cancellation }
+    private let lock: StateLock
+    /// This command booted the VM (and kills it at the end).
+    private(set) var bootedVM = false
+
+    init(_ options: StateOptions, debug: Bool, choice: BackendChoice? = nil) throws {
+        state = try options.resolve()
+        try state.requireRecording()
+        lock = try state.lock()
+        let backend = try SessionBackends.backend(for: state, debug: debug, choice: choice)
+        backend.cleanUpAfterDeadOwners()
+        session = ReplaySession(name: state.name, backend: backend, timeline: Timeline(state: state),
+                                cancellation: .onSignals())
+    }
+
+    /// Take control of the live replay (`tt replay` started it).
+    func attachLive() throws {
+        try session.attach()
+    }
+
+    /// The live replay if there is one, otherwise a new one that this command owns.
+    func attachOrBoot() throws {
+        if backend.isLive {
+            try session.attach()
+        } else {
+            bootedVM = true
+            try session.start(paused: true)
+        }
+    }
+
+    /// Give the VM up as its maker wants: kill one this command booted, let go of one it
+    /// attached to (it stays alive and paused). Then the lock is released.
+    func end() {
+        switch session.state {
+        case .active:
+            if bootedVM { try? session.destroy() } else { try? session.detach() }
+        case .initialized:
+            // The VM ended under us; a booted one may have left files.
+            if bootedVM { try? session.stop() }
+        case .invalid:
+            break
+        }
+        withExtendedLifetime(lock) {}
+    }
+
+    /// Run `body` within the scope; `end()` whatever happens.
+    func run<T>(_ body: (SessionScope) throws -> T) throws -> T {
+        defer { end() }
+        try cancellation.check()
+        return try body(self)
+    }
+}
+
 /// The symbol file a recording names in its `symfile`, opened on first use.
 final class RecordingSymbols {
     let state: StateDirectory
     /// The recorded path (nil: no `symfile`).
-    private(set) lazy var path: String? = state.readIfPresent(QEMUMachine.File.symfile)?.trimmingWhitespace
+    private(set) lazy var path: String? = state.readIfPresent(StateFile.symfile)?.trimmingWhitespace
     /// The symbol file, once a symbol was looked up.
     private(set) var file: SymbolFile?
 
@@ -60,7 +126,7 @@ final class RecordingSymbols {
     func address(ofSymbol name: String) throws -> UInt64 {
         if file == nil {
             guard let path, !path.isEmpty else {
-                throw StateError.badFile(state.file(QEMUMachine.File.symfile), "no symbol file recorded; give an address instead")
+                throw StateError.badFile(state.file(StateFile.symfile), "no symbol file recorded; give an address instead")
             }
             file = try SymbolFile(path: FilePath(path))
         }

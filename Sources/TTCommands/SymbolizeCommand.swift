@@ -52,42 +52,40 @@ struct SymbolizeCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reporting {
-            let out = OutputBuffer(fd: 1)
-            if let name, let symbols {
-                let file = try SymbolFile(path: FilePath(symbols))
-                let address = try file.address(ofSymbol: name)
-                try out.append("0x")
-                try out.appendHex(address, minDigits: 8)
-                try out.endLine()
-                try out.flush()
-                return
-            }
-            let symbolizer = try makeSymbolizer(symbols: symbols, user: nil, maps: maps)
-            let style: SymbolStyle = inline ? .inline : .gdb
-            let printer = Printer(symbolizer: symbolizer, style: style, lines: lines, json: json, out: out)
-            if !addresses.isEmpty {
-                for (i, text) in addresses.enumerated() {
-                    guard let a = parseAddress(text) else {
-                        throw SymbolizeError(.data, "argument \(i + 1): '\(text)' is not a hex address")
-                    }
-                    try printer.print(a)
-                }
-                try out.flush()
-                return
-            }
-            var st = stat()
-            let regular = fstat(0, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
-            out.lineBuffered = !regular
-            try readLines(fd: 0) { line, number in
-                guard let a = parseAddress(line) else {
-                    let text = String(decoding: line, as: UTF8.self)
-                    throw SymbolizeError(.data, "<stdin>:\(number): '\(text)' is not a hex address")
+        let out = OutputBuffer(fd: 1)
+        if let name, let symbols {
+            let file = try SymbolFile(path: FilePath(symbols))
+            let address = try file.address(ofSymbol: name)
+            try out.append("0x")
+            try out.appendHex(address, minDigits: 8)
+            try out.endLine()
+            try out.flush()
+            return
+        }
+        let symbolizer = try makeSymbolizer(symbols: symbols, user: nil, maps: maps)
+        let style: SymbolStyle = inline ? .inline : .gdb
+        let printer = Printer(symbolizer: symbolizer, style: style, lines: lines, json: json, out: out)
+        if !addresses.isEmpty {
+            for (i, text) in addresses.enumerated() {
+                guard let a = parseAddress(text) else {
+                    throw SymbolizeError(.data, "argument \(i + 1): '\(text)' is not a hex address")
                 }
                 try printer.print(a)
             }
             try out.flush()
+            return
         }
+        var st = stat()
+        let regular = fstat(0, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+        out.lineBuffered = !regular
+        try readLines(fd: 0) { line, number in
+            guard let a = parseAddress(line) else {
+                let text = String(decoding: line, as: UTF8.self)
+                throw SymbolizeError(.data, "<stdin>:\(number): '\(text)' is not a hex address")
+            }
+            try printer.print(a)
+        }
+        try out.flush()
     }
 }
 

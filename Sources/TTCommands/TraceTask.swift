@@ -51,35 +51,28 @@ struct TraceTaskCommand: ParsableCommand {
     var backend: BackendChoice?
     @OptionGroup var state: StateOptions
 
-    static let logName = "trace.ttlog"
-    static let defaultOutput = "trace.bts"
-
     func validate() throws {
         guard printLimit >= 0 else { throw ValidationError("--print-limit must be ≥ 0") }
     }
 
     func run() throws {
-        try reporting {
-            // Syntax first, before touching anything.
-            if backend == .xen { try XenSessions.requireAvailable() }
-            let startLocation = try Location(parsing: startText)
-            let endLocation = try Location(parsing: endText)
-            let dir = try state.resolve()
-            try dir.requireRecording()
+        // Syntax first, before touching anything.
+        if backend == .xen { try XenSessions.requireAvailable() }
+        let startLocation = try Location(parsing: startText)
+        let endLocation = try Location(parsing: endText)
+        let scope = try SessionScope(state, debug: debug, choice: backend)
+        try scope.run { scope in
+            let dir = scope.state
             let recording = RecordingSymbols(dir)
             let start = try startLocation.resolved(recording.address(ofSymbol:))
             let end = try endLocation.resolved(recording.address(ofSymbol:))
-            let out = output.map { FilePath($0) } ?? dir.file(Self.defaultOutput)
+            let out = output.map { FilePath($0) } ?? dir.file(StateFile.traceOutput)
             if output != nil { try checkWritable(out) }
-
-            let lock = try dir.lock()
-            defer { withExtendedLifetime(lock) {} }
-            QEMURecorder.cleanStale(dir)
-            SignalWatcher.install()
-            let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug, choice: backend))
+            try scope.attachOrBoot()
+            let session = scope.session
             let wordSize = recording.path.flatMap { Self.elfWordSize(FilePath($0)) } ?? 64
             let task = TraceTask(session: session, start: start, end: end,
-                                 logPath: dir.file(Self.logName), guestWordSize: wordSize)
+                                 logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)
             task.progress = progressLine()
             let window: TraceTask.Window
             do {

@@ -15,17 +15,11 @@ struct Where: ParsableCommand {
     @OptionGroup var state: StateOptions
 
     func run() throws {
-        try reporting {
-            let dir = try state.resolve()
-            try dir.requireRecording()
-            let lock = try dir.lock()
-            defer { withExtendedLifetime(lock) {} }
-            QEMURecorder.cleanStale(dir)
-            let session = ReplaySession(name: dir.name, backend: try SessionBackends.backend(for: dir, debug: debug))
-            try session.attach()
-            defer { try? session.detach() }
-            let position = try session.position()
-            printLine(session.describe(position))
+        let scope = try SessionScope(state, debug: debug)
+        try scope.run { scope in
+            try scope.attachLive()
+            let session = scope.session
+            printLine(session.describe(try session.position()))
             if registers {
                 for r in try session.registers() { printLine("\(r.name) 0x\(String(r.value, radix: 16))") }
             }

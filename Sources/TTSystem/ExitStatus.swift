@@ -2,7 +2,10 @@
 
 /// Exit statuses shared by every command (sysexits.h values where one fits).
 public enum ExitStatus {
+    public static let success: Int32 = 0
     public static let failure: Int32 = 1
+    /// The command line is wrong.
+    public static let usage: Int32 = 64
     /// Malformed input: a corrupt log, a bad location, an unknown symbol.
     public static let dataError: Int32 = 65
     /// An input file that does not exist or cannot be opened.

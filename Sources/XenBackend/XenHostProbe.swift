@@ -68,8 +68,6 @@ public struct XenHostReport: Codable, Equatable, Sendable {
         [privcmd, hypervisorType, controlDomain, root, libraries, hypervisorReachable,
          timeTravel, intelPT, vmtrace]
     }
-    /// Whether a Xen hypervisor can be talked to at all (for `--backend auto`).
-    public var hypervisorIsReachable: Bool { hypervisorReachable.available }
 }
 
 /// The time-travel hypervisor's additions to libxenctrl. No public header declares

@@ -64,7 +64,8 @@ public final class XenReplayBackend: ReplayBackend {
     private var tracer: XenVmtraceTracer?
     private var tracingSink: BranchSink?
     private var tracingStart: UInt64 = 0
-    private let interruptRequest = InterruptRequest()
+    /// The cancellation of the run in progress; steps are not cancellable.
+    private var cancellation: Cancellation?
 
     public init(toolstack: XenToolstack, state: StateDirectory, domainName: String, configJSON: String,
                 clock: XenClock = MonotonicClock()) {
@@ -82,6 +83,16 @@ public final class XenReplayBackend: ReplayBackend {
         return (try? toolstack.findDomain(named: domainName)) != nil
     }
 
+    public var vmDescription: String? {
+        (domid ?? (try? toolstack.findDomain(named: domainName)) ?? nil).map { "Xen \($0)" }
+    }
+
+    /// A replay domain belongs to the hypervisor, not to a command: it outlives a dead one
+    /// and is found again by name. Only a `domid` file naming a domain that is gone is stale.
+    public func cleanUpAfterDeadOwners() {
+        if (try? toolstack.findDomain(named: domainName)) == nil { state.remove(StateFile.domid) }
+    }
+
     private func requireTimeTravel() throws {
         guard toolstack.hasTimeTravel else {
             throw XenError.noTimeTravel(detail: "the hypervisor has no time travel (stock Xen: libxenctrl lacks \(XenTimeTravelExtensions.addProbe)), so it cannot replay")
@@ -96,7 +107,7 @@ public final class XenReplayBackend: ReplayBackend {
         let id = try toolstack.createDomain(configJSON: configJSON)
         domid = id
         do {
-            try state.write("domid", "\(id.rawValue)\n")
+            try state.write(StateFile.domid, "\(id.rawValue)\n")
             // libxl leaves a new domain paused; check it is there and has not crashed.
             _ = try waitForDomain(id, "to be created paused") { $0.isPaused }
             try arm(id)
@@ -133,7 +144,7 @@ public final class XenReplayBackend: ReplayBackend {
         tracer = nil  // unmaps the trace buffer before the domain goes
         tracingSink = nil
         guard let id else {
-            state.remove("domid")
+            state.remove(StateFile.domid)
             return
         }
         disarm(id)
@@ -144,14 +155,14 @@ public final class XenReplayBackend: ReplayBackend {
             clock.sleep(seconds: 0.05)
         }
         domid = nil
-        state.remove("domid")
+        state.remove(StateFile.domid)
     }
 
     /// On a failure half-way through boot: leave no domain behind.
     private func forget(destroying id: XenDomainID) {
         disarm(id)
         try? toolstack.destroyDomain(id)
-        state.remove("domid")
+        state.remove(StateFile.domid)
         domid = nil
     }
 
@@ -317,7 +328,7 @@ public final class XenReplayBackend: ReplayBackend {
         if isHVM {
             try toolstack.setSingleStep(id, vcpu: Self.vcpu, on: true)
             try toolstack.unpauseDomain(id)
-            let outcome = try waitForStop(id, progress: nil, interruptible: true)
+            let outcome = try waitForStop(id, progress: nil)
             if case .ended = outcome { return .ended }
             if case .interrupted = outcome { throw XenError.interrupted("during a single step of \(id)") }
             try toolstack.setSingleStep(id, vcpu: Self.vcpu, on: false)
@@ -329,7 +340,7 @@ public final class XenReplayBackend: ReplayBackend {
         let flags = try toolstack.vcpuState(id, vcpu: Self.vcpu).flags
         try toolstack.updateVCPU(id, vcpu: Self.vcpu, flags: flags | Self.trapFlag, debugRegisters: nil)
         try toolstack.unpauseDomain(id)
-        let outcome = try waitForStop(id, progress: nil, interruptible: true)
+        let outcome = try waitForStop(id, progress: nil)
         if case .ended = outcome { return .ended }
         if case .interrupted = outcome { throw XenError.interrupted("during a single step of \(id)") }
         let after = try toolstack.vcpuState(id, vcpu: Self.vcpu).flags
@@ -337,8 +348,11 @@ public final class XenReplayBackend: ReplayBackend {
         return .stepped
     }
 
-    public func continueUntilStop(hintBrctr: UInt64?, progress: ((UInt64) -> Void)?) throws -> StopReason {
+    public func continueUntilStop(hintBrctr: UInt64?, cancellation: Cancellation,
+                                  progress: ((UInt64) -> Void)?) throws -> StopReason {
         let id = try requireDomain()
+        self.cancellation = cancellation
+        defer { self.cancellation = nil }
         // At least one instruction: step off a breakpoint we are sitting on.
         let ip = try toolstack.vcpuState(id, vcpu: Self.vcpu).ip
         if breakpointAddresses.contains(ip) {
@@ -348,7 +362,7 @@ public final class XenReplayBackend: ReplayBackend {
             if breakpointAddresses.contains(now) { return .breakpoint }
         }
         try toolstack.unpauseDomain(id)
-        switch try waitForStop(id, progress: progress, interruptible: true) {
+        switch try waitForStop(id, progress: progress) {
         case .ended:
             return .ended
         case .interrupted:
@@ -368,7 +382,6 @@ public final class XenReplayBackend: ReplayBackend {
         }
     }
 
-    public func interrupt() { interruptRequest.set() }
 
     enum Outcome {
         case event(XenMonitorEvent)
@@ -379,8 +392,8 @@ public final class XenReplayBackend: ReplayBackend {
 
     /// Wait for the running domain to stop. On return the domain is paused by tt (an
     /// answered vm_event no longer holds the vCPU), or it has ended.
-    private func waitForStop(_ id: XenDomainID, progress: ((UInt64) -> Void)?, interruptible: Bool) throws -> Outcome {
-        let outcome = try waitForStopUntraced(id, progress: progress, interruptible: interruptible)
+    private func waitForStop(_ id: XenDomainID, progress: ((UInt64) -> Void)?) throws -> Outcome {
+        let outcome = try waitForStopUntraced(id, progress: progress)
         // The vmtrace buffer is a ring: copy what this run wrote before the next one.
         if let tracer {
             if case .ended = outcome { try? tracer.collect() } else { try tracer.collect() }
@@ -388,10 +401,10 @@ public final class XenReplayBackend: ReplayBackend {
         return outcome
     }
 
-    private func waitForStopUntraced(_ id: XenDomainID, progress: ((UInt64) -> Void)?, interruptible: Bool) throws -> Outcome {
+    private func waitForStopUntraced(_ id: XenDomainID, progress: ((UInt64) -> Void)?) throws -> Outcome {
         var lastProgress = clock.now()
         while true {
-            if interruptible && (interruptRequest.take() || SignalWatcher.pending != 0) {
+            if cancellation?.isCancelled == true {
                 try toolstack.pauseDomain(id)
                 // An event that raced with the pause is answered, its stop reported.
                 if isHVM, let event = try toolstack.monitorNextEvent(id, timeoutMilliseconds: 0) {
@@ -447,8 +460,19 @@ public final class XenReplayBackend: ReplayBackend {
         try arm(id)
     }
 
+    /// The domain's console belongs to xenconsoled: `xl console` shows it.
+    public func followConsole(until cancellation: Cancellation) throws {
+        throw XenError.unsupported("tt replay -c: the Xen replay's console is xenconsoled's (use xl console \(domainName))")
+    }
+
+    /// Nothing of a Xen replay can be kept and returned to but its beginning.
+    public func saveCheckpoint(at position: Position) throws -> Checkpoint? { nil }
+
     /// Back to the beginning: the replay is restarted (branch count 0), breakpoints kept.
-    public func seek(toAtMost brctr: UInt64) throws -> Position {
+    public func restore(_ checkpoint: Checkpoint) throws -> Position {
+        guard checkpoint.icount == 0 else {
+            throw XenError.unsupported("a Xen replay can go back to its beginning only")
+        }
         guard tracer == nil && !hypervisorTracing else {
             throw XenError.unsupported("cannot go back while branch tracing is on (the restart would lose the trace)")
         }
@@ -491,21 +515,5 @@ public final class XenReplayBackend: ReplayBackend {
             try toolstack.timeTravelSetBranchTracing(id, on: false)
             hypervisorTracing = false
         }
-    }
-}
-
-/// A flag set from another thread (a signal watcher) and taken by the wait loop.
-final class InterruptRequest: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var flag = false
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    func set() { pthread_mutex_lock(&mutex); flag = true; pthread_mutex_unlock(&mutex) }
-    func take() -> Bool {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        let was = flag
-        flag = false
-        return was
     }
 }

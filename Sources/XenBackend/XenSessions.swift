@@ -33,7 +33,7 @@ public enum XenSessions {
     /// The replay backend of a recording made with `record`.
     public static func replayBackend(state: StateDirectory) throws -> XenReplayBackend {
         let toolstack = try openToolstack()
-        let json = try state.read("replay.json")
+        let json = try state.read(StateFile.replayJSON)
         return XenReplayBackend(toolstack: toolstack, state: state, domainName: state.name, configJSON: json)
     }
 
@@ -57,11 +57,11 @@ public enum XenSessions {
         p.stateDirectory = p.stateDirectory ?? state.path
         let record = try template.render(p, role: .record)
         let replay = try template.render(p, role: .replay)
-        try state.write("record.cfg", record.xlText)
-        try state.write("record.json", record.json)
-        try state.write("replay.cfg", replay.xlText)
-        try state.write("replay.json", replay.json)
-        try state.write("backend", "xen\n")
+        try state.write(StateFile.recordConfig, record.xlText)
+        try state.write(StateFile.recordJSON, record.json)
+        try state.write(StateFile.replayConfig, replay.xlText)
+        try state.write(StateFile.replayJSON, replay.json)
+        try state.write(StateFile.backend, BackendKind.xen.rawValue + "\n")
         return (record, replay)
     }
 
@@ -75,15 +75,16 @@ public enum XenSessions {
     /// Record a run: create the record domain (paused, from record.json), let it run
     /// until it shuts down, then destroy it. A signal destroys it and keeps the state.
     public static func record(state: StateDirectory, config: XenDomainConfig, toolstack: XenToolstack,
+                              cancellation: Cancellation = Cancellation(),
                               clock: XenClock = MonotonicClock(), startTimeout: Double = 30) throws -> RecordSummary {
         if let existing = try toolstack.findDomain(named: config.name) {
             throw XenError.domainExists(config.name, existing)
         }
         let id = try toolstack.createDomain(configJSON: config.json)
-        try state.write("domid", "\(id.rawValue)\n")
+        try state.write(StateFile.domid, "\(id.rawValue)\n")
         func cleanUp() {
             try? toolstack.destroyDomain(id)
-            state.remove("domid")
+            state.remove(StateFile.domid)
         }
         do {
             try toolstack.unpauseDomain(id)
@@ -91,9 +92,9 @@ public enum XenSessions {
             var ending: XenShutdownReason?
             var started = false
             while true {
-                if SignalWatcher.pending != 0 {
+                if cancellation.isCancelled {
                     cleanUp()
-                    return RecordSummary(domid: id, ending: nil, signal: SignalWatcher.pending)
+                    return RecordSummary(domid: id, ending: nil, signal: cancellation.signal == 0 ? SIGINT : cancellation.signal)
                 }
                 guard let info = try toolstack.domainInfo(id) else { break }
                 if let reason = info.shutdown { ending = reason; break }
@@ -111,5 +112,44 @@ public enum XenSessions {
             cleanUp()
             throw error
         }
+    }
+}
+
+/// `tt record --backend xen`: the record domain from etc/xentt's template, through libxl.
+public final class XenRecorder: Recorder {
+    public let kind = BackendKind.xen
+    let toolstack: LibXenToolstack
+
+    /// Opens the Xen handles and requires time travel (the one-line refusal otherwise).
+    public init() throws {
+        toolstack = try XenSessions.openToolstack()
+    }
+
+    public func record(_ request: RecordingRequest, into state: StateDirectory,
+                       cancellation: Cancellation) throws -> RecordingOutcome {
+        guard !request.detach else { throw XenConfigError("--detach is not available with --backend xen") }
+        var parameters = XenDomainParameters(name: state.name)
+        parameters.kernel = request.kernel
+        parameters.ramdisk = request.initrd
+        parameters.commandLine = request.append
+        parameters.memoryMB = request.memoryMB
+        parameters.stateDirectory = state.path
+        let template = try XenDomainTemplate.load(from: XenSessions.templatePath())
+        let configs = try XenSessions.writeConfigurations(parameters, template: template, into: state)
+        let summary = try XenSessions.record(state: state, config: configs.record, toolstack: toolstack,
+                                             cancellation: cancellation)
+        if summary.signal != 0 { return .interrupted(signal: summary.signal) }
+        return .finished(summary: "Xen \(summary.domid), \(summary.ending.map { "\($0)" } ?? "destroyed")")
+    }
+
+    public func stopRecording(in state: StateDirectory) throws -> Bool {
+        guard let domid = try toolstack.findDomain(named: state.name) else { return false }
+        try toolstack.destroyDomain(domid)
+        state.remove(StateFile.domid)
+        return true
+    }
+
+    public func runningVM(in state: StateDirectory) -> String? {
+        (try? toolstack.findDomain(named: state.name))?.map { "Xen \($0)" }
     }
 }

@@ -1,3 +1,3 @@
 import TTCommands
 
-BtsDumpTool.main()
+CommandMain.main(BtsDumpTool.self)

@@ -1,3 +1,3 @@
 import TTCommands
 
-BtsExtractTool.main()
+CommandMain.main(BtsExtractTool.self)

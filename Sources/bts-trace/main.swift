@@ -1,3 +1,3 @@
 import TTCommands
 
-BtsTraceTool.main()
+CommandMain.main(BtsTraceTool.self)

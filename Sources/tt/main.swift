@@ -1,3 +1,3 @@
 import TTCommands
 
-TT.main()
+CommandMain.main(TT.self)

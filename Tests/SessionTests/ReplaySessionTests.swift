@@ -23,6 +23,9 @@ final class ScriptedBackend: ReplayBackend {
     }
 
     var isLive: Bool { live }
+    var vmDescription: String? { live ? "scripted VM" : nil }
+    func cleanUpAfterDeadOwners() {}
+    func followConsole(until cancellation: Cancellation) throws {}
     func boot() throws { calls.append("boot"); live = true; index = 0 }
     func attach() throws { calls.append("attach"); live = true }
     func detach() { calls.append("detach") }
@@ -53,16 +56,16 @@ final class ScriptedBackend: ReplayBackend {
         index += 1
         return .stepped
     }
-    func continueUntilStop(hintBrctr: UInt64?, progress: ((UInt64) -> Void)?) throws -> StopReason {
+    func continueUntilStop(hintBrctr: UInt64?, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
         repeat {
             if try step() == .ended { return .ended }
         } while !breakpoints.contains(stream[index].ip)
         return .breakpoint
     }
-    func interrupt() {}
     func resumeDetached() throws { calls.append("resume") }
     func pause() throws { calls.append("pause") }
-    func seek(toAtMost brctr: UInt64) throws -> Position {
+    func saveCheckpoint(at position: Position) throws -> Checkpoint? { nil }
+    func restore(_ checkpoint: Checkpoint) throws -> Position {
         seeks += 1
         index = 0
         return try position()

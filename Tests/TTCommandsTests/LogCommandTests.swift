@@ -31,15 +31,7 @@ final class LogCommandTests: XCTestCase {
         fflush(stdout)
         dup2(outFD, 1)
         dup2(errFD, 2)
-        var status: Int32 = 0
-        do {
-            var command = try TT.parseAsRoot(args)
-            try command.run()
-        } catch let e as ExitCode {
-            status = e.rawValue
-        } catch {
-            status = -1
-        }
+        let status = CommandMain.status(TT.self, arguments: args)
         fflush(stdout)
         fflush(stderr)
         dup2(savedOut, 1)

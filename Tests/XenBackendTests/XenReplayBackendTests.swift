@@ -152,17 +152,17 @@ final class XenReplayBackendTests: XCTestCase {
         XCTAssertEqual(fake.violations, [])
     }
 
-    /// A signal (here: `interrupt()`, what the signal watcher calls) while the guest runs:
+    /// A signal (here: the session's cancellation, what SIGINT cancels) while the guest runs:
     /// the domain is paused, the session reports where, and destroying it leaves nothing.
     func testInterruptPausesAndCleanupLeavesNoDomain() throws {
         for hvm in [true, false] {
-            let (session, backend, fake) = try makeSession(hvm: hvm)
+            let (session, _, fake) = try makeSession(hvm: hvm)
             try session.start(paused: true)
             fake.stalled = true
             var polls = 0
             fake.onPoll = {
                 polls += 1
-                if polls == 5 { backend.interrupt() }
+                if polls == 5 { session.cancellation.cancel() }
             }
             XCTAssertThrowsError(try session.runUntil(ResolvedLocation(address: Self.f, condition: .next))) { error in
                 guard case SessionError.interrupted = error else { return XCTFail("\(error)") }

@@ -117,8 +117,6 @@ public struct ReplayEventType: RawRepresentable, Hashable, Sendable, CustomStrin
         .deviceInput, .consoleOutput, .hardwareBranches32, .hardwareBranches64,
     ]
 
-    public var isKnown: Bool { knownName != nil }
-
     private var knownName: String? {
         switch rawValue {
         case 1: return "session-start"

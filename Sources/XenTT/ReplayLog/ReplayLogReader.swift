@@ -253,12 +253,6 @@ public final class ReplayLogReader {
         }
     }
 
-    /// Back to the first entry; the counter checks start over.
-    public func rewind() {
-        position(at: dataStart, index: 0)
-        finished = bytes.size < dataStart
-    }
-
     /// Continue reading at `offset`, an entry boundary whose entry has sequence number `index`;
     /// the per-vCPU counter checks restart there.
     func position(at offset: UInt64, index: UInt64) {

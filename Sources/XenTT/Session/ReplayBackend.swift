@@ -1,3 +1,5 @@
+import TTSystem
+
 /// The contract between the backend-neutral session logic (`ReplaySession`) and a
 /// hypervisor that can replay a recording: QEMU's icount record/replay, or Xen.
 ///
@@ -51,10 +53,12 @@ public enum StopReason: Equatable, Sendable {
     case breakpoint
     /// One instruction (or one `rep` iteration) was executed.
     case stepped
-    /// Stopped by `interrupt` (a signal, a user request) or by a backend-internal fast-forward.
+    /// Stopped because the caller's `Cancellation` was cancelled (a signal, a user request).
     case interrupted
-    /// The recording is exhausted, or the guest ended; the VM can run no further.
+    /// The recording is exhausted; the VM still exists, stopped at its end.
     case ended
+    /// The VM is gone (the guest ended it, or it died); nothing is left to kill.
+    case exited
 }
 
 /// One taken control transfer: `from` the last instruction executed, `to` the next one;
@@ -90,7 +94,6 @@ public struct RegisterValue: Hashable, Sendable {
 
 extension ReplayBackend {
     public func landmark() throws -> Landmark { try position().landmark }
-    public func landed(at position: Position) {}
 }
 
 /// What a backend can do beyond the required primitives.
@@ -98,15 +101,15 @@ public struct BackendCapabilities: OptionSet, Sendable {
     public let rawValue: Int
     public init(rawValue: Int) { self.rawValue = rawValue }
 
-    /// `seek(toAtMost:)` works: the session can go back in time.
+    /// `restore(_:)` works, at least for `Checkpoint.start`: the session can go back in time.
     public static let seeking = BackendCapabilities(rawValue: 1 << 0)
     /// `setTracing` delivers branch records.
     public static let branchTracing = BackendCapabilities(rawValue: 1 << 1)
 }
 
 /// A hypervisor-specific replay VM driver. One object drives one replay VM of one
-/// recorded state directory. Calls are made from one thread; every call except
-/// `interrupt()` happens while the vCPU is stopped (or before `boot`).
+/// recorded state directory. Calls are made from one thread, while the vCPU is stopped
+/// (or before `boot`); the long one, `continueUntilStop`, watches a `Cancellation`.
 public protocol ReplayBackend: AnyObject {
     /// "qemu", "xen": for messages.
     var name: String { get }
@@ -114,6 +117,11 @@ public protocol ReplayBackend: AnyObject {
 
     /// Whether a replay VM of this state directory exists (this process's or a detached one).
     var isLive: Bool { get }
+    /// What the live replay VM is, for messages ("QEMU pid 4242", "Xen domain 7"); nil if none.
+    var vmDescription: String? { get }
+    /// Clean up what a command that died left in the state directory: a VM it owned is
+    /// killed, files naming dead processes are removed. A VM is never adopted this way.
+    func cleanUpAfterDeadOwners()
 
     /// Create the replay VM at the very beginning of the recording, vCPU stopped.
     /// Precondition: `!isLive`.
@@ -129,35 +137,35 @@ public protocol ReplayBackend: AnyObject {
     /// The current landmark alone, where that is cheaper than `position()` (QEMU answers
     /// icount queries slowly); the session calls it at every breakpoint hit.
     func landmark() throws -> Landmark
-    /// The session landed exactly at `position` (a breakpoint stop): a backend may keep
-    /// a snapshot there to come back to it quickly with `seek`.
-    func landed(at position: Position)
     /// General-purpose registers and the instruction pointer, for comparison and display.
     func registers() throws -> [RegisterValue]
 
     func insertBreakpoint(at address: UInt64) throws
     func removeBreakpoint(at address: UInt64) throws
 
-    /// Execute exactly one instruction (one `rep` iteration). Returns `.stepped`,
-    /// or `.ended` when the replay cannot go further.
+    /// Execute exactly one instruction (one `rep` iteration). Returns `.stepped`, or
+    /// `.ended`/`.exited` when the replay cannot go further.
     func step() throws -> StopReason
     /// Execute at least one instruction, then run until the vCPU is about to execute
-    /// an address with a breakpoint, the replay ends, or `interrupt()` is called.
+    /// an address with a breakpoint, the replay ends, or `cancellation` is cancelled
+    /// (then `.interrupted`, the vCPU stopped wherever it was).
     /// `hintBrctr`: the caller wants to reach this branch count; a backend may use it to
     /// fast-forward (it must then stop no later than the first breakpoint at or after it).
     /// `progress` is called now and then with the live branch count while the vCPU runs.
-    func continueUntilStop(hintBrctr: UInt64?, progress: ((UInt64) -> Void)?) throws -> StopReason
-    /// Ask a running `continueUntilStop` to stop soon; safe from a signal-watching thread.
-    func interrupt()
+    func continueUntilStop(hintBrctr: UInt64?, cancellation: Cancellation,
+                           progress: ((UInt64) -> Void)?) throws -> StopReason
 
     /// Let the vCPU run freely (no controller waiting), e.g. `tt replay` without `-p`.
     func resumeDetached() throws
     /// Stop a freely running vCPU.
     func pause() throws
 
-    /// Go back: restore a state whose branch count is at most `brctr` (counters restored),
+    /// Keep the VM's state at `position` (a landing) so that `restore` can come back to it;
+    /// nil when the backend cannot. The `Timeline` decides where checkpoints are worth it.
+    func saveCheckpoint(at position: Position) throws -> Checkpoint?
+    /// Go back to a checkpoint this VM saved, or to `Checkpoint.start` (counters restored),
     /// and return where that left the vCPU. Only with `.seeking`.
-    func seek(toAtMost brctr: UInt64) throws -> Position
+    func restore(_ checkpoint: Checkpoint) throws -> Position
 
     /// Switch branch tracing on (records after the current landmark go to `sink`) or off
     /// (`sink` nil; records up to and including the current landmark have been delivered).
@@ -165,4 +173,8 @@ public protocol ReplayBackend: AnyObject {
 
     /// Kill the replay VM; all recorded state stays. Afterwards `!isLive`.
     func kill() throws
+
+    /// Copy the live replay's console output to standard output until the VM ends or
+    /// `cancellation` is cancelled (`tt replay -c`).
+    func followConsole(until cancellation: Cancellation) throws
 }

@@ -6,7 +6,7 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
     case notReached(target: String, endedAt: String)
     case passed(target: String, at: Landmark)
     case needsSeeking(target: String, at: Landmark, backend: String)
-    case interrupted(at: Landmark)
+    case interrupted(at: Landmark, signal: Int32)
     case landingMismatch(target: String, first: Landmark, second: Landmark)
 
     public var description: String {
@@ -19,7 +19,7 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
             return "\(target) not reached: the replay passed its branch count without the ip there (now at \(at))"
         case .needsSeeking(let target, let at, let backend):
             return "\(target) lies before the current position \(at), and the \(backend) backend cannot go back"
-        case .interrupted(let at):
+        case .interrupted(let at, _):
             return "interrupted; the replay is paused at \(at)"
         case .landingMismatch(let target, let first, let second):
             return "internal error: landed on \(target) at \(first) but a second read says \(second)"
@@ -28,7 +28,7 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
 
     public var exitStatus: Int32 {
         switch self {
-        case .interrupted: return 130
+        case .interrupted(_, let signal): return Cancelled(signal: signal).exitStatus
         case .notReached, .passed: return 2
         default: return ExitStatus.failure
         }
@@ -39,7 +39,8 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
 ///
 /// States, as in the original tools: `initialized` (created; no VM of ours),
 /// `active` (a replay VM exists and this object controls it), `invalid` (destroyed).
-/// A call in the wrong state throws `SessionError.wrongState`.
+/// A call in the wrong state throws `SessionError.wrongState`. The state changes only
+/// here, on what the calls did or what the backend reported (`.exited`: the VM is gone).
 public final class ReplaySession {
     public enum State: String, CustomStringConvertible, Sendable {
         case initialized, active, invalid
@@ -48,12 +49,19 @@ public final class ReplaySession {
 
     public let name: String
     public let backend: ReplayBackend
+    /// The live replay's checkpoints and the order of moments.
+    public let timeline: Timeline
+    /// Watched by every run of the vCPU; a cancelled run stops where it is.
+    public let cancellation: Cancellation
     public private(set) var state: State = .initialized
 
     /// Create a session object; creates no VM.
-    public init(name: String, backend: ReplayBackend) {
+    public init(name: String, backend: ReplayBackend, timeline: Timeline = Timeline(),
+                cancellation: Cancellation = Cancellation()) {
         self.name = name
         self.backend = backend
+        self.timeline = timeline
+        self.cancellation = cancellation
     }
 
     private func require(_ expected: State, _ operation: String) throws {
@@ -68,6 +76,7 @@ public final class ReplaySession {
     public func start(paused: Bool = true, until location: ResolvedLocation? = nil,
                       progress: ((UInt64) -> Void)? = nil) throws -> Position {
         try require(.initialized, "start")
+        timeline.reset()
         try backend.boot()
         state = .active
         if let location { return try runUntil(location, progress: progress) }
@@ -88,6 +97,7 @@ public final class ReplaySession {
     public func stop() throws {
         guard state != .invalid else { throw SessionError.wrongState(operation: "stop", state: state) }
         try backend.kill()
+        timeline.reset()
         state = .initialized
     }
 
@@ -101,7 +111,10 @@ public final class ReplaySession {
     /// Stop, then make this object unusable. The state directory stays.
     public func destroy() throws {
         guard state != .invalid else { throw SessionError.wrongState(operation: "destroy", state: state) }
-        if state == .active { try backend.kill() }
+        if state == .active {
+            try backend.kill()
+            timeline.reset()
+        }
         state = .invalid
     }
 
@@ -132,8 +145,8 @@ public final class ReplaySession {
         try backend.setTracing(sink)
     }
 
-    /// Run (forwards, or backwards through a seek when the target lies behind) until the
-    /// vCPU is exactly at `target`, and check it after landing. Ends with
+    /// Run (forwards, or backwards through a checkpoint when the target lies behind) until
+    /// the vCPU is exactly at `target`, and check it after landing. Ends with
     /// `SessionError.notReached` instead of hanging when the replay ends first.
     @discardableResult
     public func runUntil(_ target: ResolvedLocation, progress: ((UInt64) -> Void)? = nil) throws -> Position {
@@ -143,8 +156,8 @@ public final class ReplaySession {
         switch target.condition {
         case .exact(let brctr, let cx):
             if target.matches(position.landmark) { return position }
-            if isBehind(position.landmark, address: target.address, brctr: brctr, cx: cx) {
-                position = try seekBack(toAtMost: brctr, target: target, from: position.landmark)
+            if Timeline.isBefore(address: target.address, brctr: brctr, cx: cx, position.landmark) {
+                position = try goBack(before: brctr, target: target, from: position.landmark)
                 if target.matches(position.landmark) { return position }
             }
             landed = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
@@ -156,7 +169,7 @@ public final class ReplaySession {
             landed = try runToBreakpoint(target, hint: nil, progress: progress) { target.matches($0) }
         case .occurrence(let n):
             if !(position.landmark.brctr == 0 && (position.icount ?? 0) == 0) {
-                position = try seekBack(toAtMost: 0, target: target, from: position.landmark)
+                position = try goBack(before: 0, target: target, from: position.landmark)
             }
             var seen: UInt64 = position.landmark.ip == target.address ? 1 : 0
             if seen == n { return position }
@@ -171,42 +184,46 @@ public final class ReplaySession {
         guard again.landmark == landed, target.matches(again.landmark) else {
             throw SessionError.landingMismatch(target: target.text, first: landed, second: again.landmark)
         }
-        backend.landed(at: again)
+        checkpointIfWorthIt(at: again)
         return again
     }
 
-    /// Whether `here` lies after the exact point (address, brctr, cx): then only going
-    /// back can reach it. Within one branch count, straight-line code only moves up, and
-    /// a `rep` instruction's count register only goes down.
-    private func isBehind(_ here: Landmark, address: UInt64, brctr: UInt64, cx: UInt64?) -> Bool {
-        if here.brctr != brctr { return here.brctr > brctr }
-        if here.ip != address { return here.ip > address }
-        if let cx { return here.cx < cx }
-        return false
+    /// A landing is where users come back to: keep a checkpoint there unless one is near.
+    /// A failed checkpoint costs only speed later, never exactness, so it is not an error.
+    private func checkpointIfWorthIt(at position: Position) {
+        guard timeline.wantsCheckpoint(at: position),
+              let checkpoint = try? backend.saveCheckpoint(at: position) else { return }
+        try? timeline.add(checkpoint)
     }
 
-    private func seekBack(toAtMost brctr: UInt64, target: ResolvedLocation, from: Landmark) throws -> Position {
+    /// Back to the latest checkpoint before branch count `brctr` (the start for 0).
+    private func goBack(before brctr: UInt64, target: ResolvedLocation, from: Landmark) throws -> Position {
         guard backend.capabilities.contains(.seeking) else {
             throw SessionError.needsSeeking(target: target.text, at: from, backend: backend.name)
         }
-        return try backend.seek(toAtMost: brctr)
+        return try backend.restore(timeline.latest(before: brctr))
     }
 
     /// Breakpoint at the target's address; continue until `accept` says this stop is it.
     private func runToBreakpoint(_ target: ResolvedLocation, hint: UInt64?, progress: ((UInt64) -> Void)?,
                                  accept: (Landmark) throws -> Bool) throws -> Landmark {
         try backend.insertBreakpoint(at: target.address)
-        defer { if backend.isLive { try? backend.removeBreakpoint(at: target.address) } }
+        var vmGone = false
+        defer { if !vmGone { try? backend.removeBreakpoint(at: target.address) } }
         while true {
-            let reason = try backend.continueUntilStop(hintBrctr: hint, progress: progress)
-            if reason == .ended {
+            let reason = try backend.continueUntilStop(hintBrctr: hint, cancellation: cancellation, progress: progress)
+            if reason == .ended || reason == .exited {
                 let end = (try? backend.position()).map { describe($0) } ?? "its end"
-                if !backend.isLive { state = .initialized }
+                if reason == .exited {
+                    vmGone = true
+                    timeline.reset()
+                    state = .initialized
+                }
                 throw SessionError.notReached(target: target.text, endedAt: end)
             }
             let here = try backend.landmark()
             if try accept(here) { return here }
-            if reason == .interrupted { throw SessionError.interrupted(at: here) }
+            if reason == .interrupted { throw SessionError.interrupted(at: here, signal: cancellation.signal) }
         }
     }
 

@@ -11,7 +11,7 @@ public enum StateError: Error, CustomStringConvertible, ExitStatusProviding {
     case missing(FilePath)
     case exists(FilePath)
     case busy(FilePath, pid: Int32)
-    case vmRunning(FilePath, pid: Int32)
+    case vmRunning(FilePath, vm: String)
     case noVM(FilePath)
     case badFile(FilePath, String)
 
@@ -22,7 +22,7 @@ public enum StateError: Error, CustomStringConvertible, ExitStatusProviding {
         case .missing(let p): return "\(p): no recording here (run tt record first)"
         case .exists(let p): return "\(p): a recording already exists (use -f to replace it)"
         case .busy(let p, let pid): return "\(p): in use by pid \(pid)"
-        case .vmRunning(let p, let pid): return "\(p): a VM of this state directory is running (pid \(pid))"
+        case .vmRunning(let p, let vm): return "\(p): a VM of this state directory is running: \(vm)"
         case .noVM(let p): return "\(p): no replay VM is running (start one with tt replay)"
         case .badFile(let p, let why): return "\(p): \(why)"
         }
@@ -76,12 +76,8 @@ public struct StateDirectory: Sendable {
         guard !p.components.contains(where: { $0.kind == .parentDirectory }) else {
             throw StateError.badPath(raw, "contains '..'")
         }
-        if p.isRelative {
-            var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
-            guard getcwd(&buf, buf.count) != nil else { throw StateError.badPath(raw, "cannot find the current directory") }
-            p = FilePath(String(cString: buf)).pushing(p)
-        }
-        p = p.lexicallyNormalized()
+        guard let absolute = absolutePath(p) else { throw StateError.badPath(raw, "cannot find the current directory") }
+        p = absolute
         path = explicit == nil ? p.appending(name) : p
     }
 

@@ -15,10 +15,9 @@ import TTSystem
 ///   first pass and then reached again exactly, so tracing never has to go back);
 /// - `WHERE:brctr[:cx]` is that exact point; an end before the start is an error.
 ///
-/// The VM: if the session has no VM and none of its state directory is live, one is booted
-/// and killed at the end, whatever happens (error, signal). If a replay VM of the state
-/// directory already runs (started by `tt replay`), it is attached, and left alive and
-/// paused where the run stopped (tracing switched off), also on an error.
+/// The session must be active: whoever made it so (booted a VM, or attached to a live one)
+/// decides its fate afterwards. On an error, tracing is switched off, so a VM left alive
+/// never blocks on a full ring.
 public final class TraceTask {
     public let session: ReplaySession
     public let start: ResolvedLocation
@@ -55,8 +54,6 @@ public final class TraceTask {
         public var complete: Bool
         /// Whether tracing was switched on (there is something to extract, maybe nothing).
         public var traced: Bool
-        /// Whether this task booted the VM (and killed it afterwards) or used a live one.
-        public var bootedVM: Bool
     }
 
     /// Failure of a capture, with what was captured up to it.
@@ -84,20 +81,29 @@ public final class TraceTask {
 
     /// Run the task. Throws `Incomplete` (wrapping the cause) when it could not finish.
     public func run() throws -> Window {
-        var window = Window(start: nil, end: nil, logPath: logPath, records: 0, brctrRange: nil, complete: false, traced: false, bootedVM: false)
+        var window = Window(start: nil, end: nil, logPath: logPath, records: 0, brctrRange: nil, complete: false, traced: false)
         var writer: ReplayLogWriter?
         var sink: ReplayLogBranchSink?
         var tracing = false
         let backend = session.backend
-        let callerOwnsVM = session.state == .active
+        let cancellation = session.cancellation
         // The last CPU state stamped into the log (stamps never go backwards).
         var stamped = CPUState()
+        // The session-start entry is written at the start landmark: on a live replay the
+        // run may first go back in time to reach it, and the log's counters only go up.
+        var started = false
+
+        func beginLog(_ w: ReplayLogWriter, _ cpu: CPUState) throws {
+            try appendText(w, .sessionStart, info: 1, cpu: cpu, session.name)
+            started = true
+        }
 
         func finishLog(_ info: UInt32, _ text: String) {
             guard let w = writer else { return }
             var cpu = stamped
             if let p = try? session.position(), p.landmark.brctr >= stamped.brctr { cpu = self.cpu(p) }
             if let last = sink?.lastBrctr, last > cpu.brctr { cpu = CPUState(ip: 0, brctr: last) }
+            if !started { try? beginLog(w, cpu) }
             try? appendText(w, .sessionEnd, info: info, cpu: cpu, text)
             try? w.flush()
         }
@@ -109,23 +115,11 @@ public final class TraceTask {
         }
 
         do {
-            try checkSignal()
-            if session.state == .initialized {
-                if backend.isLive {
-                    try session.attach()
-                } else {
-                    window.bootedVM = true
-                    try session.start(paused: true)
-                }
-            }
-            try checkSignal()
+            try cancellation.check()
             _ = unlinkIfPresent(logPath)
             let w = try ReplayLogWriter(creating: logPath, header: ReplayLogHeader(
                 producer: "tt trace-task (\(backend.name))", guestWordSize: guestWordSize, vcpuCount: 1))
             writer = w
-            let here = try session.position()
-            stamped = cpu(here)
-            try appendText(w, .sessionStart, info: 1, cpu: stamped, session.name)
 
             // An end given as the N-th execution is found first, then reached exactly.
             var endTarget = end
@@ -143,8 +137,9 @@ public final class TraceTask {
             let s = try session.runUntil(startTarget, progress: progress.map { p in { p(.toStart, $0) } })
             window.start = s
             stamped = cpu(s)
-            try checkSignal()
-            if case .exact(let b, let cx) = endTarget.condition, Self.isBefore(address: endTarget.address, brctr: b, cx: cx, s.landmark) {
+            try beginLog(w, stamped)
+            try cancellation.check()
+            if case .exact(let b, let cx) = endTarget.condition, Timeline.isBefore(address: endTarget.address, brctr: b, cx: cx, s.landmark) {
                 throw BadWindow(message: "the end \(end.text) (\(Landmark(ip: endTarget.address, brctr: b, cx: cx ?? 0))) lies before the start \(start.text), which landed at \(s.landmark)")
             }
             try appendText(w, .landmark, info: 0, cpu: cpu(s), start.text)
@@ -180,45 +175,9 @@ public final class TraceTask {
             if tracing, session.state == .active { try? session.setTracing(nil) }
             if let sk = sink { takeCounts(sk) }
             finishLog(2, String(describing: error))
-            if !callerOwnsVM { release(window) }
             throw Incomplete(underlying: error, window: window)
         }
-        if !callerOwnsVM { release(window) }
         return window
-    }
-
-    /// Kill a VM this task booted; let go of one it found running. A session the caller
-    /// handed over already active stays as it is.
-    private func release(_ window: Window) {
-        switch session.state {
-        case .active:
-            if window.bootedVM { try? session.destroy() } else { try? session.detach() }
-        case .initialized:
-            // The replay ended under us (it kills nothing of the user's).
-            if window.bootedVM { try? session.stop() }
-        case .invalid:
-            break
-        }
-    }
-
-    private func checkSignal() throws {
-        let s = SignalWatcher.pending
-        if s != 0 { throw Interrupted(signal: s) }
-    }
-
-    public struct Interrupted: Error, CustomStringConvertible, ExitStatusProviding {
-        public let signal: Int32
-        public var description: String { "interrupted by signal \(signal)" }
-        public var exitStatus: Int32 { SignalWatcher.exitStatus(signal) }
-    }
-
-    /// Whether the exact point (address, brctr, cx) comes before `start` in the run
-    /// (within one branch count straight-line code only moves up and a rep count only down).
-    static func isBefore(address: UInt64, brctr: UInt64, cx: UInt64?, _ start: Landmark) -> Bool {
-        if brctr != start.brctr { return brctr < start.brctr }
-        if address != start.ip { return address < start.ip }
-        if let cx { return cx > start.cx }
-        return false
     }
 
     private func cpu(_ p: Position) -> CPUState {

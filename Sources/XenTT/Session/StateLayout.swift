@@ -1,0 +1,48 @@
+import TTSystem
+
+/// Every file name of a state directory, in one place (each backend uses its own subset).
+/// QEMU runs with the state directory as its working directory and names these relatively.
+public enum StateFile {
+    // Every recording.
+    /// Which backend made the recording (`BackendKind`'s raw value).
+    public static let backend = "backend"
+    /// The guest kernel's symbol file path, absolute.
+    public static let symfile = "symfile"
+    /// flock(2) of the command that uses the directory, with its pid.
+    public static let lock = "lock"
+    /// The replay log `tt trace-task` writes, and its default BTS output.
+    public static let traceLog = "trace.ttlog", traceOutput = "trace.bts"
+    /// The timeline's checkpoints of the live replay (one line each, see `Timeline`).
+    public static let checkpoints = "replay.snapshots"
+
+    // QEMU recordings.
+    public static let argv = "qemu.argv", replayArgv = "replay.argv"
+    public static let recording = "recording.rr", snapshot = "snapshot.qcow2", replaySnapshot = "replay.qcow2"
+    public static let recordConsole = "console.record", replayConsole = "console.replay"
+    public static let recordLog = "record.log", replayLog = "replay.log"
+    public static let recordShm = "record.shm", replayShm = "replay.shm"
+    public static let qmp = "qmp.sock", gdb = "gdb.sock", pid = "pid", recordPID = "record.pid"
+    public static let kernel = "kernel", initrd = "initrd"
+
+    // Xen recordings.
+    public static let recordConfig = "record.cfg", recordJSON = "record.json"
+    public static let replayConfig = "replay.cfg", replayJSON = "replay.json"
+    public static let domid = "domid"
+}
+
+/// The hypervisor a recording was made with; stored in `StateFile.backend`.
+public enum BackendKind: String, Sendable, CaseIterable {
+    case qemu, xen
+
+    /// The kind recorded in `state` (recordings made before the file existed are QEMU's).
+    public init(recordedIn state: StateDirectory) throws {
+        guard let text = state.readIfPresent(StateFile.backend)?.trimmingWhitespace else {
+            self = .qemu
+            return
+        }
+        guard let kind = BackendKind(rawValue: text) else {
+            throw StateError.badFile(state.file(StateFile.backend), "unknown backend '\(text)'")
+        }
+        self = kind
+    }
+}
