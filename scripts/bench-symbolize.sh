@@ -80,9 +80,11 @@ run() { # name, command...
 run tt-gdb-style      "$tt" symbolize --symbols "$binary"
 run tt-with-lines     "$tt" symbolize --symbols "$binary" --lines
 run tt-inline-lines   "$tt" symbolize --symbols "$binary" --inline --lines
-run addr2line-f       addr2line -f -e "$binary"
-run eu-addr2line-f    eu-addr2line -f -e "$binary"
-run llvm-symbolizer   llvm-symbolizer --obj="$binary" --no-inlines --output-style=GNU
+# TT_BENCH_BASELINES: the baselines to run (default: all three).
+baselines=${TT_BENCH_BASELINES:-addr2line-f eu-addr2line-f llvm-symbolizer}
+[[ " $baselines " == *" addr2line-f "* ]] && run addr2line-f addr2line -f -e "$binary"
+[[ " $baselines " == *" eu-addr2line-f "* ]] && run eu-addr2line-f eu-addr2line -f -e "$binary"
+[[ " $baselines " == *" llvm-symbolizer "* ]] && run llvm-symbolizer llvm-symbolizer --obj="$binary" --no-inlines --output-style=GNU
 
 echo
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
