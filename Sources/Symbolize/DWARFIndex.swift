@@ -1,9 +1,9 @@
 import CLibDW
 
-/// Everything Symbolize needs from DWARF, read once by walking each unit's DIE tree
-/// (skipping types and variables) through libdw: functions with all their ranges,
-/// inlined instances with their ranges and call sites. Line tables stay in libdw and
-/// are read lazily per unit.
+/// Everything Symbolize needs from DWARF, read by walking each unit's DIE tree
+/// (skipping types and variables) through libdw: functions with all their ranges, and,
+/// when asked for, inlined instances with their ranges and call sites. Line tables stay
+/// in libdw and are read lazily per unit.
 struct DWARFIndex {
     struct Function {
         var name: Int32        // index into names
@@ -46,11 +46,18 @@ struct DWARFIndex {
 
     init() {}
 
+    /// Whether inlined instances were collected.
+    private(set) var hasInlines = false
+
     /// Walks every compile unit of `dwarf`. `dropZero` discards ranges starting at
     /// address 0 (functions the linker discarded), as GDB does when no section is at 0.
-    init(dwarf: OpaquePointer, dropZero: Bool) {
-        var builder = Builder(dropZero: dropZero)
+    /// `inlines`: also collect inlined instances (the functions are the same either way,
+    /// with the same ids). `walked` is called now and then with the .debug_info offset the
+    /// walk has passed (the caller may release those file pages).
+    init(dwarf: OpaquePointer, dropZero: Bool, inlines: Bool = true, walked: ((UInt64) -> Void)? = nil) {
+        var builder = Builder(dropZero: dropZero, inlines: inlines)
         var cu: OpaquePointer? = nil
+        var reported: UInt64 = 0
         while true {
             var next: OpaquePointer? = nil
             var version: Dwarf_Half = 0
@@ -67,10 +74,20 @@ struct DWARFIndex {
             if dwarf_attr(&cudie, UInt32(DW_AT_language), &langAttr) != nil { _ = dwarf_formudata(&langAttr, &lang) }
             builder.cxx = [0x4, 0x19, 0x1a, 0x21].contains(lang)
             builder.scope = []
+            builder.beginUnit(&cudie)
             builder.walkChildren(of: &cudie, function: -1, inline: -1, depth: 0)
             builder.resolvePendingNames()
+            builder.endUnit()
+            if let walked {
+                let offset = dwarf_dieoffset(&cudie)
+                if offset &- reported >= 16 << 20 {
+                    walked(offset)
+                    reported = offset
+                }
+            }
         }
         self = builder.finish()
+        hasInlines = inlines
     }
 
     private struct Builder {
@@ -91,8 +108,45 @@ struct DWARFIndex {
         var functionIntervals: [RangeTable.Interval] = []
         var inlineIntervals: [RangeTable.Interval] = []
         var scratch: [Range<UInt64>] = []
+        let inlines: Bool
+        /// The current unit's first function interval, and whether GDB's block vector for
+        /// the unit has an address map (see endUnit).
+        var unitFirstInterval = 0
+        var unitHasAddressMap = false
 
-        init(dropZero: Bool) { self.dropZero = dropZero }
+        init(dropZero: Bool, inlines: Bool) {
+            self.dropZero = dropZero
+            self.inlines = inlines
+        }
+
+        /// GDB looks up a unit's blocks through an address map when any block of the unit
+        /// (the unit itself, a function, lexical block or inlined instance) has ranges other
+        /// than its one [lowest, highest) span (buildsym's m_pending_addrmap_interesting),
+        /// else by binary search over the blocks sorted by start.
+        mutating func noteRanges() {
+            if scratch.count > 1 { unitHasAddressMap = true }
+        }
+
+        mutating func beginUnit(_ cudie: inout Dwarf_Die) {
+            unitFirstInterval = functionIntervals.count
+            unitHasAddressMap = false
+            if dwarf_hasattr(&cudie, UInt32(DW_AT_ranges)) != 0 {
+                readRanges(&cudie)
+                noteRanges()
+            }
+        }
+
+        /// Functions of one unit covering the same addresses (assembler aliases: gas emits a
+        /// DW_TAG_subprogram per function symbol) are ranked as GDB finds them: through the
+        /// address map, the first block recorded wins (blocks are recorded children first, in
+        /// DIE order, and never overwrite); by binary search, the last block among those with
+        /// the same start wins (its stable sort keeps later DIEs at higher indexes).
+        mutating func endUnit() {
+            guard unitHasAddressMap else { return }
+            for i in unitFirstInterval..<functionIntervals.count {
+                functionIntervals[i].rank = -functionIntervals[i].rank
+            }
+        }
 
         mutating func intern(_ s: String) -> Int32 {
             if let id = nameIDs[s] { return id }
@@ -231,16 +285,18 @@ struct DWARFIndex {
                 let plain = nameID(of: &die)
                 index.functions.append(Function(name: plain, gdbName: gdbName(&die, plain: plain), entry: scratch[0].lowerBound,
                                                 firstRange: first, rangeCount: Int32(scratch.count), unit: unit))
+                noteRanges()
                 for r in scratch {
-                    functionIntervals.append(.init(start: r.lowerBound, end: r.upperBound, item: id, depth: depth))
+                    functionIntervals.append(.init(start: r.lowerBound, end: r.upperBound, item: id, depth: depth, rank: id))
                 }
                 if dwarf_haschildren(&die) != 0 {
                     walkChildren(of: &die, function: id, inline: -1, depth: depth + 1)
                 }
             case Int32(DW_TAG_inlined_subroutine):
                 readRanges(&die)
+                noteRanges()
                 var next = inline
-                if !scratch.isEmpty && function >= 0 {
+                if inlines && !scratch.isEmpty && function >= 0 {
                     let id = Int32(index.inlines.count)
                     let first = Int32(index.ranges.count)
                     index.ranges.append(contentsOf: scratch)
@@ -254,7 +310,7 @@ struct DWARFIndex {
                                                 callFile: UInt32(truncatingIfNeeded: file), callLine: UInt32(truncatingIfNeeded: line),
                                                 callColumn: UInt32(truncatingIfNeeded: column)))
                     for r in scratch {
-                        inlineIntervals.append(.init(start: r.lowerBound, end: r.upperBound, item: id, depth: depth))
+                        inlineIntervals.append(.init(start: r.lowerBound, end: r.upperBound, item: id, depth: depth, rank: 0))
                     }
                     next = id
                 }
@@ -268,6 +324,10 @@ struct DWARFIndex {
                 walkChildren(of: &die, function: function, inline: inline, depth: depth + 1)
                 scope.removeLast()
             case Int32(DW_TAG_lexical_block), Int32(DW_TAG_try_block), Int32(DW_TAG_catch_block), Int32(DW_TAG_module):
+                if tag == Int32(DW_TAG_lexical_block) && !unitHasAddressMap && dwarf_hasattr(&die, UInt32(DW_AT_ranges)) != 0 {
+                    readRanges(&die)
+                    noteRanges()
+                }
                 if dwarf_haschildren(&die) != 0 {
                     walkChildren(of: &die, function: function, inline: inline, depth: depth + 1)
                 }

@@ -97,6 +97,21 @@ final class ELFImage {
         return sections.first { $0.index == index }
     }
 
+    /// Drops this process's copy of the file pages of section `name` below `offset` (an
+    /// offset in the section): clean pages of the read-only mapping libelf made, read
+    /// again from the page cache if touched later. Keeps resident memory to what is in use
+    /// after a walk over a large section.
+    func releasePages(section name: String, below offset: UInt64) {
+        guard let s = section(named: name), s.hasFileBytes else { return }
+        var size = 0
+        guard let base = elf_rawfile(elf, &size) else { return }
+        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (UInt64(UInt(bitPattern: base)) &+ s.fileOffset + page - 1) / page * page
+        let end = (UInt64(UInt(bitPattern: base)) &+ s.fileOffset &+ min(offset, s.size)) / page * page
+        guard end > start, s.fileOffset + min(offset, s.size) <= UInt64(size) else { return }
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: UInt(start)), Int(end - start), MADV_DONTNEED)
+    }
+
     var hasDebugInfo: Bool {
         sections.contains { ($0.name == ".debug_info" || $0.name == ".zdebug_info") && $0.type != UInt32(SHT_NOBITS) }
     }

@@ -49,6 +49,7 @@ extension SymbolFile {
 
     /// Innermost inlined instance at `address`: its name index and entry.
     func innermostInlineName(at address: UInt64) -> (name: Int32, entry: UInt64)? {
+        ensureInlines()
         guard let id = index.inlineTable.item(containing: address) else { return nil }
         let inl = index.inlines[Int(id)]
         return (inl.name, inl.entry)

@@ -7,6 +7,8 @@ struct RangeTable {
         var item: Int32
         /// Nesting depth: where intervals overlap, the deepest wins.
         var depth: Int32
+        /// Among intervals with the same start, depth and end, the highest rank wins.
+        var rank: Int32
     }
 
     private(set) var starts: [UInt64] = []
@@ -20,7 +22,8 @@ struct RangeTable {
         intervals.sort {
             if $0.start != $1.start { return $0.start < $1.start }
             if $0.depth != $1.depth { return $0.depth < $1.depth }
-            return $0.end > $1.end
+            if $0.end != $1.end { return $0.end > $1.end }
+            return $0.rank < $1.rank
         }
         starts.reserveCapacity(intervals.count)
         ends.reserveCapacity(intervals.count)

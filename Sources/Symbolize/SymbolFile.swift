@@ -70,7 +70,10 @@ public final class SymbolFile {
     let image: ELFImage
     private let debugImage: ELFImage?
     private let dwarf: OpaquePointer?
-    let index: DWARFIndex
+    private let dwarfImage: ELFImage?
+    private let dropZero: Bool
+    /// Functions at load; inlined instances too after the first inline query.
+    private(set) var index: DWARFIndex
     let minimal: MinimalSymbols
     private let mapped: MappedFile?
     private var names: NameTable?
@@ -116,8 +119,29 @@ public final class SymbolFile {
         let sections = image.sections
         minimal = MinimalSymbols(raw: raw, sections: sections)
         let sectionAtZero = sections.contains { $0.isAllocated && $0.address == 0 && $0.size > 0 }
-        index = dwarf.map { DWARFIndex(dwarf: $0, dropZero: !sectionAtZero) } ?? DWARFIndex()
+        dropZero = !sectionAtZero
+        dwarfImage = dwarf == nil ? nil : dwarfSource
+        index = DWARFIndex()
         mapped = try? MappedFile(path: path)
+        if let dwarf { index = walk(dwarf, inlines: false) }
+    }
+
+    /// One walk over the DWARF, releasing the .debug_info pages it has passed.
+    private func walk(_ dwarf: OpaquePointer, inlines: Bool) -> DWARFIndex {
+        let image = dwarfImage
+        let result = DWARFIndex(dwarf: dwarf, dropZero: dropZero, inlines: inlines) {
+            image?.releasePages(section: ".debug_info", below: $0)
+        }
+        image?.releasePages(section: ".debug_info", below: .max)
+        return result
+    }
+
+    /// Inlined instances are collected by a second walk, on the first query that needs
+    /// them (GDB-style names don't).
+    func ensureInlines() {
+        if index.hasInlines { return }
+        guard let dwarf else { return }
+        index = walk(dwarf, inlines: true)
     }
 
     deinit {
@@ -183,6 +207,7 @@ public final class SymbolFile {
 
     /// The inlined instances containing `address`, innermost first (empty outside any).
     public func inlineChain(at address: UInt64) -> [InlineFrame] {
+        ensureInlines()
         guard var id = index.inlineTable.item(containing: address) else { return [] }
         var chain: [InlineFrame] = []
         while id >= 0 {

@@ -101,6 +101,8 @@ public final class Symbolizer {
         guard let m = map(for: address) else { return false }
         let file = m.file
         let a = m.fileAddress(address)
+        // Before any name index is taken: the first inline query re-walks the DWARF.
+        if style == .inline { file.ensureInlines() }
         guard let outer = file.gdbName(at: a) else { return false }
         bytes.append(contentsOf: m.prefix.utf8)
         if style == .inline, let inl = file.innermostInlineName(at: a) {

@@ -33,6 +33,25 @@ enum Fixtures {
         return out
     }
 
+    /// Aliases and same-address symbols (aliases_main.c, aliases.S, aliases_one.S), 64-bit;
+    /// with `stripped`, a copy without DWARF (GDB then chooses among minimal symbols only).
+    static func aliases(stripped: Bool) throws -> String {
+        let key = stripped ? "aliases-nodwarf" : "aliases"
+        if let b = built[key] { return b }
+        let full = buildDir.appendingPathComponent("aliases").path
+        if built["aliases"] == nil {
+            _ = try runTool(["gcc", "-g", "-O2", "-ffreestanding", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-m64"]
+                            + ["aliases_main.c", "aliases.S", "aliases_one.S"].map { sourceDir.appendingPathComponent($0).path }
+                            + ["-o", full])
+            built["aliases"] = full
+        }
+        guard stripped else { return full }
+        let out = buildDir.appendingPathComponent(key).path
+        _ = try runTool(["objcopy", "--strip-debug", full, out])
+        built[key] = out
+        return out
+    }
+
     /// A dynamically linked PIE user program (PLT entries), built with extra flags.
     static func userProgram(_ name: String, flags: [String]) throws -> String {
         let out = buildDir.appendingPathComponent(name).path

@@ -84,6 +84,33 @@ final class GDBStyleTests: XCTestCase {
         XCTAssertEqual(mismatches, [])
     }
 
+    /// Weak/global aliases, same-address locals, a shorter global inside a longer local and
+    /// zero-sized symbols: every instruction against gdb, with DWARF (gas describes each
+    /// assembler function symbol as a subprogram) and without (minimal symbols only).
+    func testAliasesAndSameAddressSymbols() throws {
+        for stripped in [false, true] {
+            let file = try Fixtures.aliases(stripped: stripped)
+            let symbols = try SymbolFile(path: FilePath(file))
+            XCTAssertEqual(symbols.hasDebugInfo, !stripped)
+            let addresses = try objdumpInstructions(file).map(\.address)
+            let expected = try gdbNames(file, addresses)
+            XCTAssertEqual(expected.count, addresses.count)
+            // What the fixture is for, as gdb sees it: at one address, the first of two
+            // subprograms in a unit with an address map, the last in a unit without, and
+            // among minimal symbols the last name of the preferred type.
+            let seen = Set(expected.map { $0.split(separator: "+").first.map(String.init) ?? "" })
+            let wanted: Set<String> = stripped ? ["mm_weak", "cp_weak", "aa_global", "loc_b", "plain_label", "no_size", "weak_work"]
+                                               : ["__mm_global", "cp_weak", "aa_global", "loc_b", "plain_label", "no_size", "real_work"]
+            XCTAssertTrue(wanted.isSubset(of: seen), "gdb names \(seen.sorted()) lack \(wanted.subtracting(seen).sorted())")
+            let sym = Symbolizer(symbols: symbols)
+            var mismatches: [String] = []
+            for (a, want) in zip(addresses, expected) where (sym.symbolicName(a, style: .gdb) ?? "") != want {
+                mismatches.append("0x\(String(a, radix: 16)): gdb <\(want)> ours <\(sym.symbolicName(a, style: .gdb) ?? "")>")
+            }
+            XCTAssertEqual(mismatches, [], stripped ? "without DWARF" : "with DWARF")
+        }
+    }
+
     func testSymbolTableOnly() throws {
         for bits in [64, 32] {
             let file = try Fixtures.withoutDWARF(bits: bits)
