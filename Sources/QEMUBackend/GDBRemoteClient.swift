@@ -17,6 +17,8 @@ final class GDBRemoteClient {
 
     init(path: FilePath) throws {
         socket = try UnixSocket(connectingTo: path)
+        // QEMU answers within milliseconds unless it is stopped or hung: never wait forever.
+        socket.receiveTimeoutMS = QEMUMachine.answerTimeoutMS
     }
 
     private func checksum(_ bytes: some Sequence<UInt8>) -> UInt8 {

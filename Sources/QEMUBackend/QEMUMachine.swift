@@ -42,6 +42,9 @@ public struct QEMUMachine: Sendable {
     }
 
     public static let binary = "qemu-system-x86_64"
+    /// How long tt waits for an answer from QEMU's QMP or gdb socket while the vCPU is
+    /// stopped (a running vCPU is waited for by polling, without a limit).
+    static let answerTimeoutMS: Int32 = 30_000
 
     /// The recording's argument vector. The kernel and initrd are copies inside the
     /// state directory, so a rebuilt guest cannot break an old recording.

@@ -43,25 +43,34 @@ public final class QEMURecorder: Recorder {
         return QEMUReplayBackend(state: state).vmDescription
     }
 
-    /// Reap what dead owners left behind: a replay VM whose pid file names a dead
-    /// process is forgotten; a foreground recording whose `tt record` died is killed.
+    /// Clean up what dead commands left behind: a recording or replay VM whose owning
+    /// command is gone is killed (never adopted), and pid files naming a process that is not
+    /// this directory's QEMU any more are removed with the replay's sockets.
     public static func cleanStale(_ state: StateDirectory) {
-        if let text = state.readIfPresent(StateFile.recordPID) {
-            let f = text.split(whereSeparator: { $0 == "\n" || $0 == " " }).map(String.init)
-            let qemu = f.first.flatMap { Int32($0) } ?? 0
-            let owner = f.count >= 3 && f[1] == "owner" ? Int32(f[2]) ?? 0 : 0
+        if let (qemu, owner) = readOwnedPID(state, StateFile.recordPID) {
             if !isOurQEMU(qemu, state) {
                 state.remove(StateFile.recordPID)
-            } else if owner != 0 && !ChildProcess.isAlive(owner) {
+            } else if let owner, !ChildProcess.isAlive(owner) {
                 ChildProcess.terminate(qemu)
                 state.remove(StateFile.recordPID)
             }
         }
-        if let pid = readPID(state, StateFile.pid), !isOurQEMU(pid, state) {
-            state.remove(StateFile.pid)
-            state.remove(StateFile.qmp)
-            state.remove(StateFile.gdb)
+        if let (qemu, owner) = readOwnedPID(state, StateFile.pid) {
+            let ours = isOurQEMU(qemu, state)
+            if ours, let owner, !ChildProcess.isAlive(owner) { ChildProcess.terminate(qemu) }
+            if !ours || owner.map({ !ChildProcess.isAlive($0) }) == true {
+                for f in [StateFile.pid, StateFile.qmp, StateFile.gdb, StateFile.replaySnapshot] { state.remove(f) }
+            }
         }
+    }
+
+    /// A pid file: the QEMU's pid, then `owner PID` (the command whose VM it is) or `detached`.
+    static func readOwnedPID(_ state: StateDirectory, _ file: String) -> (pid: Int32, owner: Int32?)? {
+        guard let text = state.readIfPresent(file) else { return nil }
+        let f = text.split(whereSeparator: { $0 == "\n" || $0 == " " }).map(String.init)
+        guard let pid = f.first.flatMap({ Int32($0) }) else { return nil }
+        let owner = f.count >= 3 && f[1] == "owner" ? Int32(f[2]) : nil
+        return (pid, owner)
     }
 
     static func readPID(_ state: StateDirectory, _ file: String) -> Int32? {

@@ -53,7 +53,7 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     // MARK: lifecycle
 
-    public func boot() throws {
+    public func boot(outlivesCommand: Bool) throws {
         try state.requireRecording()
         if let vm = vmDescription { throw StateError.vmRunning(state.path, vm: vm) }
         if let p = QEMURecorder.recordingPID(state) { throw StateError.vmRunning(state.path, vm: "recording QEMU (pid \(p))") }
@@ -70,7 +70,9 @@ public final class QEMUReplayBackend: ReplayBackend {
         defer { umask(oldMask) }
         pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(F.replayLog))
         do {
-            try state.write(F.pid, "\(pid)\n")
+            // The pid file says whose the VM is: a command's own VM is killed by the next
+            // command once that one is gone (cleanUpAfterDeadOwners), never adopted.
+            try state.write(F.pid, outlivesCommand ? "\(pid)\ndetached\n" : "\(pid)\nowner \(getpid())\n")
             try connect(timeoutMS: 30_000)
             guard shm!.pluginAttached else { throw QEMUError("the QEMU plugin did not attach to \(F.replayShm)") }
         } catch {
@@ -89,8 +91,14 @@ public final class QEMUReplayBackend: ReplayBackend {
             if pid > 0, !ChildProcess.isAlive(pid) || ChildProcess.reap(pid) != nil {
                 throw QEMUError("QEMU exited while starting the replay: \(lastLine(of: state.file(F.replayLog)) ?? "no message")")
             }
-            if qmp == nil { qmp = try? QMPClient(path: state.file(F.qmp)) }
-            if qmp != nil && gdb == nil { gdb = try? GDBRemoteClient(path: state.file(F.gdb)) }
+            // A socket not there yet is retried; a QEMU that accepts but never answers is an
+            // error at once (the clients' answer time-out), never a loop of time-outs.
+            do {
+                if qmp == nil { qmp = try QMPClient(path: state.file(F.qmp)) }
+                if qmp != nil && gdb == nil { gdb = try GDBRemoteClient(path: state.file(F.gdb)) }
+            } catch let timeout as UnixSocket.Timeout {
+                throw QEMUError("QEMU (pid \(pid)) does not answer: \(timeout)", status: ExitStatus.unavailable)
+            } catch {}
             if qmp != nil && gdb != nil { break }
             guard waited < timeoutMS else { throw QEMUError("QEMU did not open its control sockets within \(timeoutMS / 1000) s") }
             usleep(20_000)

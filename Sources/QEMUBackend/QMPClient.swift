@@ -17,6 +17,8 @@ final class QMPClient {
 
     init(path: FilePath) throws {
         socket = try UnixSocket(connectingTo: path)
+        // QEMU answers within milliseconds unless it is stopped or hung: never wait forever.
+        socket.receiveTimeoutMS = QEMUMachine.answerTimeoutMS
         _ = try readMessage() // greeting
         _ = try execute("qmp_capabilities")
     }

@@ -45,7 +45,7 @@ struct Replay: ParsableCommand {
             }
             let position: Position
             do {
-                position = try session.start(paused: paused)
+                position = try session.start(paused: paused, outlivesCommand: true)
                 try scope.cancellation.check()
             } catch {
                 try? session.stop()

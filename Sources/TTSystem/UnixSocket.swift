@@ -11,6 +11,9 @@ public final class UnixSocket {
     public let path: FilePath
     private var buffer: [UInt8] = []
     private var start = 0
+    /// How long a read waits for the peer before giving up (milliseconds; −1: forever).
+    /// A peer that is stopped or hung (kill -STOP) then gives a clear error, not a hang.
+    public var receiveTimeoutMS: Int32 = -1
 
     public init(connectingTo path: FilePath) throws {
         self.path = path
@@ -97,6 +100,9 @@ public final class UnixSocket {
             buffer.removeAll(keepingCapacity: true)
             start = 0
         }
+        if receiveTimeoutMS >= 0, try !waitReadable(timeoutMS: receiveTimeoutMS) {
+            throw Timeout(path: path, milliseconds: receiveTimeoutMS)
+        }
         while true {
             let n = recv(fd, chunk.baseAddress!, chunk.count, 0)
             if n < 0 {
@@ -127,6 +133,16 @@ public final class UnixSocket {
             }
             try fill()
         }
+    }
+
+    /// The peer sent nothing within `receiveTimeoutMS`.
+    public struct Timeout: Error, CustomStringConvertible, ExitStatusProviding {
+        public let path: FilePath
+        public let milliseconds: Int32
+        public var description: String {
+            "\(path): no answer within \(milliseconds / 1000) s (is the process at the other end stopped or hung?)"
+        }
+        public var exitStatus: Int32 { ExitStatus.unavailable }
     }
 
     public struct PeerClosed: Error, CustomStringConvertible {

@@ -99,7 +99,9 @@ public final class XenReplayBackend: ReplayBackend {
         }
     }
 
-    public func boot() throws {
+    /// A Xen replay domain is the hypervisor's: it outlives any command whatever
+    /// `outlivesCommand` says, and the command that booted it destroys it at its end.
+    public func boot(outlivesCommand: Bool) throws {
         try requireTimeTravel()
         if let existing = try toolstack.findDomain(named: domainName) {
             throw XenError.domainExists(domainName, existing)
@@ -478,7 +480,7 @@ public final class XenReplayBackend: ReplayBackend {
         }
         let keep = breakpointAddresses
         try kill()
-        try boot()
+        try boot(outlivesCommand: true)
         for address in keep.sorted() { try insertBreakpoint(at: address) }
         return try position()
     }

@@ -26,7 +26,7 @@ final class ScriptedBackend: ReplayBackend {
     var vmDescription: String? { live ? "scripted VM" : nil }
     func cleanUpAfterDeadOwners() {}
     func followConsole(until cancellation: Cancellation) throws {}
-    func boot() throws { calls.append("boot"); live = true; index = 0 }
+    func boot(outlivesCommand: Bool) throws { calls.append("boot"); live = true; index = 0 }
     func attach() throws { calls.append("attach"); live = true }
     func detach() { calls.append("detach") }
     func kill() throws { calls.append("kill"); live = false }

@@ -83,7 +83,7 @@ enum TT {
     }
 
     /// `0x<ip>:<brctr>:0x<cx>` after "landed at " in trace-task's summary.
-    struct Landed { var ip: UInt64; var brctr: UInt64; var text: String }
+    struct Landed: Equatable { var ip: UInt64; var brctr: UInt64; var text: String }
 
     static func landed(_ output: String, _ which: String) throws -> Landed {
         for line in output.split(separator: "\n") where line.hasPrefix("  \(which) ") {

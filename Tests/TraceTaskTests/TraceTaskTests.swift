@@ -180,4 +180,64 @@ final class TraceTaskTests: XCTestCase {
         XCTAssertLessThanOrEqual(partial.count, full.records.count)
         XCTAssertEqual(Array(full.records.prefix(partial.count)), partial)
     }
+
+    /// A live replay serves the same window again, and a window that starts before where it
+    /// stands (it goes back): the replay log's counters never run backwards.
+    func testLiveReplayServesRepeatedAndEarlierWindows() throws {
+        let g = Guest.g32
+        let state = try record(g, tag: "-live")
+        try TT.tt(["replay", "-p", "-s", state, g.name])
+        defer { _ = try? TT.tt(["replay", "-K", "-s", state, g.name]) }
+        let first = try traceTask(state, g, start: "fib#3", end: "copy_block", out: state + "/1.bts")
+        let again = try traceTask(state, g, start: "fib#3", end: "copy_block", out: state + "/2.bts")
+        XCTAssertEqual(again.records, first.records)
+        XCTAssertEqual(again.start, first.start)
+        _ = try TT.tt(["run-until", "-s", state, g.name, "copy_block#20"])
+        let earlier = try traceTask(state, g, start: "fib#3", end: "copy_block", out: state + "/3.bts")
+        XCTAssertEqual(earlier.records, first.records)
+        XCTAssertEqual(earlier.end, first.end)
+    }
+
+    /// A command killed outright (SIGKILL: no clean-up of its own) leaves its replay VM; the
+    /// next command kills it and never adopts it as the directory's live replay.
+    func testAKilledCommandsVMIsNeverAdopted() throws {
+        let g = Guest.g32
+        let state = try record(g, tag: "-kill")
+        let started = try TT.start([TT.tt, "trace-task", "-x", "-s", state, "--start", "kmain", "--end", "debug_exit:999999999",
+                                    "-o", state + "/k.bts", g.name])
+        let deadline = Date().addingTimeInterval(60)
+        var orphan: Int32?
+        while Date() < deadline && orphan == nil {
+            if let text = try? String(contentsOfFile: state + "/pid", encoding: .utf8),
+               let p = text.split(separator: "\n").first.flatMap({ Int32($0) }) { orphan = p } else { usleep(2000) }
+        }
+        let qemu = try XCTUnwrap(orphan, "the trace-task never started its replay")
+        kill(started.pid, SIGKILL)
+        _ = TT.collect(started)
+        let w = try TT.tt(["where", "-s", state, g.name], expect: 66)
+        XCTAssertTrue(w.err.contains("no replay VM is running"), w.err)
+        // Gone, or a zombie waiting for init to reap it (its parent, the killed tt, is gone).
+        let stat = (try? String(contentsOfFile: "/proc/\(qemu)/stat", encoding: .utf8)) ?? ""
+        let runState = stat.split(separator: ")").last?.split(separator: " ").first.map(String.init)
+        XCTAssertTrue(stat.isEmpty || runState == "Z", "the dead command's QEMU was left running: \(stat)")
+        XCTAssertEqual(TT.processes(in: state), [])
+    }
+
+    /// A replay VM that does not answer (stopped with SIGSTOP) gives a clear error within
+    /// the answer time-out, not a hang; once it runs again, the replay is usable.
+    func testAStoppedQEMUIsAnErrorNotAHang() throws {
+        let g = Guest.g32
+        let state = try record(g, tag: "-stop")
+        try TT.tt(["replay", "-p", "-s", state, g.name])
+        defer { _ = try? TT.tt(["replay", "-K", "-s", state, g.name]) }
+        let qemu = try XCTUnwrap(Int32(String(contentsOfFile: state + "/pid", encoding: .utf8).split(separator: "\n")[0]))
+        kill(qemu, SIGSTOP)
+        let started = Date()
+        let w = try TT.tt(["where", "-s", state, g.name], expect: 69)
+        kill(qemu, SIGCONT)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 60)
+        XCTAssertTrue(w.err.contains("no answer within 30 s"), w.err)
+        XCTAssertEqual(w.err.split(separator: "\n").count, 1, w.err)
+        _ = try TT.tt(["where", "-s", state, g.name])
+    }
 }

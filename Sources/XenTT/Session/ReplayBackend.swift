@@ -124,8 +124,10 @@ public protocol ReplayBackend: AnyObject {
     func cleanUpAfterDeadOwners()
 
     /// Create the replay VM at the very beginning of the recording, vCPU stopped.
-    /// Precondition: `!isLive`.
-    func boot() throws
+    /// `outlivesCommand`: the VM is meant to outlive this process (`tt replay`); otherwise it
+    /// belongs to this command, and `cleanUpAfterDeadOwners` kills it once the command is
+    /// gone, however it died. Precondition: `!isLive`.
+    func boot(outlivesCommand: Bool) throws
     /// Take control of a replay VM that already exists (started by an earlier command);
     /// stops its vCPU if it was running. Precondition: `isLive`.
     func attach() throws

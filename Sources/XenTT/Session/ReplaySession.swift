@@ -72,12 +72,14 @@ public final class ReplaySession {
 
     /// Boot the replay VM at the beginning of the recording, stopped; then, if asked,
     /// run until `location` (and stay paused there) or let it run freely (`paused: false`).
+    /// `outlivesCommand`: the VM stays after this process ends (`tt replay`); by default it
+    /// belongs to the process and does not survive it.
     @discardableResult
-    public func start(paused: Bool = true, until location: ResolvedLocation? = nil,
+    public func start(paused: Bool = true, until location: ResolvedLocation? = nil, outlivesCommand: Bool = false,
                       progress: ((UInt64) -> Void)? = nil) throws -> Position {
         try require(.initialized, "start")
         timeline.reset()
-        try backend.boot()
+        try backend.boot(outlivesCommand: outlivesCommand)
         state = .active
         if let location { return try runUntil(location, progress: progress) }
         let position = try backend.position()
