@@ -81,8 +81,18 @@ final class GDBRemoteClient {
 
     /// Registers as raw bytes in the target's `g` layout (the first `limit` bytes).
     func readRegisterBytes(limit: Int = .max) throws -> [UInt8] {
-        let reply = try request("g")
-        guard reply.utf8.count % 2 == 0, !reply.hasPrefix("E") else { throw Failure(request: "g", reply: reply) }
+        try hexBytes(request: "g", limit: limit)
+    }
+
+    /// Guest memory at a virtual address (`m`), as the stopped vCPU sees it.
+    func readMemory(at address: UInt64, count: Int) throws -> [UInt8] {
+        try hexBytes(request: "m\(String(address, radix: 16)),\(String(count, radix: 16))", limit: count)
+    }
+
+    /// A request whose reply is hex-encoded bytes (`x` marks an unavailable byte: 0).
+    private func hexBytes(request payload: String, limit: Int) throws -> [UInt8] {
+        let reply = try request(payload)
+        guard reply.utf8.count % 2 == 0, !reply.hasPrefix("E") else { throw Failure(request: payload, reply: reply) }
         var out: [UInt8] = []
         out.reserveCapacity(min(limit, reply.utf8.count / 2))
         var high: UInt8? = nil
@@ -91,8 +101,8 @@ final class GDBRemoteClient {
             switch c {
             case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")
             case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c - UInt8(ascii: "a") + 10
-            case UInt8(ascii: "x"): v = 0 // unavailable register
-            default: throw Failure(request: "g", reply: String(reply.prefix(40)))
+            case UInt8(ascii: "x"): v = 0
+            default: throw Failure(request: payload, reply: String(reply.prefix(40)))
             }
             if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
         }

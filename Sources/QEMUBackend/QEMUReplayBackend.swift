@@ -226,6 +226,10 @@ public final class QEMUReplayBackend: ReplayBackend {
         return out
     }
 
+    public func readMemory(at address: UInt64, count: Int) throws -> [UInt8] {
+        try requireVM().1.readMemory(at: address, count: count)
+    }
+
     // MARK: running
 
     public func insertBreakpoint(at address: UInt64) throws {

@@ -29,6 +29,11 @@ struct RunUntil: ParsableCommand {
             let target = try SessionBackends.resolve(location, in: scope.state)
             try scope.attachLive()
             let session = scope.session
+            if case .callReturn = target.condition {
+                let recording = RecordingSymbols(scope.state)
+                try recording.requireFunctionEntry(try session.position().landmark.ip, for: "the replay's position")
+                session.guestWordSize = recording.elfWordSize ?? 64
+            }
             let position: Position
             do {
                 position = try session.runUntil(target, progress: progressReporter(target: target))

@@ -124,16 +124,41 @@ final class RecordingSymbols {
     init(_ state: StateDirectory) { self.state = state }
 
     func address(ofSymbol name: String) throws -> UInt64 {
-        if file == nil {
-            guard let path, !path.isEmpty else {
-                throw StateError.badFile(state.file(StateFile.symfile), "no symbol file recorded; give an address instead")
-            }
-            file = try SymbolFile(path: FilePath(path))
+        try opened().address(ofSymbol: name)
+    }
+
+    /// `return` is exact only from a function's first instruction, where the stack's top
+    /// word is the return address: refuse any other place.
+    func requireFunctionEntry(_ address: UInt64, for what: String) throws {
+        let symbols = try opened()
+        guard symbols.function(startingAt: address) == nil else { return }
+        let name = symbols.function(containing: address).map { " (inside \($0.name))" } ?? ""
+        throw Location.ParseError(text: "return", problem: "\(what) 0x\(String(address, radix: 16))\(name) is not a function's entry, where the return address is on the stack")
+    }
+
+    /// The guest's word size from the symbol file's ELF class (nil: not an ELF file, e.g. a bzImage).
+    var elfWordSize: UInt8? { path.flatMap { Self.elfWordSize(FilePath($0)) } }
+
+    /// 32 or 64 from an ELF file's class byte (nil if it is not ELF, e.g. a bzImage).
+    static func elfWordSize(_ path: FilePath) -> UInt8? {
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) else { return nil }
+        defer { try? fd.close() }
+        var ident = [UInt8](repeating: 0, count: 5)
+        guard (try? ident.withUnsafeMutableBytes({ try fd.read(into: $0) })) == 5,
+              ident[0..<4] == [0x7f, 0x45, 0x4c, 0x46] else { return nil }
+        return ident[4] == 1 ? 32 : ident[4] == 2 ? 64 : nil
+    }
+
+    private func opened() throws -> SymbolFile {
+        if let file { return file }
+        guard let path, !path.isEmpty else {
+            throw StateError.badFile(state.file(StateFile.symfile), "no symbol file recorded; give an address instead")
         }
-        return try file!.address(ofSymbol: name)
+        let opened = try SymbolFile(path: FilePath(path))
+        file = opened
+        return opened
     }
 }
-
 
 
 /// Progress on stderr while the replay runs, only when stderr is a terminal.

@@ -66,11 +66,15 @@ struct TraceTaskCommand: ParsableCommand {
             let recording = RecordingSymbols(dir)
             let start = try startLocation.resolved(recording.address(ofSymbol:))
             let end = try endLocation.resolved(recording.address(ofSymbol:))
+            if case .callReturn = start.condition {
+                throw ValidationError("--start return: 'return' can only end a trace (the return of the call the start enters)")
+            }
+            if case .callReturn = end.condition { try recording.requireFunctionEntry(start.address, for: "the start \(start.text) at") }
             let out = output.map { FilePath($0) } ?? dir.file(StateFile.traceOutput)
             if output != nil { try checkWritable(out) }
             try scope.attachOrBoot()
             let session = scope.session
-            let wordSize = recording.path.flatMap { Self.elfWordSize(FilePath($0)) } ?? 64
+            let wordSize = recording.elfWordSize ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)
             task.progress = progressLine()
@@ -101,21 +105,11 @@ struct TraceTaskCommand: ParsableCommand {
         }
     }
 
-    /// 32 or 64 from an ELF file's class byte (nil if it is not ELF, e.g. a bzImage).
-    static func elfWordSize(_ path: FilePath) -> UInt8? {
-        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec]) else { return nil }
-        defer { try? fd.close() }
-        var ident = [UInt8](repeating: 0, count: 5)
-        guard (try? ident.withUnsafeMutableBytes({ try fd.read(into: $0) })) == 5,
-              ident[0..<4] == [0x7f, 0x45, 0x4c, 0x46] else { return nil }
-        return ident[4] == 1 ? 32 : ident[4] == 2 ? 64 : nil
-    }
-
     /// The trace in GDB style (bts-dump -G's formatting), or the command that prints it.
     private func printTrace(_ path: FilePath, records: UInt64, recording: RecordingSymbols) throws {
         guard records > 0 else { return }
         // --symbols, else the recording's symbol file if it is an ELF file (a bzImage is not).
-        let symbolPath = symbols ?? recording.path.flatMap { Self.elfWordSize(FilePath($0)) == nil ? nil : $0 }
+        let symbolPath = symbols ?? (recording.elfWordSize == nil ? nil : recording.path)
         var file: SymbolFile? = nil
         if records <= UInt64(printLimit), let symbolPath {
             file = symbols == nil ? try recording.file ?? SymbolFile(path: FilePath(symbolPath)) : try SymbolFile(path: FilePath(symbolPath))

@@ -226,6 +226,10 @@ public final class XenReplayBackend: ReplayBackend {
         try toolstack.vcpuState(try requireDomain(), vcpu: Self.vcpu).registers
     }
 
+    public func readMemory(at address: UInt64, count: Int) throws -> [UInt8] {
+        try toolstack.readGuest(try requireDomain(), vcpu: Self.vcpu, virtualAddress: address, count: count)
+    }
+
     // MARK: Breakpoints
 
     public var breakpointAddresses: Set<UInt64> { Set(softwareBreakpoints.keys).union(hardwareBreakpoints.keys) }

@@ -71,4 +71,34 @@ final class LocationTests: XCTestCase {
             XCTAssertEqual(String(describing: error), "cannot resolve location 'nope': no function named 'nope'")
         }
     }
+
+    /// `syscall:NAME` names the kernel's entry of a system call; the x86-64 wrapper is
+    /// tried first, then the 32-bit compat one, then the older spellings.
+    func testSyscallEntries() throws {
+        let l = try Location(parsing: "syscall:getdents64#2")
+        XCTAssertEqual(l.place, .syscall("getdents64"))
+        XCTAssertEqual(l.condition, .occurrence(2))
+        XCTAssertEqual(l.description, "syscall:getdents64#2")
+        let kernel: [String: UInt64] = ["__ia32_sys_read": 0x2000, "sys_read": 0x3000, "__x64_sys_getdents64": 0x4000]
+        struct Missing: Error {}
+        let lookup: (String) throws -> UInt64 = { name in guard let a = kernel[name] else { throw Missing() }; return a }
+        XCTAssertEqual(try l.resolved(lookup).address, 0x4000)
+        XCTAssertEqual(try Location(parsing: "syscall:read").resolved(lookup).address, 0x2000)
+        XCTAssertThrowsError(try Location(parsing: "syscall:clone").resolved(lookup)) { error in
+            XCTAssertTrue(String(describing: error).hasPrefix("cannot resolve location 'syscall:clone': no entry symbol (__x64_sys_clone, __ia32_sys_clone, __se_sys_clone, sys_clone)"), "\(error)")
+        }
+        for bad in ["syscall:", "syscall:read:5", "syscall:re-ad", "syscall:#2"] {
+            XCTAssertThrowsError(try Location(parsing: bad), bad)
+        }
+    }
+
+    /// `return` is a place of its own: the return of the call entered where the replay stands.
+    func testReturn() throws {
+        let l = try Location(parsing: "return")
+        XCTAssertEqual(l.place, .callReturn)
+        XCTAssertEqual(l.description, "return")
+        let r = try l.resolved { _ in XCTFail("return names no symbol"); return 0 }
+        XCTAssertEqual(r.condition, .callReturn)
+        XCTAssertFalse(r.matches(Landmark(ip: 0, brctr: 0, cx: 0)), "decided by the stack, never by a landmark")
+    }
 }

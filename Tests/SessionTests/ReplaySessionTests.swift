@@ -49,6 +49,7 @@ final class ScriptedBackend: ReplayBackend {
         return Position(landmark: Landmark(ip: s.ip, brctr: brctr(at: min(index, stream.count - 1)), cx: s.cx), icount: UInt64(index))
     }
     func registers() throws -> [RegisterValue] { [RegisterValue(name: "rip", value: stream[index].ip)] }
+    func readMemory(at address: UInt64, count: Int) throws -> [UInt8] { [] }
     func insertBreakpoint(at address: UInt64) throws { breakpoints.insert(address) }
     func removeBreakpoint(at address: UInt64) throws { breakpoints.remove(address) }
     func step() throws -> StopReason {

@@ -240,4 +240,56 @@ final class TraceTaskTests: XCTestCase {
         XCTAssertEqual(w.err.split(separator: "\n").count, 1, w.err)
         _ = try TT.tt(["where", "-s", state, g.name])
     }
+
+    /// `--end return`: the trace of one call of a recursive function, from its entry to its
+    /// return. The oracle finds the return in QEMU's exec log by the calls and returns that
+    /// objdump names (the `ret` that balances the entry), not by tt's stack-pointer rule.
+    func testEndAtTheReturnOfACall() throws {
+        let g = Guest.g32
+        let state = try record(g, tag: "-ret")
+        let sym = try TT.symbols(g.symbols)
+        let oracle = try ExecLogRun(state: state, scratch: Self.base)
+        let kinds = try Self.callsAndReturns(g.symbols)
+        let fib = try XCTUnwrap(sym["fib"])
+        let iS = try XCTUnwrap(oracle.index(of: fib, occurrence: 3))
+        var depth = 0, iE: Int?
+        for i in iS..<(oracle.addresses.count - 1) {
+            switch kinds[oracle.addresses[i]] {
+            case "call": depth += 1
+            case "ret" where depth == 0: iE = i + 1
+            case "ret", "iret": depth -= 1
+            default: break
+            }
+            if iE != nil { break }
+            if Self.isHandlerEntry(oracle.addresses[i + 1], sym) { depth += 1 }
+        }
+        let end = try XCTUnwrap(iE, "the exec log holds fib#3's return")
+        XCTAssertGreaterThan(end - iS, 20, "fib#3 makes nested calls: its return is not the first ret")
+        let t = try traceTask(state, g, start: "fib#3", end: "return", out: state + "/ret.bts")
+        XCTAssertEqual(t.start.ip, fib)
+        XCTAssertEqual(t.end.ip, oracle.addresses[end])
+        assertTrace(t.records, oracle.window(iS, end), start: t.start, end: t.end)
+        // Not at a function's entry: refused in one line.
+        let r = try TT.tt(["trace-task", "-s", state, "--start", "fib+1", "--end", "return", g.name], expect: 65)
+        XCTAssertTrue(r.err.contains("is not a function's entry"), r.err)
+    }
+
+    /// objdump's mnemonics: address → "call", "ret", "iret" (other instructions absent).
+    static func callsAndReturns(_ elf: String) throws -> [UInt64: String] {
+        var out: [UInt64: String] = [:]
+        for line in try TT.run(["objdump", "-d", "-w", elf]).out.split(separator: "\n") {
+            let cols = line.split(separator: "\t", omittingEmptySubsequences: false)
+            guard cols.count >= 3, cols[0].hasSuffix(":"),
+                  let a = UInt64(cols[0].dropLast().trimmingCharacters(in: .whitespaces), radix: 16) else { continue }
+            let op = cols[2].split(separator: " ").first.map(String.init) ?? ""
+            if op.hasPrefix("call") { out[a] = "call" } else if op.hasPrefix("iret") { out[a] = "iret" } else if op.hasPrefix("ret") { out[a] = "ret" }
+        }
+        return out
+    }
+
+    /// The guest's interrupt and exception entries (nm names irq* / exception_*): an
+    /// arrival there opens a frame that its iret closes.
+    static func isHandlerEntry(_ address: UInt64, _ symbols: [String: UInt64]) -> Bool {
+        symbols.contains { ($0.key.hasPrefix("irq") || $0.key.hasPrefix("exception_")) && $0.value == address }
+    }
 }

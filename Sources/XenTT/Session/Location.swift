@@ -4,13 +4,28 @@ import TTSystem
 /// - `WHERE` — the next time the ip reaches WHERE;
 /// - `WHERE:brctr` — ip = WHERE while the branch counter = brctr;
 /// - `WHERE:brctr:cx` — and RCX/ECX = cx (tells apart iterations of a `rep` instruction);
-/// - `WHERE#N` — the N-th time (N ≥ 1) the ip reaches WHERE since the replay began.
-/// WHERE is `0x` hex, decimal, or a symbol (optionally `symbol+offset`) resolved against
-/// the recording's symbol file. brctr and cx are decimal or `0x` hex.
+/// - `WHERE#N` — the N-th time (N ≥ 1) the ip reaches WHERE since the replay began;
+/// - `return` — the return of the call whose entry the replay stands at (for trace-task:
+///   the call the start location enters): the first arrival at the return address the
+///   call pushed, with the stack pointer above the entry's (so recursion is told apart).
+/// WHERE is `0x` hex, decimal, a symbol (optionally `symbol+offset`) resolved against the
+/// recording's symbol file, or `syscall:NAME`, the kernel entry of system call NAME
+/// (`__x64_sys_NAME`, else `__ia32_sys_NAME`, `__se_sys_NAME`, `sys_NAME`).
+/// brctr and cx are decimal or `0x` hex.
 public struct Location: Hashable, Sendable, CustomStringConvertible {
     public enum Place: Hashable, Sendable {
         case address(UInt64)
         case symbol(String, offset: UInt64)
+        /// A system call's kernel entry function, by the system call's name.
+        case syscall(String)
+        /// Where the call entered at the current position (or trace-task's start) returns to.
+        case callReturn
+    }
+
+    /// The kernel's entry symbols of system call `name`, in the order they are tried
+    /// (x86-64 wrapper, 32-bit compat wrapper, sign-extending wrapper, plain).
+    public static func syscallEntrySymbols(_ name: String) -> [String] {
+        ["__x64_sys_" + name, "__ia32_sys_" + name, "__se_sys_" + name, "sys_" + name]
     }
     public enum Condition: Hashable, Sendable {
         /// The next arrival at the place, after the current position.
@@ -19,6 +34,8 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
         case exact(brctr: UInt64, cx: UInt64?)
         /// The N-th arrival since the beginning of the replay.
         case occurrence(UInt64)
+        /// The return of the call entered at the current position (place `.callReturn`).
+        case callReturn
     }
 
     public var place: Place
@@ -36,6 +53,10 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
     public struct ParseError: Error, CustomStringConvertible, ExitStatusProviding {
         public let text: String
         public let problem: String
+        public init(text: String, problem: String) {
+            self.text = text
+            self.problem = problem
+        }
         public var description: String { "bad location '\(text)': \(problem)" }
         public var exitStatus: Int32 { ExitStatus.dataError }
     }
@@ -46,17 +67,33 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
         guard text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f }) else {
             throw fail("contains spaces or control characters")
         }
-        var head = Substring(text)
-        if let hash = text.firstIndex(of: "#") {
-            head = text[..<hash]
-            let count = text[text.index(after: hash)...]
+        if text == "return" {
+            place = .callReturn
+            condition = .next
+            return
+        }
+        var body = Substring(text)
+        var syscall: Substring?
+        if body.hasPrefix("syscall:") {
+            body = body.dropFirst("syscall:".count)
+            let name = body.prefix { $0 != "#" }
+            guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
+                throw fail("'syscall:' needs a system call's name (letters, digits, '_'), e.g. syscall:getdents64")
+            }
+            syscall = name
+            guard !body.contains(":") else { throw fail("syscall:NAME takes '#N', not ':brctr'") }
+        }
+        var head = body
+        if let hash = body.firstIndex(of: "#") {
+            head = body[..<hash]
+            let count = body[body.index(after: hash)...]
             guard let n = Self.number(count), n >= 1 else {
                 throw fail("occurrence '\(count)' after '#' must be a number ≥ 1")
             }
             condition = .occurrence(n)
             guard !head.contains(":") else { throw fail("use either '#N' or ':brctr[:cx]', not both") }
         } else {
-            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+            let parts = body.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count <= 3 else { throw fail("too many ':' (expected WHERE[:brctr[:cx]])") }
             head = parts[0]
             if parts.count == 1 {
@@ -72,7 +109,9 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
             }
         }
         guard !head.isEmpty else { throw fail("no address or symbol before ':' or '#'") }
-        if let first = head.first, first.isNumber {
+        if let syscall {
+            place = .syscall(String(syscall))
+        } else if let first = head.first, first.isNumber {
             guard let a = Self.number(head) else { throw fail("address '\(head)' is not a number") }
             place = .address(a)
         } else {
@@ -106,6 +145,8 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
         switch place {
         case .address(let a): out = "0x" + String(a, radix: 16)
         case .symbol(let s, let off): out = off == 0 ? s : s + "+0x" + String(off, radix: 16)
+        case .syscall(let name): out = "syscall:" + name
+        case .callReturn: out = "return"
         }
         switch condition {
         case .next: break
@@ -113,6 +154,7 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
             out += ":" + String(b)
             if let cx { out += ":0x" + String(cx, radix: 16) }
         case .occurrence(let n): out += "#" + String(n)
+        case .callReturn: break
         }
         return out
     }
@@ -137,6 +179,18 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
             } catch {
                 throw UnknownSymbol(location: description, reason: String(describing: error))
             }
+        case .syscall(let name):
+            var firstError: Error?
+            for symbol in Self.syscallEntrySymbols(name) {
+                do {
+                    return ResolvedLocation(address: try symbolAddress(symbol), condition: condition, text: description)
+                } catch {
+                    if firstError == nil { firstError = error }
+                }
+            }
+            throw UnknownSymbol(location: description, reason: "no entry symbol (\(Self.syscallEntrySymbols(name).joined(separator: ", "))): \(firstError.map { String(describing: $0) } ?? "")")
+        case .callReturn:
+            return ResolvedLocation(address: 0, condition: .callReturn, text: description)
         }
     }
 }
@@ -159,6 +213,7 @@ public struct ResolvedLocation: Hashable, Sendable, CustomStringConvertible {
     /// Whether the vCPU, stopped at `landmark`, is at this location (`.next` and
     /// `.occurrence` only compare the address; counting is the session's job).
     public func matches(_ landmark: Landmark) -> Bool {
+        if case .callReturn = condition { return false } // decided by the stack, not the landmark
         guard landmark.ip == address else { return false }
         if case .exact(let b, let cx) = condition {
             return landmark.brctr == b && (cx == nil || cx == landmark.cx)

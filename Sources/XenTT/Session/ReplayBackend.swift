@@ -141,6 +141,8 @@ public protocol ReplayBackend: AnyObject {
     func landmark() throws -> Landmark
     /// General-purpose registers and the instruction pointer, for comparison and display.
     func registers() throws -> [RegisterValue]
+    /// `count` bytes of guest memory at a linear (virtual) address, as the stopped vCPU sees it.
+    func readMemory(at address: UInt64, count: Int) throws -> [UInt8]
 
     func insertBreakpoint(at address: UInt64) throws
     func removeBreakpoint(at address: UInt64) throws

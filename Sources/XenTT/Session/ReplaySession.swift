@@ -8,6 +8,7 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
     case needsSeeking(target: String, at: Landmark, backend: String)
     case interrupted(at: Landmark, signal: Int32)
     case landingMismatch(target: String, first: Landmark, second: Landmark)
+    case noReturnAddress(at: Landmark, why: String)
 
     public var description: String {
         switch self {
@@ -21,6 +22,8 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
             return "\(target) lies before the current position \(at), and the \(backend) backend cannot go back"
         case .interrupted(let at, _):
             return "interrupted; the replay is paused at \(at)"
+        case .noReturnAddress(let at, let why):
+            return "return: no return address at \(at): \(why)"
         case .landingMismatch(let target, let first, let second):
             return "internal error: landed on \(target) at \(first) but a second read says \(second)"
         }
@@ -54,6 +57,8 @@ public final class ReplaySession {
     /// Watched by every run of the vCPU; a cancelled run stops where it is.
     public let cancellation: Cancellation
     public private(set) var state: State = .initialized
+    /// The guest's word size in bits (32 or 64): the size of a return address on its stack.
+    public var guestWordSize: UInt8 = 64
 
     /// Create a session object; creates no VM.
     public init(name: String, backend: ReplayBackend, timeline: Timeline = Timeline(),
@@ -169,6 +174,28 @@ public final class ReplaySession {
             }
         case .next:
             landed = try runToBreakpoint(target, hint: nil, progress: progress) { target.matches($0) }
+        case .callReturn:
+            // At a call's entry the stack's top word is the return address; the return is the
+            // first arrival there with the stack pointer above the entry's (a recursive call
+            // of the same function returns to the same address with the stack lower).
+            let entry = try stackPointer()
+            let width = Int(guestWordSize / 8)
+            let bytes = try backend.readMemory(at: entry, count: width)
+            guard bytes.count == width else {
+                throw SessionError.noReturnAddress(at: position.landmark, why: "the stack at 0x\(String(entry, radix: 16)) cannot be read")
+            }
+            let returnAddress = bytes.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let returning = ResolvedLocation(address: returnAddress, condition: .next, text: target.text)
+            landed = try runToBreakpoint(returning, hint: nil, progress: progress) { here in
+                guard here.ip == returnAddress else { return false }
+                return try self.stackPointer() > entry
+            }
+            let again = try backend.position()
+            guard again.landmark == landed else {
+                throw SessionError.landingMismatch(target: target.text, first: landed, second: again.landmark)
+            }
+            checkpointIfWorthIt(at: again)
+            return again
         case .occurrence(let n):
             if !(position.landmark.brctr == 0 && (position.icount ?? 0) == 0) {
                 position = try goBack(before: 0, target: target, from: position.landmark)
@@ -227,6 +254,15 @@ public final class ReplaySession {
             if try accept(here) { return here }
             if reason == .interrupted { throw SessionError.interrupted(at: here, signal: cancellation.signal) }
         }
+    }
+
+    /// The stack pointer (rsp, or esp where the backend names it so).
+    private func stackPointer() throws -> UInt64 {
+        let registers = try backend.registers()
+        guard let sp = registers.first(where: { $0.name == "rsp" || $0.name == "esp" }) else {
+            throw SessionError.noReturnAddress(at: try backend.landmark(), why: "the backend reports no stack pointer")
+        }
+        return guestWordSize == 32 ? sp.value & 0xffff_ffff : sp.value
     }
 
     /// `eip:brctr:cx (icount N)`, as `tt where` prints it.

@@ -87,6 +87,7 @@ public final class TraceTask {
         var tracing = false
         let backend = session.backend
         let cancellation = session.cancellation
+        session.guestWordSize = guestWordSize
         // The last CPU state stamped into the log (stamps never go backwards).
         var stamped = CPUState()
         // The session-start entry is written at the start landmark: on a live replay the
