@@ -481,11 +481,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     }
 }
 
-func monotonicMS() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
-}
+func monotonicMS() -> Int { Int(monotonicSeconds() * 1000) }
 
 extension GDBRemoteClient {
     /// One packet if it arrives within the timeout.

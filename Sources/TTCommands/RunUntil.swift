@@ -34,14 +34,10 @@ struct RunUntil: ParsableCommand {
                 try recording.requireFunctionEntry(try session.position().landmark.ip, for: "the replay's position")
                 session.guestWordSize = recording.elfWordSize ?? 64
             }
-            let position: Position
-            do {
-                position = try session.runUntil(target, progress: progressReporter(target: target))
-                endProgressLine()
-            } catch {
-                endProgressLine()
-                throw error
-            }
+            let progress = ProgressLine()
+            defer { progress.end() }
+            let position = try session.runUntil(target, progress: progress.reporter("running to \(target)", target: targetBrctr(target)))
+            progress.end()
             printLine(session.describe(position))
             if registers {
                 for r in try session.registers() { printLine("\(r.name) 0x\(String(r.value, radix: 16))") }

@@ -161,18 +161,52 @@ final class RecordingSymbols {
 }
 
 
-/// Progress on stderr while the replay runs, only when stderr is a terminal.
-func progressReporter(target: ResolvedLocation) -> ((UInt64) -> Void)? {
-    guard isatty(2) != 0 else { return nil }
-    var goal = ""
-    if case .exact(let b, _) = target.condition { goal = " / \(b)" }
-    return { brctr in
-        fputs("\rtt: running to \(target): brctr \(brctr)\(goal)   ", stderr)
+/// One progress line on stderr while a replay runs, redrawn in place — only when stderr
+/// is a terminal (scripts and logs get nothing). It shows the phase, the live branch count
+/// against the target when there is one, the rate, and the time left at that rate.
+final class ProgressLine {
+    private let enabled = isatty(2) != 0
+    private var started = monotonicSeconds()
+    private var phase = ""
+    private var first: UInt64?
+
+    /// The reporter for one phase ("running to fib#3"), or nil when stderr is not a terminal.
+    func reporter(_ phase: String, target: UInt64? = nil) -> ((UInt64) -> Void)? {
+        guard enabled else { return nil }
+        return { [self] brctr in show(phase, brctr, target) }
+    }
+
+    private func show(_ phase: String, _ brctr: UInt64, _ target: UInt64?) {
+        if phase != self.phase || first == nil || brctr < first! {
+            self.phase = phase
+            first = brctr
+            started = monotonicSeconds()
+        }
+        let elapsed = max(monotonicSeconds() - started, 0.001)
+        let rate = Double(brctr - first!) / elapsed
+        var line = "tt: \(phase): brctr \(brctr)"
+        if let target, target > brctr {
+            line += " / \(target) (\(Int(Double(brctr) * 100 / Double(max(target, 1))))%)"
+            if rate > 0 { line += ", \(Int(Double(target - brctr) / rate)) s left" }
+        }
+        if rate > 0 { line += ", \(Self.human(rate)) branches/s" }
+        fputs("\r\u{1b}[K" + line, stderr)
+    }
+
+    /// Clear the line (before the command prints its result or an error).
+    func end() {
+        if enabled { fputs("\r\u{1b}[K", stderr) }
+    }
+
+    private static func human(_ rate: Double) -> String {
+        rate >= 1e6 ? "\((rate / 1e5).rounded() / 10) M" : rate >= 1e3 ? "\((rate / 1e2).rounded() / 10) k" : "\(Int(rate))"
     }
 }
 
-func endProgressLine() {
-    if isatty(2) != 0 { fputs("\r\u{1b}[K", stderr) }
+/// The branch count a location names, if it names one (the progress line's target).
+func targetBrctr(_ location: ResolvedLocation) -> UInt64? {
+    if case .exact(let b, _) = location.condition { return b }
+    return nil
 }
 
 func printLine(_ s: String) {

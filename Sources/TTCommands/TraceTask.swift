@@ -77,13 +77,19 @@ struct TraceTaskCommand: ParsableCommand {
             let wordSize = recording.elfWordSize ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)
-            task.progress = progressLine()
+            let progress = ProgressLine()
+            if isatty(2) != 0 {
+                task.progress = { phase, brctr in
+                    let target = phase == .tracing ? targetBrctr(end) : phase == .toStart ? targetBrctr(start) : nil
+                    progress.reporter("trace-task: \(phase.rawValue)", target: target)?(brctr)
+                }
+            }
             let window: TraceTask.Window
             do {
                 window = try task.run()
-                endProgressLine()
+                progress.end()
             } catch let failure as TraceTask.Incomplete {
-                endProgressLine()
+                progress.end()
                 if let r = try? TraceTaskOutput.write(failure.window, to: out, extended: extended) {
                     printError("tt: trace-task incomplete: \(r.summary.records) records captured before the failure are in \(r.path) (partial)")
                 }
@@ -139,8 +145,4 @@ struct TraceTaskCommand: ParsableCommand {
         }
     }
 
-    private func progressLine() -> ((TraceTask.Phase, UInt64) -> Void)? {
-        guard isatty(2) != 0 else { return nil }
-        return { phase, brctr in fputs("\rtt: trace-task: \(phase.rawValue): brctr \(brctr)   ", stderr) }
-    }
 }

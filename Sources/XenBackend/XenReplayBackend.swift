@@ -14,11 +14,7 @@ public protocol XenClock: AnyObject {
 
 public final class MonotonicClock: XenClock {
     public init() {}
-    public func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    public func now() -> Double { monotonicSeconds() }
     public func sleep(seconds: Double) { usleep(UInt32(max(0, seconds) * 1e6)) }
 }
 
