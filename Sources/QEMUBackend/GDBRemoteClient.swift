@@ -39,6 +39,29 @@ final class GDBRemoteClient {
         return String(decoding: try packetBody(), as: UTF8.self)
     }
 
+    /// A packet once one has begun to arrive, without waiting for it otherwise: acks and
+    /// stray bytes already there are consumed; nil when no packet has started. (A `+` ack
+    /// alone must not start a blocking read of a stop reply that comes only when the vCPU
+    /// stops, maybe minutes later.)
+    func receivePacketIfStarted() throws -> String? {
+        while try socket.waitReadable(timeoutMS: 0) {
+            if try socket.readByte() == UInt8(ascii: "$") {
+                return String(decoding: try packetBody(), as: UTF8.self)
+            }
+        }
+        return nil
+    }
+
+    /// A packet if one starts arriving within `timeoutMS`.
+    func receivePacketIfAny(timeoutMS: Int32) throws -> String? {
+        let deadline = monotonicSeconds() + Double(timeoutMS) / 1000
+        repeat {
+            if let packet = try receivePacketIfStarted() { return packet }
+            let left = Int32(max(0, (deadline - monotonicSeconds()) * 1000))
+            guard try socket.waitReadable(timeoutMS: left) else { return nil }
+        } while true
+    }
+
     /// The rest of a packet whose `$` was read: its body; the checksum is skipped and
     /// the packet acknowledged.
     private func packetBody() throws -> [UInt8] {

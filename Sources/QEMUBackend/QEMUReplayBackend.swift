@@ -352,8 +352,8 @@ public final class QEMUReplayBackend: ReplayBackend {
         var lastProgress = monotonicMS()
         var reply = ""
         while true {
-            if try gdb.socketReadable(timeoutMS: 0) {
-                reply = try gdb.receivePacket()
+            if let packet = try gdb.receivePacketIfStarted() {
+                reply = packet
                 break
             }
             var fds = [pollfd(fd: gdb.fileDescriptor, events: Int16(POLLIN), revents: 0),
@@ -483,10 +483,3 @@ public final class QEMUReplayBackend: ReplayBackend {
 
 func monotonicMS() -> Int { Int(monotonicSeconds() * 1000) }
 
-extension GDBRemoteClient {
-    /// One packet if it arrives within the timeout.
-    func receivePacketIfAny(timeoutMS: Int32) throws -> String? {
-        guard try socketReadable(timeoutMS: timeoutMS) else { return nil }
-        return try receivePacket()
-    }
-}
