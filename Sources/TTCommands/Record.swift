@@ -53,16 +53,14 @@ struct Record: ParsableCommand {
     /// state directory (refused if it holds a recording, unless -f); the symbol file's
     /// absolute path; then the backend's recorder.
     func run() throws {
-        let kind: BackendKind = backend.usesXen ? .xen : .qemu
         let archValue = QEMUMachine.Arch(rawValue: arch)!
-        // First, before any state is touched: can this backend record here at all?
-        let recorder = try SessionBackends.recorder(kind, arch: archValue)
-        let dir = try state.resolve()
         if stop || destroy {
+            let dir = try state.resolve()
             guard dir.exists else { throw StateError.missing(dir.path) }
             let lock = try dir.lock()
             defer { withExtendedLifetime(lock) {} }
-            let stopped = try recorder.stopRecording(in: dir)
+            // The recording's own backend stops it, whatever --backend says.
+            let stopped = try SessionBackends.recorder(try BackendKind(recordedIn: dir), arch: archValue).stopRecording(in: dir)
             if destroy {
                 // A replay VM of the recording goes with it.
                 if dir.fileExists(StateFile.backend) || dir.fileExists(StateFile.argv) {
@@ -75,6 +73,10 @@ struct Record: ParsableCommand {
             }
             return
         }
+        let kind: BackendKind = backend.usesXen ? .xen : .qemu
+        // First, before any state is touched: can this backend record here at all?
+        let recorder = try SessionBackends.recorder(kind, arch: archValue)
+        let dir = try state.resolve()
         if dir.exists && (dir.fileExists(StateFile.argv) || dir.fileExists(StateFile.backend)) {
             guard force else { throw StateError.exists(dir.path) }
             let lock = try dir.lock()
