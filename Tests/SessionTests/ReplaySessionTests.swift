@@ -65,10 +65,15 @@ final class ScriptedBackend: ReplayBackend {
     }
     func resumeDetached() throws { calls.append("resume") }
     func pause() throws { calls.append("pause") }
-    func saveCheckpoint(at position: Position) throws -> Checkpoint? { nil }
+    /// Whether this fake keeps checkpoints (its "snapshot" is the stream index).
+    var checkpointing = false
+    func saveCheckpoint(at position: Position) throws -> Checkpoint? {
+        guard checkpointing, let i = position.icount else { return nil }
+        return Checkpoint(icount: i, brctr: position.landmark.brctr, backendState: [])
+    }
     func restore(_ checkpoint: Checkpoint) throws -> Position {
         seeks += 1
-        index = 0
+        index = Int(checkpoint.icount)
         return try position()
     }
     func setTracing(_ sink: BranchSink?) throws {}
@@ -172,5 +177,26 @@ final class ReplaySessionTests: XCTestCase {
         XCTAssertThrowsError(try s.runUntil(at("0x16:2"))) { error in
             XCTAssertEqual(String(describing: error), "0x16:2 lies before the current position 0x16:5:0x0, and the scripted backend cannot go back")
         }
+    }
+
+    /// Landings become checkpoints; a later run to an exact point starts from the latest
+    /// checkpoint before it — backwards, and forwards past the current position.
+    func testCheckpointsAreUsedBackwardsAndForwards() throws {
+        let b = ScriptedBackend(stream: Self.stream)
+        b.checkpointing = true
+        let s = ReplaySession(name: "t", backend: b)
+        s.timeline.spacing = 1
+        try s.start(paused: true)
+        // Land at the 2nd 0x16 (stream index 12, brctr 5): a checkpoint there.
+        XCTAssertEqual(try s.runUntil(at("0x16:5")).landmark, Landmark(ip: 0x16, brctr: 5, cx: 0))
+        XCTAssertEqual(s.timeline.checkpoints.map(\.icount), [0, 12])
+        // Back to the start, then forwards to a point after the checkpoint: from the checkpoint.
+        XCTAssertEqual(try s.runUntil(at("0x10:0")).landmark, Landmark(ip: 0x10, brctr: 0, cx: 0))
+        XCTAssertEqual(b.seeks, 1)
+        XCTAssertEqual(try s.runUntil(at("0x50:6:2")).landmark, Landmark(ip: 0x50, brctr: 6, cx: 2))
+        XCTAssertEqual(b.seeks, 2, "jumped forward to the checkpoint at brctr 5")
+        // A point before the checkpoint's count is reached from the start, not from it.
+        XCTAssertEqual(try s.runUntil(at("0x40:4")).landmark, Landmark(ip: 0x40, brctr: 4, cx: 0))
+        XCTAssertEqual(b.seeks, 3)
     }
 }

@@ -166,6 +166,12 @@ public final class ReplaySession {
             if Timeline.isBefore(address: target.address, brctr: brctr, cx: cx, position.landmark) {
                 position = try goBack(before: brctr, target: target, from: position.landmark)
                 if target.matches(position.landmark) { return position }
+            } else if backend.capabilities.contains(.seeking), let here = position.icount,
+                      case let ahead = timeline.latest(before: brctr), ahead.icount > here {
+                // A checkpoint between here and the target: start from it instead of
+                // replaying everything in between.
+                position = try backend.restore(ahead)
+                if target.matches(position.landmark) { return position }
             }
             landed = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
                 if target.matches(here) { return true }
