@@ -12,6 +12,8 @@ struct Where: ParsableCommand {
     var debug = false
     @Flag(name: .long, help: "Also print the registers.")
     var registers = false
+    @Flag(name: .long, help: "Also print the live replay's checkpoints (icount, brctr), where runs can start from.")
+    var timeline = false
     @OptionGroup var state: StateOptions
 
     func run() throws {
@@ -22,6 +24,11 @@ struct Where: ParsableCommand {
             printLine(session.describe(try session.position()))
             if registers {
                 for r in try session.registers() { printLine("\(r.name) 0x\(String(r.value, radix: 16))") }
+            }
+            if timeline {
+                for c in session.timeline.checkpoints {
+                    printLine("checkpoint icount \(c.icount) brctr \(c.brctr)\(c.icount == 0 ? " (the start)" : "")")
+                }
             }
         }
     }
