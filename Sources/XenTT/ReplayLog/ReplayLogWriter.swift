@@ -88,13 +88,13 @@ public final class ReplayLogWriter {
         buffer = .allocate(byteCount: ReplayLogWriter.bufferSize(slotSize), alignment: 16)
         do {
             try lock()
-            var st = stat()
-            guard fstat(fd.rawValue, &st) == 0 else { throw ReplayLogError.system(Errno(rawValue: errno), path: path, doing: "stat") }
+            let size: Int64
+            do { size = try fd.stat().size } catch { throw ReplayLogError.system(error, path: path, doing: "stat") }
             if let cut {
-                guard ftruncate(fd.rawValue, off_t(cut)) == 0 else {
-                    throw ReplayLogError.system(Errno(rawValue: errno), path: path, doing: "truncate")
+                do { try fd.resize(to: Int64(cut)) } catch let e as Errno {
+                    throw ReplayLogError.system(e, path: path, doing: "truncate")
                 }
-            } else if UInt64(st.st_size) != reader.fileSize {
+            } else if UInt64(size) != reader.fileSize {
                 throw ReplayLogError(.refused, path: path.string, "the log changed while it was being checked")
             }
         } catch {

@@ -133,19 +133,12 @@ public struct StateDirectory: Sendable {
         }
     }
 
+    /// A state file's text (at most 4 MiB; never through a symlink planted in the directory).
     public func read(_ name: String) throws -> String {
-        let fd = try FileDescriptor.open(file(name), .readOnly, options: [.closeOnExec, .noFollow])
-        return try fd.closeAfter {
-            var out: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
-                if n == 0 { break }
-                out += chunk[0..<n]
-                guard out.count < 1 << 22 else { throw StateError.badFile(file(name), "larger than 4 MiB") }
-            }
-            return String(decoding: out, as: UTF8.self)
+        guard let bytes = try readSmallFile(file(name), limit: 1 << 22, noFollow: true) else {
+            throw Errno.noSuchFileOrDirectory
         }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     public func readIfPresent(_ name: String) -> String? { try? read(name) }
