@@ -79,12 +79,13 @@ let package = Package(
         .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle",
                 // Optimized even in debug builds: the tests parse logs of millions of lines.
                 swiftSettings: [.unsafeFlags(["-O"])]),
-        // Test support: spawning tt, QEMU and binutils from the integration tests.
-        .target(name: "TestProcesses", path: "Tests/TestProcesses"),
+        // Test support: running tt, QEMU, gcc and binutils from the tests (TTSystem's Subprocess).
+        .target(name: "TestProcesses", dependencies: ["TTSystem", .product(name: "SystemPackage", package: "swift-system")],
+                path: "Tests/TestProcesses"),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
-        .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
-        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT",
+        .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle", "TestProcesses"]),
+        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT", "TestProcesses",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
@@ -93,7 +94,7 @@ let package = Package(
             "XenBackend", "XenTT", "TTSystem", "CXen", "CIpt",
             .product(name: "SystemPackage", package: "swift-system"),
         ], resources: [.copy("Golden")]),
-        .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
+        .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT", "TestProcesses"]),
         .testTarget(name: "SymbolizeTests", dependencies: ["TestProcesses", "Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "QEMUBackend", "CTTPluginABI", "TTSystem"]),

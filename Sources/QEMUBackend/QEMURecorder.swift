@@ -24,8 +24,8 @@ public enum QEMURecorder {
             let owner = f.count >= 3 && f[1] == "owner" ? Int32(f[2]) ?? 0 : 0
             if !isOurQEMU(qemu, state) {
                 state.remove(QEMUMachine.File.recordPID)
-            } else if owner != 0 && !ChildProcess.isAlive(owner) {
-                ChildProcess.terminate(qemu)
+            } else if owner != 0 && !RunningProcess(pid: owner).isAlive {
+                RunningProcess(pid: qemu).terminate()
                 state.remove(QEMUMachine.File.recordPID)
             }
         }
@@ -43,9 +43,9 @@ public enum QEMURecorder {
 
     /// Whether `pid` is a QEMU working in this state directory (not a reused pid).
     static func isOurQEMU(_ pid: Int32, _ state: StateDirectory) -> Bool {
-        guard pid > 0, ChildProcess.isAlive(pid) else { return false }
-        _ = ChildProcess.reap(pid)
-        guard ChildProcess.isAlive(pid), let argv = ChildProcess.commandLine(pid), let a0 = argv.first, a0.contains("qemu") else { return false }
+        guard pid > 0, RunningProcess(pid: pid).isAlive else { return false }
+        _ = RunningProcess(pid: pid).reap()
+        guard RunningProcess(pid: pid).isAlive, let argv = RunningProcess(pid: pid).commandLine, let a0 = argv.first, a0.contains("qemu") else { return false }
         var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
         let n = readlink("/proc/\(pid)/cwd", &buf, buf.count - 1)
         guard n > 0 else { return false }
@@ -78,7 +78,7 @@ public enum QEMURecorder {
         let argv = machine.recordArguments(plugin: plugin)
         try state.writeLines(QEMUMachine.File.argv, argv)
         if debug { fputs("tt: record: \(argv.joined(separator: " "))\n", stderr) }
-        let pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(QEMUMachine.File.recordLog))
+        let pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(QEMUMachine.File.recordLog)), error: .sameAsOutput)).pid
         try state.write(QEMUMachine.File.recordPID, detached ? "\(pid)\ndetached\n" : "\(pid)\nowner \(getpid())\n")
         return pid
     }
@@ -88,20 +88,20 @@ public enum QEMURecorder {
     /// `console`: copy the guest's serial output to stdout as it appears.
     public static func wait(_ pid: Int32, state: StateDirectory, console: Bool) throws -> Summary {
         let signalFD = SignalWatcher.install()
-        let exitFD = ChildProcess.exitDescriptor(pid) ?? -1
+        let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
         var consoleOffset: off_t = 0
         var signal: Int32 = 0
-        var status: Int32? = nil
+        var status: Subprocess.TerminationStatus? = nil
         while true {
             if console { consoleOffset = copyNew(state.file(QEMUMachine.File.recordConsole), from: consoleOffset) }
-            if let s = ChildProcess.reap(pid) { status = s; break }
-            if !ChildProcess.isAlive(pid) { break }
+            if let s = RunningProcess(pid: pid).reap() { status = s; break }
+            if !RunningProcess(pid: pid).isAlive { break }
             var fds = [pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0), pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 2, 100)
             if fds[1].revents != 0 {
                 signal = SignalWatcher.take()
-                ChildProcess.terminate(pid)
+                RunningProcess(pid: pid).terminate()
                 status = nil
                 break
             }
@@ -110,24 +110,22 @@ public enum QEMURecorder {
         state.remove(QEMUMachine.File.recordPID)
         let shm = try? PluginControlBlock.open(at: state.file(QEMUMachine.File.recordShm))
         var exit: Int32? = nil
-        if let s = status, s & 0x7f == 0 { exit = (s >> 8) & 0xff }
+        if case .exited(let code)? = status { exit = code }
         return Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
     }
 
     /// Stop a recording in progress (tt record -S), keeping its state.
     public static func stop(_ state: StateDirectory) -> Bool {
         guard let pid = recordingPID(state) else { return false }
-        ChildProcess.terminate(pid)
+        RunningProcess(pid: pid).terminate()
         state.remove(QEMUMachine.File.recordPID)
         return true
     }
 
     static func runToCompletion(_ argv: [String], in state: StateDirectory) throws {
-        let pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(QEMUMachine.File.recordLog))
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        guard status == 0 else {
-            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(QEMUMachine.File.recordLog)) ?? "status \(status)")")
+        let status = try Subprocess.run(.init(argv, workingDirectory: state.path, output: .append(state.file(QEMUMachine.File.recordLog)), error: .sameAsOutput)).status
+        guard status.isSuccess else {
+            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(QEMUMachine.File.recordLog)) ?? "\(status)")")
         }
     }
 
@@ -144,7 +142,7 @@ public enum QEMURecorder {
         var offset: off_t = 0
         while true {
             offset = copyNew(file, from: offset)
-            guard ChildProcess.isAlive(pid) else { break }
+            guard RunningProcess(pid: pid).isAlive else { break }
             var p = pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)
             if poll(&p, 1, 100) > 0 { _ = SignalWatcher.take(); break }
         }

@@ -60,13 +60,13 @@ public final class QEMUReplayBackend: ReplayBackend {
         log(argv.joined(separator: " "))
         let oldMask = umask(0o077) // QEMU's sockets: 0600 from the start
         defer { umask(oldMask) }
-        pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(F.replayLog))
+        pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(F.replayLog)), error: .sameAsOutput)).pid
         do {
             try state.write(F.pid, "\(pid)\n")
             try connect(timeoutMS: 30_000)
             guard shm!.pluginAttached else { throw QEMUError("the QEMU plugin did not attach to \(F.replayShm)") }
         } catch {
-            ChildProcess.terminate(pid)
+            RunningProcess(pid: pid).terminate()
             state.remove(F.pid)
             throw error
         }
@@ -78,7 +78,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         cachedRegs = nil
         var waited = 0
         while qmp == nil || gdb == nil {
-            if pid > 0, !ChildProcess.isAlive(pid) || ChildProcess.reap(pid) != nil {
+            if pid > 0, !RunningProcess(pid: pid).isAlive || RunningProcess(pid: pid).reap() != nil {
                 throw QEMUError("QEMU exited while starting the replay: \(lastLine(of: state.file(F.replayLog)) ?? "no message")")
             }
             if qmp == nil { qmp = try? QMPClient(path: state.file(F.qmp)) }
@@ -117,7 +117,7 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     public func kill() throws {
         detach()
-        if let p = vmPID { ChildProcess.terminate(p) }
+        if let p = vmPID { RunningProcess(pid: p).terminate() }
         removeReplayFiles()
         pid = 0
     }
@@ -230,7 +230,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         breakpoints = []
         qmp = nil
         gdb = nil
-        if pid > 0 { _ = ChildProcess.waitGone(pid, timeoutMS: 2000) }
+        if pid > 0 { _ = RunningProcess(pid: pid).waitGone(timeoutMS: 2000) }
         removeReplayFiles()
     }
 
@@ -323,7 +323,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         qmp.discardEvents()
         cachedRegs = nil
         try gdb.sendPacket("c")
-        let exitFD = ChildProcess.exitDescriptor(pid) ?? -1
+        let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
         let signalFD = SignalWatcher.descriptor
         var interruptSent = false

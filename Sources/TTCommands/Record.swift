@@ -57,7 +57,7 @@ struct Record: ParsableCommand {
                 let lock = try dir.lock()
                 let stopped = QEMURecorder.stop(dir)
                 if destroy {
-                    _ = QEMUReplayBackend(state: dir).vmPID.map { ChildProcess.terminate($0) }
+                    _ = QEMUReplayBackend(state: dir).vmPID.map { RunningProcess(pid: $0).terminate() }
                     withExtendedLifetime(lock) {}
                     try dir.removeAll()
                     printLine("tt: removed \(dir.path)")
