@@ -100,6 +100,14 @@ public final class OutputBuffer {
         used &+= bytes.count
     }
 
+    /// Unchecked: only after `reserve`. `write` stores exactly `count` bytes at the pointer
+    /// (a binary record encoded in place).
+    @inlinable @inline(__always)
+    public func put(count: Int, _ write: (UnsafeMutableRawPointer) -> Void) {
+        write(UnsafeMutableRawPointer(base + used))
+        used &+= count
+    }
+
     /// Unchecked (`reserve(Digits.maxHexCount(minDigits:))`): lower-case hex, no prefix.
     @inlinable @inline(__always)
     public func putHex(_ value: UInt64, minDigits: Int = 1) {
