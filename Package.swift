@@ -105,7 +105,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "BTSTests", dependencies: ["TestProcesses", "BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
-        .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
+        .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C", "TestProcesses",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
     ]

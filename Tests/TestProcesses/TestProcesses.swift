@@ -42,10 +42,11 @@ public enum TestProcesses {
     /// The configuration the tests run programs with: this process's environment, or
     /// `environment` (the whole environment) when given; in the test run's session, so
     /// that interrupting the tests stops their children too.
-    private static func configuration(_ argv: [String], environment: [String: String]?,
+    private static func configuration(_ argv: [String], environment: [String: String]?, input: String? = nil,
                                       output: Subprocess.Output, error: Subprocess.Output) -> Subprocess.Configuration {
         var c = Subprocess.Configuration(argv, environment: environment.map { .exactly($0) } ?? .inherit,
                                          output: output, error: error)
+        c.input = input.map { .file(FilePath($0)) } ?? .null
         c.newSession = false
         return c
     }
@@ -84,11 +85,12 @@ public enum TestProcesses {
         return Result(status: status, out: text(started.out), err: text(started.err))
     }
 
-    /// Run a program to its end, collecting its output; killed after `timeout` seconds
-    /// (status `timedOut`).
+    /// Run a program to its end (stdin from the file `input`, or /dev/null), collecting its
+    /// output; killed after `timeout` seconds (status `timedOut`).
     @discardableResult
-    public static func run(_ argv: [String], environment: [String: String]? = nil, timeout: TimeInterval = 120) throws -> Result {
-        let r = try Subprocess.run(configuration(argv, environment: environment,
+    public static func run(_ argv: [String], environment: [String: String]? = nil, input: String? = nil,
+                           timeout: TimeInterval = 120) throws -> Result {
+        let r = try Subprocess.run(configuration(argv, environment: environment, input: input,
                                                  output: .collect(limit: 1 << 30), error: .collect(limit: 1 << 30)),
                                    timeoutMS: Int(timeout * 1000))
         return Result(status: r.timedOut ? timedOut : r.status.shellStatus,
