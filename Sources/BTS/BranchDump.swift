@@ -33,22 +33,12 @@ public struct BranchDump {
         } else if extended {
             try file.forEach { _, r in
                 try out.reserve(reserve)
-                out.putDecimal(r.format, minDigits: 12)
-                out.put(": 0x")
-                out.putHex(r.from, minDigits: 8)
-                out.put(" -> 0x")
-                out.putHex(r.to, minDigits: 8)
-                out.put(byte: 0x0a)
+                out.putRecordLine(r.format, minDigits: 12, r)
             }
         } else {
             try file.forEach { i, r in
                 try out.reserve(reserve)
-                out.putDecimal(UInt64(i))
-                out.put(": 0x")
-                out.putHex(r.from, minDigits: 8)
-                out.put(" -> 0x")
-                out.putHex(r.to, minDigits: 8)
-                out.put(byte: 0x0a)
+                out.putRecordLine(UInt64(i), minDigits: 1, r)
             }
         }
     }
@@ -85,5 +75,19 @@ public struct BranchDump {
             try out.reserve(2)
             out.put("}\n")
         }
+    }
+}
+
+extension OutputBuffer {
+    /// `N: 0x<from> -> 0x<to>` and a newline, N zero-padded to `minDigits`, addresses to 8
+    /// hex digits: the plain dump's line. Unchecked: after `reserve(OutputBuffer.lineReserve)`.
+    @inline(__always)
+    func putRecordLine(_ number: UInt64, minDigits: Int, _ r: BranchRecord) {
+        putDecimal(number, minDigits: minDigits)
+        put(": 0x")
+        putHex(r.from, minDigits: 8)
+        put(" -> 0x")
+        putHex(r.to, minDigits: 8)
+        put(byte: 0x0a)
     }
 }

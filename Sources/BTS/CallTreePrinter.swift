@@ -71,12 +71,7 @@ public struct CallTreePrinter {
             if debug {
                 try out.reserve(OutputBuffer.lineReserve)
                 out.put("# ")
-                out.putDecimal(UInt64(i))
-                out.put(": 0x")
-                out.putHex(r.from, minDigits: 8)
-                out.put(" -> 0x")
-                out.putHex(r.to, minDigits: 8)
-                out.put(byte: 0x0a)
+                out.putRecordLine(UInt64(i), minDigits: 1, r)
             }
             try tree.process(r, emit: emit)
         }

@@ -46,11 +46,7 @@ public enum QEMURecorder {
         guard pid > 0, RunningProcess(pid: pid).isAlive else { return false }
         _ = RunningProcess(pid: pid).reap()
         guard RunningProcess(pid: pid).isAlive, let argv = RunningProcess(pid: pid).commandLine, let a0 = argv.first, a0.contains("qemu") else { return false }
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
-        let n = readlink("/proc/\(pid)/cwd", &buf, buf.count - 1)
-        guard n > 0 else { return false }
-        buf[n] = 0
-        return FilePath(String(cString: buf)) == state.path
+        return RunningProcess(pid: pid).workingDirectory == state.path
     }
 
     /// The pid of a recording in progress, if any.

@@ -125,8 +125,8 @@ public enum Subprocess {
         let process = try start(configuration) { collectors.append($0) }
         defer { for c in collectors { try? c.pipe.close() } }
         var out: [UInt8] = [], err: [UInt8] = []
-        let deadline = timeoutMS.map { monotonicMS() + $0 }
-        func remainingMS() -> Int32 { deadline.map { Int32(clamping: max(0, $0 - monotonicMS())) } ?? -1 }
+        let deadline = timeoutMS.map { monotonicMilliseconds() + $0 }
+        func remainingMS() -> Int32 { deadline.map { Int32(clamping: max(0, $0 - monotonicMilliseconds())) } ?? -1 }
         var timedOut = false
         // Read every pipe as data comes (reading them in turn can deadlock a chatty child)
         // until all are closed.
@@ -262,6 +262,9 @@ public struct RunningProcess {
         return state != UInt8(ascii: "Z") && state != UInt8(ascii: "X")
     }
 
+    /// The process's working directory, or nil if it is gone (or not ours to look at).
+    public var workingDirectory: FilePath? { readSymbolicLink(FilePath("/proc/\(pid)/cwd")) }
+
     /// The process's command line, or nil if it is gone.
     public var commandLine: [String]? {
         guard let bytes = try? readSmallFile(FilePath("/proc/\(pid)/cmdline"), limit: 1 << 20) else { return nil }
@@ -310,7 +313,7 @@ public struct RunningProcess {
     }
 
     func waitUntilGone(timeoutMS: Int) -> Gone {
-        let deadline = monotonicMS() + timeoutMS
+        let deadline = monotonicMilliseconds() + timeoutMS
         while true {
             var status: Int32 = 0
             let r = waitpid(pid, &status, WNOHANG)
@@ -318,7 +321,7 @@ public struct RunningProcess {
             // Our child still running (r == 0) is waited for by waitpid alone: /proc shows a
             // multi-threaded program's leader as a zombie while its other threads finish.
             if r != 0 && !isAlive { return .unknownStatus }
-            if monotonicMS() > deadline { return .stillRunning }
+            if monotonicMilliseconds() > deadline { return .stillRunning }
             usleep(5_000)
         }
     }
@@ -343,11 +346,4 @@ public struct RunningProcess {
         if case .reaped(let s) = waitUntilGone(timeoutMS: 5000) { return s }
         return nil
     }
-}
-
-/// Milliseconds on the monotonic clock.
-func monotonicMS() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
 }

@@ -4,28 +4,28 @@ import TTSystem
 import Glibc
 #endif
 
-final class OutputBufferTests: XCTestCase {
-    /// Runs `body` with an OutputBuffer on a pipe and returns what was written.
-    private func captured(_ body: (OutputBuffer) throws -> Void) throws -> String {
-        var fds: [Int32] = [0, 0]
-        XCTAssertEqual(pipe(&fds), 0)
-        do {
-            let out = OutputBuffer(fd: fds[1], capacity: 16)
-            try body(out)
-            try out.flush()
-        }
-        close(fds[1])
-        var data = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fds[0], &chunk, chunk.count)
-            if n <= 0 { break }
-            data += chunk[0..<n]
-        }
-        close(fds[0])
-        return String(decoding: data, as: UTF8.self)
+/// Runs `body` with an OutputBuffer of `capacity` bytes on a pipe and returns what was written.
+private func captured(capacity: Int = 16, _ body: (OutputBuffer) throws -> Void) throws -> String {
+    var fds: [Int32] = [0, 0]
+    XCTAssertEqual(pipe(&fds), 0)
+    do {
+        let out = OutputBuffer(fd: fds[1], capacity: capacity)
+        try body(out)
+        try out.flush()
     }
+    close(fds[1])
+    var data = [UInt8]()
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fds[0], &chunk, chunk.count)
+        if n <= 0 { break }
+        data += chunk[0..<n]
+    }
+    close(fds[0])
+    return String(decoding: data, as: UTF8.self)
+}
 
+final class OutputBufferTests: XCTestCase {
     func testHexMatchesStringRadix() throws {
         let values: [UInt64] = [0, 1, 0xf, 0x10, 0xdeadbeef, 0xffff_ffff_ffff_ffff, 0x1234_5678_9abc]
         for v in values {
@@ -56,26 +56,6 @@ final class OutputBufferTests: XCTestCase {
 }
 
 final class OutputBufferReservationTests: XCTestCase {
-    private func captured(capacity: Int, _ body: (OutputBuffer) throws -> Void) throws -> String {
-        var fds: [Int32] = [0, 0]
-        XCTAssertEqual(pipe(&fds), 0)
-        do {
-            let out = OutputBuffer(fd: fds[1], capacity: capacity)
-            try body(out)
-            try out.flush()
-        }
-        close(fds[1])
-        var data = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fds[0], &chunk, chunk.count)
-            if n <= 0 { break }
-            data += chunk[0..<n]
-        }
-        close(fds[0])
-        return String(decoding: data, as: UTF8.self)
-    }
-
     /// Lines built with one reservation each, across many buffer flushes, come out whole
     /// and in order; a long text appended mid-line passes through.
     func testReservedLinesAcrossFlushes() throws {

@@ -261,11 +261,7 @@ public enum TTConfiguration {
 
     /// The directory of the running executable (/proc/self/exe).
     public static func executableDirectory() -> FilePath? {
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        guard n > 0 else { return nil }
-        buf[n] = 0
-        return FilePath(String(cString: buf)).removingLastComponent()
+        readSymbolicLink("/proc/self/exe")?.removingLastComponent()
     }
 }
 
