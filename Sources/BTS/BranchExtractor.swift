@@ -107,8 +107,7 @@ public struct BranchExtractor {
     }
 
     private func sidecarExists(for log: FilePath) -> Bool {
-        var st = stat()
-        return stat(ReplayLogIndex.sidecarPath(for: log).string, &st) == 0
+        (try? ReplayLogIndex.sidecarPath(for: log).stat()) != nil
     }
 
     /// Position the reader at the earliest entry that can hold a record ≥ lower: per vCPU

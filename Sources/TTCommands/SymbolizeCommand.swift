@@ -76,9 +76,8 @@ struct SymbolizeCommand: ParsableCommand {
                 try out.flush()
                 return
             }
-            var st = stat()
-            let regular = fstat(0, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
-            out.lineBuffered = !regular
+            // A pipe is answered line by line; a regular file is printed in big writes.
+            out.lineBuffered = (try? FileDescriptor.standardInput.stat())?.type != .regular
             try readLines(fd: 0) { line, number in
                 guard let a = parseAddress(line) else {
                     let text = String(decoding: line, as: UTF8.self)

@@ -90,13 +90,11 @@ public struct StateDirectory: Sendable {
     public var exists: Bool { Self.isDirectory(path) }
 
     static func isDirectory(_ p: FilePath) -> Bool {
-        var st = stat()
-        return lstat(p.string, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        (try? p.stat(followTargetSymlink: false))?.type == .directory
     }
 
     public func fileExists(_ name: String) -> Bool {
-        var st = stat()
-        return lstat(file(name).string, &st) == 0
+        (try? file(name).stat(followTargetSymlink: false)) != nil
     }
 
     /// Create the directory (and missing parents) with mode 0700.
