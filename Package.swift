@@ -25,7 +25,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        // 1.7 for Stat (fstat) and FileDescriptor.pipe; resolved at 1.8.1.
+        .package(url: "https://github.com/apple/swift-system", from: "1.7.0"),
     ],
     targets: [
         // C worlds, each behind a thin Swift wrapper.
@@ -78,12 +79,13 @@ let package = Package(
         .target(name: "ExecLogOracle", dependencies: ["TTSystem"], path: "Tests/ExecLogOracle",
                 // Optimized even in debug builds: the tests parse logs of millions of lines.
                 swiftSettings: [.unsafeFlags(["-O"])]),
-        // Test support: spawning tt, QEMU and binutils from the integration tests.
-        .target(name: "TestProcesses", path: "Tests/TestProcesses"),
+        // Test support: running tt, QEMU, gcc and binutils from the tests (TTSystem's Subprocess).
+        .target(name: "TestProcesses", dependencies: ["TTSystem", .product(name: "SystemPackage", package: "swift-system")],
+                path: "Tests/TestProcesses"),
 
         .testTarget(name: "TTSystemTests", dependencies: ["TTSystem"]),
-        .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle"]),
-        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT",
+        .testTarget(name: "ExecLogOracleTests", dependencies: ["ExecLogOracle", "TestProcesses"]),
+        .testTarget(name: "TTCommandsTests", dependencies: ["TTCommands", "XenTT", "TestProcesses",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
@@ -92,7 +94,7 @@ let package = Package(
             "XenBackend", "XenTT", "TTSystem", "CXen", "CIpt",
             .product(name: "SystemPackage", package: "swift-system"),
         ], resources: [.copy("Golden")]),
-        .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT"]),
+        .testTarget(name: "IntelPTTests", dependencies: ["IntelPT", "CIpt", "XenTT", "TestProcesses"]),
         .testTarget(name: "SymbolizeTests", dependencies: ["TestProcesses", "Symbolize", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
         .testTarget(name: "SessionTests", dependencies: ["XenTT", "QEMUBackend", "CTTPluginABI", "TTSystem"]),
@@ -103,7 +105,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "BTSTests", dependencies: ["TestProcesses", "BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
-        .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C",
+        .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C", "TestProcesses",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
     ]

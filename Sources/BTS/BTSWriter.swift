@@ -38,8 +38,8 @@ public final class BTSWriter {
 
     @inline(__always)
     private func writeRaw(_ r: BranchRecord) throws {
-        var words = (r.from.littleEndian, r.to.littleEndian, r.format.littleEndian)
-        try withUnsafeBytes(of: &words) { try out.append(bytes: $0) }
+        try out.reserve(BranchRecord.size)
+        out.put(count: BranchRecord.size) { r.store(to: $0) }
     }
 
     /// Append one record. In an extended file `format` must carry the branch counter.

@@ -5,7 +5,7 @@ import TTSystem
 /// Addresses have at least 8 hex digits, as the original printed them.
 public struct BranchDump {
     /// Writes an address's whole text (e.g. `0x…` and ` <fn+18>`); nil prints bare hex.
-    public typealias AddressWriter = (UInt64, inout LineSink) throws -> Void
+    public typealias AddressWriter = (UInt64, OutputBuffer) throws -> Void
 
     public var annotate: AddressWriter?
     /// Treat the format field as the branch counter even without the magic record.
@@ -16,39 +16,29 @@ public struct BranchDump {
         self.forceExtended = forceExtended
     }
 
-    public func dump(_ file: BTSFile, to sink: inout LineSink) throws {
+    public func dump(_ file: BTSFile, to out: OutputBuffer) throws {
         let extended = file.isExtended || forceExtended
+        let reserve = OutputBuffer.lineReserve
         if let annotate {
             try file.forEach { i, r in
-                try sink.beginLine()
-                if extended { sink.decimal(r.format, minDigits: 12) } else { sink.decimal(UInt64(i)) }
-                sink.ascii(": ")
-                try annotate(r.from, &sink)
-                try sink.beginLine()
-                sink.ascii(" -> ")
-                try annotate(r.to, &sink)
-                try sink.beginLine()
-                sink.newline()
+                try out.reserve(reserve)
+                out.putDecimal(extended ? r.format : UInt64(i), minDigits: extended ? 12 : 1)
+                out.put(": ")
+                try annotate(r.from, out)
+                try out.reserve(reserve)
+                out.put(" -> ")
+                try annotate(r.to, out)
+                try out.append(byte: 0x0a)
             }
         } else if extended {
             try file.forEach { _, r in
-                try sink.beginLine()
-                sink.decimal(r.format, minDigits: 12)
-                sink.ascii(": ")
-                sink.hex(r.from)
-                sink.ascii(" -> ")
-                sink.hex(r.to)
-                sink.newline()
+                try out.reserve(reserve)
+                out.putRecordLine(r.format, minDigits: 12, r)
             }
         } else {
             try file.forEach { i, r in
-                try sink.beginLine()
-                sink.decimal(UInt64(i))
-                sink.ascii(": ")
-                sink.hex(r.from)
-                sink.ascii(" -> ")
-                sink.hex(r.to)
-                sink.newline()
+                try out.reserve(reserve)
+                out.putRecordLine(UInt64(i), minDigits: 1, r)
             }
         }
     }
@@ -57,35 +47,47 @@ public struct BranchDump {
     /// `"bctr"` instead of `"format"` for extended files, and `"from_sym"`/`"to_sym"`
     /// when a symbolizer string function is given.
     public func dumpJSONLines(_ file: BTSFile, symbol: ((UInt64) -> String?)? = nil,
-                              to sink: inout LineSink) throws {
+                              to out: OutputBuffer) throws {
         let extended = file.isExtended || forceExtended
+        let reserve = OutputBuffer.lineReserve
         try file.forEach { i, r in
-            try sink.beginLine()
-            sink.ascii("{\"n\":")
-            sink.decimal(UInt64(i))
-            sink.ascii(",\"from\":\"")
-            sink.hex(r.from, minDigits: 1)
-            sink.ascii("\",\"to\":\"")
-            sink.hex(r.to, minDigits: 1)
-            sink.ascii(extended ? "\",\"bctr\":" : "\",\"format\":")
-            sink.decimal(r.format)
+            try out.reserve(reserve)
+            out.put("{\"n\":")
+            out.putDecimal(UInt64(i))
+            out.put(",\"from\":\"0x")
+            out.putHex(r.from)
+            out.put("\",\"to\":\"0x")
+            out.putHex(r.to)
+            out.put(extended ? "\",\"bctr\":" : "\",\"format\":")
+            out.putDecimal(r.format)
             if let symbol {
                 if let s = symbol(r.from) {
-                    sink.ascii(",\"from_sym\":\"")
-                    try sink.jsonEscaped(s)
-                    try sink.beginLine()
-                    sink.byte(UInt8(ascii: "\""))
+                    try out.reserve(reserve)
+                    out.put(",\"from_sym\":")
+                    try out.appendJSONString(s)
                 }
                 if let s = symbol(r.to) {
-                    try sink.beginLine()
-                    sink.ascii(",\"to_sym\":\"")
-                    try sink.jsonEscaped(s)
-                    try sink.beginLine()
-                    sink.byte(UInt8(ascii: "\""))
+                    try out.reserve(reserve)
+                    out.put(",\"to_sym\":")
+                    try out.appendJSONString(s)
                 }
             }
-            try sink.beginLine()
-            sink.ascii("}\n")
+            try out.reserve(2)
+            out.put("}\n")
         }
+    }
+}
+
+extension OutputBuffer {
+    /// `N: 0x<from> -> 0x<to>` and a newline, N zero-padded to `minDigits`, addresses to 8
+    /// hex digits: the plain dump's line. Unchecked: after `reserve(OutputBuffer.lineReserve)`.
+    @inline(__always)
+    func putRecordLine(_ number: UInt64, minDigits: Int, _ r: BranchRecord) {
+        putDecimal(number, minDigits: minDigits)
+        put(": 0x")
+        putHex(r.from, minDigits: 8)
+        put(" -> 0x")
+        putHex(r.to, minDigits: 8)
+        put(byte: 0x0a)
     }
 }

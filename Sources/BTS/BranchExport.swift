@@ -8,43 +8,39 @@ import TTSystem
 public enum BranchExport {
     /// Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing): one thread whose
     /// calls are nested B/E slices; out-of-range branches are instant events.
-    public static func chrome(_ file: BTSFile, tree: CallTree, to sink: inout LineSink) throws {
+    public static func chrome(_ file: BTSFile, tree: CallTree, to out: OutputBuffer) throws {
         var ts: UInt64 = 0
-        var first = true
-        func event(_ ph: StaticString, _ name: String, entry: UInt64?, sink: inout LineSink) throws {
-            try sink.beginLine()
-            sink.ascii(first ? "\n" : ",\n")
-            first = false
-            sink.ascii("{\"ph\":\"")
-            sink.ascii(ph)
-            sink.ascii("\",\"pid\":1,\"tid\":1,\"ts\":")
-            sink.decimal(ts)
-            sink.ascii(",\"name\":\"")
-            try sink.jsonEscaped(name)
-            try sink.beginLine()
-            sink.byte(UInt8(ascii: "\""))
+        func event(_ ph: StaticString, _ name: String, entry: UInt64?) throws {
+            try out.reserve(OutputBuffer.lineReserve)
+            out.put(",\n{\"ph\":\"")
+            out.put(ph)
+            out.put("\",\"pid\":1,\"tid\":1,\"ts\":")
+            out.putDecimal(ts)
+            out.put(",\"name\":")
+            try out.appendJSONString(name)
+            try out.reserve(OutputBuffer.lineReserve)
             if let entry {
-                sink.ascii(",\"args\":{\"entry\":\"")
-                sink.hex(entry, minDigits: 1)
-                sink.ascii("\"}")
+                out.put(",\"args\":{\"entry\":\"0x")
+                out.putHex(entry)
+                out.put("\"}")
             }
-            sink.byte(UInt8(ascii: "}"))
+            out.put(byte: UInt8(ascii: "}"))
         }
-        try sink.string("{\"displayTimeUnit\":\"ns\",\"otherData\":{\"timeline\":\"\(file.isExtended ? "branch counter" : "record number")\"},\"traceEvents\":[")
-        try sink.string("\n{\"ph\":\"M\",\"pid\":1,\"tid\":1,\"name\":\"thread_name\",\"args\":{\"name\":\"branches\"}}")
-        first = false
+        try out.append("{\"displayTimeUnit\":\"ns\",\"otherData\":{\"timeline\":\"\(file.isExtended ? "branch counter" : "record number")\"},\"traceEvents\":[")
+        // The metadata event comes first, so every later event is preceded by a comma.
+        try out.append("\n{\"ph\":\"M\",\"pid\":1,\"tid\":1,\"name\":\"thread_name\",\"args\":{\"name\":\"branches\"}}")
         func emit(_ e: CallTree.Event) throws {
             switch e {
             case let .enter(f, _, how):
                 let suffix = how == .inline ? " (inlined)" : ""
-                try event("B", (f?.name ?? "??") + suffix, entry: f?.entry, sink: &sink)
+                try event("B", (f?.name ?? "??") + suffix, entry: f?.entry)
             case let .leave(f, _, how):
                 let suffix = how == .inline ? " (inlined)" : ""
-                try event("E", (f?.name ?? "??") + suffix, entry: nil, sink: &sink)
+                try event("E", (f?.name ?? "??") + suffix, entry: nil)
             case let .outOfRange(from, to, _, _):
                 var text = "out of range 0x"
                 text += String(from, radix: 16) + " -> 0x" + String(to, radix: 16)
-                try event("i", text, entry: nil, sink: &sink)
+                try event("i", text, entry: nil)
             }
         }
         var last: UInt64 = 0
@@ -55,13 +51,12 @@ public enum BranchExport {
         }
         ts = last &+ 1
         try tree.finish(emit: emit)
-        try sink.beginLine()
-        sink.ascii("\n]}\n")
+        try out.append("\n]}\n")
     }
 
     /// Folded stacks (`outer;inner;leaf N`) for flamegraph.pl and speedscope: N is the
     /// number of branches taken while that stack was current. Lines sorted by stack.
-    public static func folded(_ file: BTSFile, tree: CallTree, to sink: inout LineSink) throws {
+    public static func folded(_ file: BTSFile, tree: CallTree, to out: OutputBuffer) throws {
         var names: [String] = []
         var key: String? = nil
         var counts: [String: UInt64] = [:]
@@ -84,11 +79,10 @@ public enum BranchExport {
             tree.follow(r, emit: emit)
         }
         for (stack, n) in counts.sorted(by: { $0.key < $1.key }) {
-            try sink.string(stack.replacingSpaces())
-            try sink.beginLine()
-            sink.byte(UInt8(ascii: " "))
-            sink.decimal(n)
-            sink.newline()
+            try out.append(stack.replacingSpaces())
+            try out.append(byte: UInt8(ascii: " "))
+            try out.appendDecimal(n)
+            try out.append(byte: 0x0a)
         }
     }
 }

@@ -90,7 +90,7 @@ public struct BranchExtractor {
             if !extended && e.type == .hardwareBranches64 {
                 // The records are already in BTS layout: copy the selected slice as is.
                 let k0 = Int(from - first), k1 = Int(to - first) + 1
-                try writer.append(encoded: UnsafeRawBufferPointer(rebasing: e.payload[(k0 * 24)..<(k1 * 24)]))
+                try writer.append(encoded: UnsafeRawBufferPointer(rebasing: e.payload[(k0 * BranchRecord.size)..<(k1 * BranchRecord.size)]))
             } else {
                 try e.forEachBranch { f, t, format, counter in
                     if counter >= lower && counter <= upper {
@@ -107,8 +107,7 @@ public struct BranchExtractor {
     }
 
     private func sidecarExists(for log: FilePath) -> Bool {
-        var st = stat()
-        return stat(ReplayLogIndex.sidecarPath(for: log).string, &st) == 0
+        (try? ReplayLogIndex.sidecarPath(for: log).stat()) != nil
     }
 
     /// Position the reader at the earliest entry that can hold a record ≥ lower: per vCPU

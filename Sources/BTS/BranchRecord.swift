@@ -1,3 +1,5 @@
+import XenTT
+
 /// One Intel Branch Trace Store record: 24 bytes, little-endian.
 ///
 /// `format` is the CPU's flags word in a raw file; in an *extended* file it holds
@@ -14,7 +16,7 @@ public struct BranchRecord: Equatable, Hashable, Sendable {
     }
 
     /// Size of one record on disk.
-    public static let size = 24
+    public static var size: Int { BranchRecordLayout.size }
 
     /// The first record of an extended file: all three fields all ones.
     public static let extendedMagic = BranchRecord(from: .max, to: .max, format: .max)
@@ -22,18 +24,14 @@ public struct BranchRecord: Equatable, Hashable, Sendable {
     /// Decode the record at `offset` of `bytes` (caller guarantees 24 bytes are there).
     @inline(__always)
     public static func load(from bytes: UnsafeRawPointer, at offset: Int) -> BranchRecord {
-        BranchRecord(
-            from: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
-            to: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)),
-            format: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)))
+        let r = BranchRecordLayout.load(at: bytes + offset)
+        return BranchRecord(from: r.from, to: r.to, format: r.format)
     }
 
     /// Encode into 24 bytes at `p`.
     @inline(__always)
     public func store(to p: UnsafeMutableRawPointer) {
-        p.storeBytes(of: from.littleEndian, toByteOffset: 0, as: UInt64.self)
-        p.storeBytes(of: to.littleEndian, toByteOffset: 8, as: UInt64.self)
-        p.storeBytes(of: format.littleEndian, toByteOffset: 16, as: UInt64.self)
+        BranchRecordLayout.store(from: from, to: to, format: format, at: p)
     }
 
     /// The record's 24 bytes.

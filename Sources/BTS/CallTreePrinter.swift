@@ -18,64 +18,60 @@ public struct CallTreePrinter {
         self.debug = debug
     }
 
-    public func run(_ file: BTSFile, tree: CallTree, to sink: inout LineSink) throws {
+    public func run(_ file: BTSFile, tree: CallTree, to out: OutputBuffer) throws {
         var counter: UInt64 = 0
-        func line(_ depth: Int, _ body: (inout LineSink) throws -> Void) throws {
-            try sink.beginLine()
-            for _ in 0..<depth { try sink.beginLine(); sink.ascii("  ") }
-            try body(&sink)
-            try sink.beginLine()
+        func line(_ depth: Int, _ body: () throws -> Void) throws {
+            for _ in 0..<depth { try out.append("  ") }
+            try body()
             if showCounter {
-                sink.ascii(" (bctr=")
-                sink.decimal(counter)
-                sink.byte(UInt8(ascii: ")"))
+                try out.reserve(OutputBuffer.lineReserve)
+                out.put(" (bctr=")
+                out.putDecimal(counter)
+                out.put(byte: UInt8(ascii: ")"))
             }
-            sink.newline()
+            try out.append(byte: 0x0a)
         }
         func name(_ f: CallTree.Function?) -> String { f?.name ?? "??" }
         func emit(_ event: CallTree.Event) throws {
             switch event {
             case let .enter(f, depth, how):
                 switch how {
-                case .call, .jump: try line(depth) { try $0.string("Call to " + name(f)) }
-                case .inline: try line(depth) { try $0.string("Call to " + name(f) + " (inlined)") }
+                case .call, .jump: try line(depth) { try out.append("Call to " + name(f)) }
+                case .inline: try line(depth) { try out.append("Call to " + name(f) + " (inlined)") }
                 default: break
                 }
             case let .leave(f, depth, how):
                 switch how {
-                case .call: try line(depth) { try $0.string("Return from " + name(f)) }
-                case .inline: try line(depth) { try $0.string("Return from " + name(f) + " (inlined)") }
+                case .call: try line(depth) { try out.append("Return from " + name(f)) }
+                case .inline: try line(depth) { try out.append("Return from " + name(f) + " (inlined)") }
                 default: break
                 }
             case let .outOfRange(from, to, range, depth):
-                try line(depth) { s in
-                    s.ascii("*** branch from ")
-                    s.hex(from)
-                    s.ascii(" to ")
-                    s.hex(to)
-                    s.ascii(" out of range [")
+                try line(depth) {
+                    try out.reserve(OutputBuffer.lineReserve)
+                    out.put("*** branch from 0x")
+                    out.putHex(from, minDigits: 8)
+                    out.put(" to 0x")
+                    out.putHex(to, minDigits: 8)
+                    out.put(" out of range [")
                     if let range {
-                        s.hex(range.lowerBound)
-                        s.byte(UInt8(ascii: "-"))
-                        s.hex(range.upperBound)
+                        out.put("0x")
+                        out.putHex(range.lowerBound, minDigits: 8)
+                        out.put("-0x")
+                        out.putHex(range.upperBound, minDigits: 8)
                     } else {
-                        s.ascii("unknown")
+                        out.put("unknown")
                     }
-                    s.byte(UInt8(ascii: "]"))
+                    out.put(byte: UInt8(ascii: "]"))
                 }
             }
         }
         try file.forEach { i, r in
             counter = file.isExtended ? r.format : UInt64(i)
             if debug {
-                try sink.beginLine()
-                sink.ascii("# ")
-                sink.decimal(UInt64(i))
-                sink.ascii(": ")
-                sink.hex(r.from)
-                sink.ascii(" -> ")
-                sink.hex(r.to)
-                sink.newline()
+                try out.reserve(OutputBuffer.lineReserve)
+                out.put("# ")
+                out.putRecordLine(UInt64(i), minDigits: 1, r)
             }
             try tree.process(r, emit: emit)
         }

@@ -34,21 +34,21 @@ public final class SymbolicAddresses {
 
     /// The full text of `address` (hex, then ` <name>` when a symbol applies).
     @inline(__always)
-    public func write(_ address: UInt64, into sink: inout LineSink) throws {
+    public func write(_ address: UInt64, to out: OutputBuffer) throws {
         // Fibonacci hashing spreads nearby code addresses over the table.
         let slot = slots + (Int(truncatingIfNeeded: (address &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask) &* SymbolicAddresses.slotSize
         let length = slot.load(fromByteOffset: 8, as: UInt16.self)
         if length < 0xfffe && slot.load(as: UInt64.self) == address {
-            try sink.bytes(UnsafeRawBufferPointer(start: slot + 10, count: Int(length)))
+            try out.append(bytes: UnsafeRawBufferPointer(start: slot + 10, count: Int(length)))
             return
         }
-        try miss(address, slot: slot, sink: &sink)
+        try miss(address, slot: slot, out: out)
     }
 
-    private func miss(_ address: UInt64, slot: UnsafeMutableRawPointer, sink: inout LineSink) throws {
+    private func miss(_ address: UInt64, slot: UnsafeMutableRawPointer, out: OutputBuffer) throws {
         if slot.load(fromByteOffset: 8, as: UInt16.self) == 0xfffe, slot.load(as: UInt64.self) == address,
            let text = long[address] {
-            try text.withUnsafeBytes { try sink.bytes($0) }
+            try text.withUnsafeBytes { try out.append(bytes: $0) }
             return
         }
         var text = symbolizer.describe(address, style: style)
@@ -62,7 +62,7 @@ public final class SymbolicAddresses {
                 if long.count > 1 << 16 { long.removeAll(keepingCapacity: true) }
                 long[address] = Array(u)
             }
-            try sink.bytes(UnsafeRawBufferPointer(u))
+            try out.append(bytes: UnsafeRawBufferPointer(u))
         }
     }
 

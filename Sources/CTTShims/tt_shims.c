@@ -9,7 +9,8 @@
 
 extern char **environ;
 
-int tt_spawn(char *const argv[], const char *cwd, const char *output, pid_t *pid) {
+int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int stdio[3],
+             int new_session, pid_t *pid) {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     posix_spawn_file_actions_init(&fa);
@@ -21,12 +22,13 @@ int tt_spawn(char *const argv[], const char *cwd, const char *output, pid_t *pid
     sigaddset(&dfl, SIGPIPE); sigaddset(&dfl, SIGCHLD);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &dfl);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (new_session) flags |= POSIX_SPAWN_SETSID;
+    posix_spawnattr_setflags(&at, flags);
     if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, output ? output : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    int rc = posix_spawnp(pid, argv[0], &fa, &at, argv, environ);
+    /* dup2 clears close-on-exec on the copy: the parent opens everything O_CLOEXEC. */
+    for (int i = 0; i < 3; i++) posix_spawn_file_actions_adddup2(&fa, stdio[i], i);
+    int rc = posix_spawnp(pid, argv[0], &fa, &at, argv, envp ? envp : environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     return rc;

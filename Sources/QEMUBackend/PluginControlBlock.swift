@@ -32,8 +32,8 @@ final class PluginControlBlock {
     let path: FilePath
     /// Records in the ring (set by `create` after mapping a new, still empty file).
     private(set) var capacity: Int
-    private let base: UnsafeMutableRawPointer
-    private let length: Int
+    private let mapping: MappedFile
+    private var base: UnsafeMutableRawPointer { mapping.base! }
 
     /// Create (replacing) the control file, mode 0600, with an empty ring. The default ring
     /// (1M records, 24 MiB, sparse until used) lets the plugin run long stretches while
@@ -46,8 +46,8 @@ final class PluginControlBlock {
                                          permissions: [.ownerReadWrite])
         defer { try? fd.close() }
         let length = headerBytes + ringCapacity * recordBytes
-        guard ftruncate(fd.rawValue, off_t(length)) == 0 else {
-            throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "ftruncate")
+        do { try fd.resize(to: Int64(length)) } catch let e as Errno {
+            throw SystemError(path: path, errno: e, doing: "ftruncate")
         }
         let block = try PluginControlBlock(path: path, fd: fd, length: length)
         block.store(Offset.ringCapacity, UInt64(ringCapacity))
@@ -62,29 +62,23 @@ final class PluginControlBlock {
     static func open(at path: FilePath) throws -> PluginControlBlock {
         let fd = try FileDescriptor.open(path, .readWrite, options: [.closeOnExec, .noFollow])
         defer { try? fd.close() }
-        var st = stat()
-        guard fstat(fd.rawValue, &st) == 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "stat") }
-        let block = try PluginControlBlock(path: path, fd: fd, length: Int(st.st_size))
+        let size: Int64
+        do { size = try fd.stat().size } catch { throw SystemError(path: path, errno: error, doing: "stat") }
+        let block = try PluginControlBlock(path: path, fd: fd, length: Int(size))
         guard block.load(Offset.magic) == magic else { throw SystemError(path: path, message: "not a tt plugin control file") }
         return block
     }
 
     private init(path: FilePath, fd: FileDescriptor, length: Int) throws {
         guard length >= Self.headerBytes else { throw SystemError(path: path, message: "plugin control file too small") }
-        let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
-        guard let p, p != MAP_FAILED else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "mmap") }
+        mapping = try MappedFile(fd, path: path, count: length, access: .sharedReadWrite)
         self.path = path
-        self.base = p
-        self.length = length
-        let cap = p.load(fromByteOffset: Offset.ringCapacity, as: UInt64.self)
+        let cap = mapping.base!.load(fromByteOffset: Offset.ringCapacity, as: UInt64.self)
         self.capacity = Int(cap == 0 ? 1 : cap)
         guard Self.headerBytes + Int(cap) * Self.recordBytes <= length else {
-            munmap(p, length)
             throw SystemError(path: path, message: "plugin control file shorter than its ring")
         }
     }
-
-    deinit { munmap(base, length) }
 
     private func pointer(_ offset: Int) -> UnsafeMutableRawPointer { base + offset }
 

@@ -50,15 +50,15 @@ public final class QEMURecorder: Recorder {
         if let (qemu, owner) = readOwnedPID(state, StateFile.recordPID) {
             if !isOurQEMU(qemu, state) {
                 state.remove(StateFile.recordPID)
-            } else if let owner, !ChildProcess.isAlive(owner) {
-                ChildProcess.terminate(qemu)
+            } else if let owner, !RunningProcess(pid: owner).isAlive {
+                RunningProcess(pid: qemu).terminate()
                 state.remove(StateFile.recordPID)
             }
         }
         if let (qemu, owner) = readOwnedPID(state, StateFile.pid) {
             let ours = isOurQEMU(qemu, state)
-            if ours, let owner, !ChildProcess.isAlive(owner) { ChildProcess.terminate(qemu) }
-            if !ours || owner.map({ !ChildProcess.isAlive($0) }) == true {
+            if ours, let owner, !RunningProcess(pid: owner).isAlive { RunningProcess(pid: qemu).terminate() }
+            if !ours || owner.map({ !RunningProcess(pid: $0).isAlive }) == true {
                 for f in [StateFile.pid, StateFile.qmp, StateFile.gdb, StateFile.replaySnapshot] { state.remove(f) }
             }
         }
@@ -80,14 +80,10 @@ public final class QEMURecorder: Recorder {
 
     /// Whether `pid` is a QEMU working in this state directory (not a reused pid).
     static func isOurQEMU(_ pid: Int32, _ state: StateDirectory) -> Bool {
-        guard pid > 0, ChildProcess.isAlive(pid) else { return false }
-        _ = ChildProcess.reap(pid)
-        guard ChildProcess.isAlive(pid), let argv = ChildProcess.commandLine(pid), let a0 = argv.first, a0.contains("qemu") else { return false }
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
-        let n = readlink("/proc/\(pid)/cwd", &buf, buf.count - 1)
-        guard n > 0 else { return false }
-        buf[n] = 0
-        return FilePath(String(cString: buf)) == state.path
+        guard pid > 0, RunningProcess(pid: pid).isAlive else { return false }
+        _ = RunningProcess(pid: pid).reap()
+        guard RunningProcess(pid: pid).isAlive, let argv = RunningProcess(pid: pid).commandLine, let a0 = argv.first, a0.contains("qemu") else { return false }
+        return RunningProcess(pid: pid).workingDirectory == state.path
     }
 
     /// The pid of a recording in progress, if any.
@@ -113,7 +109,7 @@ public final class QEMURecorder: Recorder {
         let argv = machine.recordArguments(plugin: plugin)
         try state.writeLines(StateFile.argv, argv)
         if debug { fputs("tt: record: \(argv.joined(separator: " "))\n", stderr) }
-        let pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(StateFile.recordLog))
+        let pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)), error: .sameAsOutput)).pid
         try state.write(StateFile.recordPID, detached ? "\(pid)\ndetached\n" : "\(pid)\nowner \(getpid())\n")
         return pid
     }
@@ -122,21 +118,21 @@ public final class QEMURecorder: Recorder {
     /// (the recording so far stays) and the signal is reported in the summary.
     /// `console`: copy the guest's serial output to stdout as it appears.
     static func wait(_ pid: Int32, state: StateDirectory, console: Bool, cancellation: Cancellation) throws -> Summary {
-        let exitFD = ChildProcess.exitDescriptor(pid) ?? -1
+        let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
         var consoleOffset: off_t = 0
         var signal: Int32 = 0
-        var status: Int32? = nil
+        var status: Subprocess.TerminationStatus? = nil
         while true {
             if console { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
-            if let s = ChildProcess.reap(pid) { status = s; break }
-            if !ChildProcess.isAlive(pid) { break }
+            if let s = RunningProcess(pid: pid).reap() { status = s; break }
+            if !RunningProcess(pid: pid).isAlive { break }
             var fds = [pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 2, 100)
             if cancellation.isCancelled {
                 signal = cancellation.signal == 0 ? SIGINT : cancellation.signal
-                ChildProcess.terminate(pid)
+                RunningProcess(pid: pid).terminate()
                 status = nil
                 break
             }
@@ -145,20 +141,20 @@ public final class QEMURecorder: Recorder {
         state.remove(StateFile.recordPID)
         let shm = try? PluginControlBlock.open(at: state.file(StateFile.recordShm))
         var exit: Int32? = nil
-        if let s = status, s & 0x7f == 0 { exit = (s >> 8) & 0xff }
+        if case .exited(let code)? = status { exit = code }
         return Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
     }
 
     /// Stop a recording in progress (tt record -S), keeping its state.
     static func stop(_ state: StateDirectory) -> Bool {
         guard let pid = recordingPID(state) else { return false }
-        ChildProcess.terminate(pid)
+        RunningProcess(pid: pid).terminate()
         state.remove(StateFile.recordPID)
         return true
     }
 
     static func runToCompletion(_ argv: [String], in state: StateDirectory) throws {
-        let pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(StateFile.recordLog))
+        let pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)), error: .sameAsOutput)).pid
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         guard status == 0 else {
@@ -171,7 +167,7 @@ public final class QEMURecorder: Recorder {
         var offset: off_t = 0
         while true {
             offset = copyNew(file, from: offset)
-            guard ChildProcess.isAlive(pid) else { break }
+            guard RunningProcess(pid: pid).isAlive else { break }
             var p = pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)
             _ = poll(&p, 1, 100)
             if cancellation.isCancelled { break }

@@ -68,7 +68,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         log(argv.joined(separator: " "))
         let oldMask = umask(0o077) // QEMU's sockets: 0600 from the start
         defer { umask(oldMask) }
-        pid = try ChildProcess.spawn(argv, directory: state.path, output: state.file(F.replayLog))
+        pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(F.replayLog)), error: .sameAsOutput)).pid
         do {
             // The pid file says whose the VM is: a command's own VM is killed by the next
             // command once that one is gone (cleanUpAfterDeadOwners), never adopted.
@@ -76,7 +76,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             try connect(timeoutMS: 30_000)
             guard shm!.pluginAttached else { throw QEMUError("the QEMU plugin did not attach to \(F.replayShm)") }
         } catch {
-            ChildProcess.terminate(pid)
+            RunningProcess(pid: pid).terminate()
             state.remove(F.pid)
             throw error
         }
@@ -88,7 +88,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         cachedRegs = nil
         var waited = 0
         while qmp == nil || gdb == nil {
-            if pid > 0, !ChildProcess.isAlive(pid) || ChildProcess.reap(pid) != nil {
+            if pid > 0, !RunningProcess(pid: pid).isAlive || RunningProcess(pid: pid).reap() != nil {
                 throw QEMUError("QEMU exited while starting the replay: \(lastLine(of: state.file(F.replayLog)) ?? "no message")")
             }
             // A socket not there yet is retried; a QEMU that accepts but never answers is an
@@ -133,7 +133,7 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     public func kill() throws {
         detach()
-        if let p = vmPID { ChildProcess.terminate(p) }
+        if let p = vmPID { RunningProcess(pid: p).terminate() }
         removeReplayFiles()
         pid = 0
     }
@@ -251,7 +251,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         breakpoints = []
         qmp = nil
         gdb = nil
-        if pid > 0 { _ = ChildProcess.waitGone(pid, timeoutMS: 2000) }
+        if pid > 0 { _ = RunningProcess(pid: pid).waitGone(timeoutMS: 2000) }
         removeReplayFiles()
     }
 
@@ -346,10 +346,10 @@ public final class QEMUReplayBackend: ReplayBackend {
         qmp.discardEvents()
         cachedRegs = nil
         try gdb.sendPacket("c")
-        let exitFD = ChildProcess.exitDescriptor(pid) ?? -1
+        let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
         var interruptSent = false
-        var lastProgress = monotonicMS()
+        var lastProgress = monotonicMilliseconds()
         var reply = ""
         while true {
             if let packet = try gdb.receivePacketIfStarted() {
@@ -366,8 +366,8 @@ public final class QEMUReplayBackend: ReplayBackend {
                 interruptSent = true
                 try gdb.sendInterrupt()
             }
-            if let progress, monotonicMS() - lastProgress >= 200 {
-                lastProgress = monotonicMS()
+            if let progress, monotonicMilliseconds() - lastProgress >= 200 {
+                lastProgress = monotonicMilliseconds()
                 progress(shm.brctr)
             }
         }
@@ -480,6 +480,4 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
     }
 }
-
-func monotonicMS() -> Int { Int(monotonicSeconds() * 1000) }
 

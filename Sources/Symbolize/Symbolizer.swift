@@ -120,12 +120,7 @@ public final class Symbolizer {
         bytes.reserveCapacity(64)
         bytes.append(UInt8(ascii: "0"))
         bytes.append(UInt8(ascii: "x"))
-        let digits = max(8, (64 - address.leadingZeroBitCount + 3) / 4)
-        var shift = (digits - 1) * 4
-        while shift >= 0 {
-            bytes.append(hexDigit[Int((address >> UInt64(shift)) & 0xf)])
-            shift -= 4
-        }
+        Digits.appendHex(address, minDigits: 8, to: &bytes)
         let mark = bytes.count
         bytes.append(UInt8(ascii: " "))
         bytes.append(UInt8(ascii: "<"))
@@ -138,23 +133,11 @@ public final class Symbolizer {
     }
 }
 
-private let hexDigit: [UInt8] = Array("0123456789abcdef".utf8)
-
 /// GDB prints offsets as `%+d` of an int, leaving out zero.
 @inline(__always)
 func appendOffset(_ offset: Int64, to bytes: inout [UInt8]) {
     if offset == 0 { return }
     let gdbInt = Int64(Int32(truncatingIfNeeded: offset))
-    bytes.append(gdbInt > 0 ? UInt8(ascii: "+") : UInt8(ascii: "-"))
-    var v = gdbInt.magnitude
-    var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    withUnsafeMutableBytes(of: &tmp) { buf in
-        var n = 0
-        repeat {
-            buf[11 - n] = UInt8(ascii: "0") &+ UInt8(v % 10)
-            v /= 10
-            n += 1
-        } while v != 0
-        bytes.append(contentsOf: buf[(12 - n)...])
-    }
+    if gdbInt > 0 { bytes.append(UInt8(ascii: "+")) }
+    Digits.appendDecimal(gdbInt, to: &bytes)
 }

@@ -26,13 +26,10 @@ func openBTS(_ path: String) throws -> BTSFile {
     return file
 }
 
-/// Run `body` with a LineSink on standard output, then flush everything it wrote.
-func writingToStandardOutput(_ body: (inout LineSink) throws -> Void) throws {
+/// Run `body` with an OutputBuffer on standard output, then flush everything it wrote.
+func writingToStandardOutput(_ body: (OutputBuffer) throws -> Void) throws {
     let out = OutputBuffer(fd: 1, capacity: 1 << 20)
-    var sink = LineSink(out)
-    defer { sink.deallocate() }
-    try body(&sink)
-    try sink.flush()
+    try body(out)
     try out.flush()
 }
 
@@ -88,22 +85,21 @@ public struct BtsDump: ParsableCommand {
         }
         var dumper = BranchDump(forceExtended: extended)
         if let symbolic {
-            dumper.annotate = { a, sink in try symbolic.write(a, into: &sink) }
+            dumper.annotate = { a, out in try symbolic.write(a, to: out) }
         }
-        try writingToStandardOutput { sink in
+        try writingToStandardOutput { out in
             for path in files {
                 let file = try openBTS(path)
                 if debug {
                     printError("\(path): \(file.count) records, \(file.isExtended ? "extended" : "raw")")
                 }
                 if files.count > 1 {
-                    try sink.beginLine()
-                    try sink.string("==> \(path) <==\n")
+                    try out.append("==> \(path) <==\n")
                 }
                 if json {
-                    try dumper.dumpJSONLines(file, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
+                    try dumper.dumpJSONLines(file, symbol: symbolic.map { s in { s.name($0) } }, to: out)
                 } else {
-                    try dumper.dump(file, to: &sink)
+                    try dumper.dump(file, to: out)
                 }
             }
         }
@@ -128,17 +124,22 @@ public struct BtsStats: ParsableCommand {
         let bts = try openBTS(file)
         var stats = BranchStats()
         bts.forEach { _, r in stats.add(r) }
-        try writingToStandardOutput { sink in
-            try sink.string("records: \(stats.records)\n")
-            try sink.string("format: \(bts.isExtended ? "extended" : "raw")\n")
+        try writingToStandardOutput { out in
+            try out.append("records: \(stats.records)\n")
+            try out.append("format: \(bts.isExtended ? "extended" : "raw")\n")
             if bts.isExtended, let r = stats.formatRange {
-                try sink.string("bctr range: \(r.lowerBound)-\(r.upperBound)\n")
+                try out.append("bctr range: \(r.lowerBound)-\(r.upperBound)\n")
             }
-            try sink.string("unique targets: \(stats.uniqueTargets)\n")
-            try sink.string("unique edges: \(stats.uniqueEdges)\n")
+            try out.append("unique targets: \(stats.uniqueTargets)\n")
+            try out.append("unique edges: \(stats.uniqueEdges)\n")
             let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: .gdb) }
             func address(_ a: UInt64) throws {
-                if let symbolic { try symbolic.write(a, into: &sink) } else { sink.hex(a) }
+                if let symbolic {
+                    try symbolic.write(a, to: out)
+                } else {
+                    try out.append("0x")
+                    try out.appendHex(a, minDigits: 8)
+                }
             }
             if let symbolizer {
                 // Branches *into* each function (calls, returns, jumps within it), by target.
@@ -146,18 +147,18 @@ public struct BtsStats: ParsableCommand {
                 let byFunction = stats.hottest(top) { a -> String? in
                     tree.function(containing: a).map { $0.name }
                 }
-                try sink.string("hottest functions (branches landing in them):\n")
+                try out.append("hottest functions (branches landing in them):\n")
                 for (name, c) in byFunction {
-                    try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try sink.string(name); try sink.beginLine(); sink.newline()
+                    try out.appendDecimal(UInt64(c)); try out.append(" "); try out.append(name); try out.endLine()
                 }
             }
-            try sink.string("hottest targets:\n")
+            try out.append("hottest targets:\n")
             for (a, c) in stats.hottestTargets(top) {
-                try sink.beginLine(); sink.decimal(UInt64(c), minDigits: 1); sink.ascii(" "); try address(a); try sink.beginLine(); sink.newline()
+                try out.appendDecimal(UInt64(c)); try out.append(" "); try address(a); try out.endLine()
             }
-            try sink.string("hottest edges:\n")
+            try out.append("hottest edges:\n")
             for (e, c) in stats.hottestEdges(top) {
-                try sink.beginLine(); sink.decimal(UInt64(c)); sink.ascii(" "); try address(e.from); try sink.beginLine(); sink.ascii(" -> "); try address(e.to); try sink.beginLine(); sink.newline()
+                try out.appendDecimal(UInt64(c)); try out.append(" "); try address(e.from); try out.append(" -> "); try address(e.to); try out.endLine()
             }
         }
     }
@@ -194,8 +195,8 @@ public struct BtsTrace: ParsableCommand {
         guard let symbolizer = try symbolOptions.symbolizer() else { return }
         let bts = try openBTS(file)
         let tree = CallTree(symbolizer: symbolizer, inlineFrames: inlines)
-        try writingToStandardOutput { sink in
-            try CallTreePrinter(showCounter: bts.isExtended, debug: debug).run(bts, tree: tree, to: &sink)
+        try writingToStandardOutput { out in
+            try CallTreePrinter(showCounter: bts.isExtended, debug: debug).run(bts, tree: tree, to: out)
         }
         if tree.undecodableCallSites > 0 {
             printError("\(file): warning: \(tree.undecodableCallSites) branch sources had no code in the symbol files; branches from them to function entries were taken as jumps")
@@ -240,15 +241,15 @@ public struct BtsExport: ParsableCommand {
     public func run() throws {
         let symbolizer = try symbolOptions.symbolizer()
         let bts = try openBTS(file)
-        try writingToStandardOutput { sink in
+        try writingToStandardOutput { out in
             switch format {
             case .jsonl:
                 let symbolic = symbolizer.map { SymbolicAddresses(symbolizer: $0, style: gdbStyle ? .gdb : .inline) }
-                try BranchDump().dumpJSONLines(bts, symbol: symbolic.map { s in { s.name($0) } }, to: &sink)
+                try BranchDump().dumpJSONLines(bts, symbol: symbolic.map { s in { s.name($0) } }, to: out)
             case .chrome:
-                try BranchExport.chrome(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
+                try BranchExport.chrome(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: out)
             case .folded:
-                try BranchExport.folded(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: &sink)
+                try BranchExport.folded(bts, tree: CallTree(symbolizer: symbolizer!, inlineFrames: inlines), to: out)
             }
         }
     }
@@ -374,7 +375,6 @@ public struct BtsTraceTool: ParsableCommand {
 
 /// Whether two paths name the same existing file (same device and inode).
 func sameFile(_ a: String, _ b: String) -> Bool {
-    var sa = stat(), sb = stat()
-    guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
+    guard let sa = try? FilePath(a).stat(), let sb = try? FilePath(b).stat() else { return false }
+    return sa.deviceID == sb.deviceID && sa.inode == sb.inode
 }

@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Symbolize
+import TTSystem
 
 /// One capability line of `tt doctor`.
 public struct DoctorCheck: Codable, Equatable {
@@ -144,19 +145,12 @@ public enum DoctorProbes {
                            advice: "run as root, or choose another base with -s or TT_STATE_BASE")
     }
 
-    /// First line of `PROGRAM --version`, run without a shell.
+    /// First line of `PROGRAM --version`, run without a shell (10 s at most: a probe
+    /// must not hang `tt doctor`).
     static func versionLine(of program: FilePath) -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: program.string)
-        process.arguments = ["--version"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").first.map(String.init)
+        let configuration = Subprocess.Configuration(executable: program.string, arguments: ["--version"],
+                                                     output: .collect(limit: 1 << 16))
+        guard let result = try? Subprocess.run(configuration, timeoutMS: 10_000), result.status.isSuccess else { return nil }
+        return result.standardOutputText.split(separator: "\n").first.map(String.init)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SystemPackage
+import TTSystem
 import XenTT
 #if canImport(Glibc)
 import Glibc
@@ -224,7 +225,7 @@ struct LogSummary: ParsableCommand {
         let out = OutputBuffer(fd: 1)
         try outputting {
             if json {
-                var s = "{\"file\":\(jsonString(input.file)),\"version\":\"\(h.version).\(h.minorVersion)\",\"producer\":\(jsonString(h.producer))"
+                var s = "{\"file\":\(JSONString.quoted(input.file)),\"version\":\"\(h.version).\(h.minorVersion)\",\"producer\":\(JSONString.quoted(h.producer))"
                 s += ",\"guestWordSize\":\(h.guestWordSize),\"vcpus\":\(h.vcpuCount),\"slotSize\":\(h.slotSize)"
                 s += ",\"bytes\":\(reader.fileSize),\"payloadBytes\":\(payloadBytes),\"entries\":\(entries),\"events\":["
                 s += types.map { t -> String in

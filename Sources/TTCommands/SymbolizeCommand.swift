@@ -75,9 +75,8 @@ struct SymbolizeCommand: ParsableCommand {
             try out.flush()
             return
         }
-        var st = stat()
-        let regular = fstat(0, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
-        out.lineBuffered = !regular
+        // A pipe is answered line by line; a regular file is printed in big writes.
+        out.lineBuffered = (try? FileDescriptor.standardInput.stat())?.type != .regular
         try readLines(fd: 0) { line, number in
             guard let a = parseAddress(line) else {
                 let text = String(decoding: line, as: UTF8.self)
@@ -101,25 +100,25 @@ private struct Printer {
         if json {
             var s = "{\"address\":\"0x\(String(address, radix: 16))\""
             if let (entry, function) = symbolizer.resolve(address) {
-                if !entry.prefix.isEmpty { s += ",\"map\":\(jsonString(entry.prefix))" }
-                if let name = symbolizer.symbolicName(address, style: .gdb) { s += ",\"symbol\":\(jsonString(name))" }
+                if !entry.prefix.isEmpty { s += ",\"map\":\(JSONString.quoted(entry.prefix))" }
+                if let name = symbolizer.symbolicName(address, style: .gdb) { s += ",\"symbol\":\(JSONString.quoted(name))" }
                 let fileAddress = entry.fileAddress(address)
                 if let function {
-                    s += ",\"function\":\(jsonString(function.name)),\"entry\":\"0x\(String(function.entry, radix: 16))\""
+                    s += ",\"function\":\(JSONString.quoted(function.name)),\"entry\":\"0x\(String(function.entry, radix: 16))\""
                     s += ",\"offset\":\(Int64(bitPattern: fileAddress &- function.entry))"
                 }
                 let chain = entry.file.inlineChain(at: fileAddress)
                 if !chain.isEmpty {
                     s += ",\"inlined\":["
                     s += chain.map { f in
-                        var o = "{\"name\":\(jsonString(f.name)),\"entry\":\"0x\(String(f.entry, radix: 16))\",\"offset\":\(Int64(bitPattern: fileAddress &- f.entry))"
-                        if let c = f.callSite { o += ",\"callFile\":\(jsonString(c.file)),\"callLine\":\(c.line)" }
+                        var o = "{\"name\":\(JSONString.quoted(f.name)),\"entry\":\"0x\(String(f.entry, radix: 16))\",\"offset\":\(Int64(bitPattern: fileAddress &- f.entry))"
+                        if let c = f.callSite { o += ",\"callFile\":\(JSONString.quoted(c.file)),\"callLine\":\(c.line)" }
                         return o + "}"
                     }.joined(separator: ",")
                     s += "]"
                 }
                 if lines, let loc = entry.file.sourceLocation(at: fileAddress) {
-                    s += ",\"file\":\(jsonString(loc.file)),\"line\":\(loc.line)"
+                    s += ",\"file\":\(JSONString.quoted(loc.file)),\"line\":\(loc.line)"
                 }
             }
             s += "}"

@@ -126,13 +126,10 @@ struct TraceTaskCommand: ParsableCommand {
             return
         }
         let out = OutputBuffer(fd: 1, capacity: 1 << 20)
-        var sink = LineSink(out)
-        defer { sink.deallocate() }
         let symbolic = SymbolicAddresses(symbolizer: Symbolizer(maps: [SymbolMapEntry(range: 0...UInt64.max, file: file)]), style: .gdb)
         var dumper = BranchDump()
-        dumper.annotate = { a, sink in try symbolic.write(a, into: &sink) }
-        try dumper.dump(try BTSFile(path: path), to: &sink)
-        try sink.flush()
+        dumper.annotate = { a, out in try symbolic.write(a, to: out) }
+        try dumper.dump(try BTSFile(path: path), to: out)
         try out.flush()
     }
 

@@ -3,57 +3,129 @@ import SystemPackage
 import Glibc
 #endif
 
-/// A byte buffer in front of a file descriptor, for output of millions of lines
-/// without per-line String formatting: append bytes, hex and decimal digits directly.
+/// tt's one output path: a byte buffer in front of a file descriptor, for output of
+/// millions of lines without per-line String formatting.
+///
+/// Two levels of the same buffer:
+/// - checked `append…` calls, each making room for what it writes;
+/// - for hot loops, `reserve(n)` once per line followed by unchecked `put…` calls that
+///   together write at most `n` bytes: pointer stores with no capacity check per field.
+///   A text of unknown length (a symbol name) in such a line goes through `append…`, and
+///   the line reserves again after it.
+///
+/// The hot members are inlinable and the storage is exclusivity-unchecked so that the BTS
+/// dumps, in other modules, compile to the same stores a C printf loop would.
 public final class OutputBuffer {
     public let fd: Int32
-    private var storage: UnsafeMutableRawBufferPointer
-    private var used = 0
+    @usableFromInline @exclusivity(unchecked) var base: UnsafeMutablePointer<UInt8>
+    @usableFromInline @exclusivity(unchecked) var capacity: Int
+    @usableFromInline @exclusivity(unchecked) var used = 0
     /// Write through after every `endLine()` (for interactive pipes).
     public var lineBuffered: Bool
+
+    /// The longest line the hot loops build between reservations: two addresses,
+    /// counters and separators, well under this.
+    @inlinable public static var lineReserve: Int { 256 }
 
     public init(fd: Int32 = 1, capacity: Int = 1 << 16, lineBuffered: Bool = false) {
         self.fd = fd
         self.lineBuffered = lineBuffered
-        storage = .allocate(byteCount: max(capacity, 256), alignment: 8)
+        self.capacity = max(capacity, 4 * OutputBuffer.lineReserve)
+        base = .allocate(capacity: self.capacity)
     }
 
     /// Unflushed bytes are written on deinit; call `flush()` to see write errors.
     deinit {
         try? flush()
-        storage.deallocate()
+        base.deallocate()
     }
 
-    @inline(__always)
-    private func reserve(_ n: Int) throws {
-        if used + n > storage.count { try flush() }
-        if n > storage.count {
-            let bigger = UnsafeMutableRawBufferPointer.allocate(byteCount: n, alignment: 8)
-            storage.deallocate()
-            storage = bigger
-        }
-    }
-
+    /// Write everything buffered to the descriptor.
     public func flush() throws {
+        let pending = used
+        used = 0
+        try writeAll(UnsafeRawBufferPointer(start: base, count: pending))
+    }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
         var off = 0
-        while off < used {
-            let n = write(fd, storage.baseAddress! + off, used - off)
+        while off < bytes.count {
+            let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
             if n < 0 {
                 if errno == EINTR { continue }
-                let e = Errno(rawValue: errno)
-                used = 0
-                throw SystemError(path: nil, errno: e, doing: "write")
+                throw SystemError(path: nil, errno: Errno(rawValue: errno), doing: "write")
             }
             off += n
         }
-        used = 0
     }
 
-    @inline(__always)
+    // MARK: Reservation and unchecked writes
+
+    /// Make room for `count` more bytes (flushing, or growing for a count beyond the
+    /// capacity): the `put…` calls that follow may write that many without checks.
+    @inlinable @inline(__always)
+    public func reserve(_ count: Int) throws {
+        if _slowPath(capacity &- used < count) { try makeRoom(count) }
+    }
+
+    @usableFromInline
+    func makeRoom(_ count: Int) throws {
+        try flush()
+        if count > capacity {
+            base.deallocate()
+            capacity = count
+            base = .allocate(capacity: count)
+        }
+    }
+
+    /// Unchecked: only after `reserve`.
+    @inlinable @inline(__always)
+    public func put(byte: UInt8) {
+        base[used] = byte
+        used &+= 1
+    }
+
+    /// Unchecked: only after `reserve`.
+    @inlinable @inline(__always)
+    public func put(_ text: StaticString) {
+        let n = text.utf8CodeUnitCount
+        (base + used).update(from: text.utf8Start, count: n)
+        used &+= n
+    }
+
+    /// Unchecked: only after `reserve`.
+    @inlinable @inline(__always)
+    public func put(bytes: UnsafeRawBufferPointer) {
+        if let p = bytes.baseAddress { (base + used).update(from: p.assumingMemoryBound(to: UInt8.self), count: bytes.count) }
+        used &+= bytes.count
+    }
+
+    /// Unchecked: only after `reserve`. `write` stores exactly `count` bytes at the pointer
+    /// (a binary record encoded in place).
+    @inlinable @inline(__always)
+    public func put(count: Int, _ write: (UnsafeMutableRawPointer) -> Void) {
+        write(UnsafeMutableRawPointer(base + used))
+        used &+= count
+    }
+
+    /// Unchecked (`reserve(Digits.maxHexCount(minDigits:))`): lower-case hex, no prefix.
+    @inlinable @inline(__always)
+    public func putHex(_ value: UInt64, minDigits: Int = 1) {
+        used &+= Digits.writeHex(value, minDigits: minDigits, to: base + used)
+    }
+
+    /// Unchecked (`reserve(Digits.maxDecimalCount(minDigits:))`): decimal, zero-padded.
+    @inlinable @inline(__always)
+    public func putDecimal(_ value: UInt64, minDigits: Int = 1) {
+        used &+= Digits.writeDecimal(value, minDigits: minDigits, to: base + used)
+    }
+
+    // MARK: Checked writes
+
+    @inlinable
     public func append(byte: UInt8) throws {
         try reserve(1)
-        storage[used] = byte
-        used += 1
+        put(byte: byte)
     }
 
     public func append(_ string: String) throws {
@@ -61,12 +133,25 @@ public final class OutputBuffer {
         try s.withUTF8 { try append(bytes: UnsafeRawBufferPointer($0)) }
     }
 
+    /// Bytes of any length: copied into the buffer, or written straight through when
+    /// they would not fit in it anyway.
+    @inlinable
     public func append(bytes: UnsafeRawBufferPointer) throws {
-        try reserve(bytes.count)
-        if bytes.count > 0 {
-            (storage.baseAddress! + used).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        if _fastPath(capacity &- used >= bytes.count) {
+            put(bytes: bytes)
+        } else {
+            try appendLarge(bytes)
         }
-        used += bytes.count
+    }
+
+    @usableFromInline
+    func appendLarge(_ bytes: UnsafeRawBufferPointer) throws {
+        try flush()
+        if bytes.count >= capacity {
+            try writeAll(bytes)
+        } else {
+            put(bytes: bytes)
+        }
     }
 
     public func append(_ bytes: [UInt8]) throws {
@@ -74,48 +159,31 @@ public final class OutputBuffer {
     }
 
     /// Lower-case hex digits of `value`, at least `minDigits` of them (zero-padded).
-    @inline(__always)
+    @inlinable
     public func appendHex(_ value: UInt64, minDigits: Int = 1) throws {
-        let digits = max(minDigits, value == 0 ? 1 : (64 - value.leadingZeroBitCount + 3) / 4)
-        try reserve(digits)
-        let p = storage.baseAddress!.assumingMemoryBound(to: UInt8.self) + used
-        var v = value
-        var i = digits - 1
-        while i >= 0 {
-            p[i] = hexDigits[Int(v & 0xf)]
-            v >>= 4
-            i -= 1
-        }
-        used += digits
+        try reserve(Digits.maxHexCount(minDigits: minDigits))
+        putHex(value, minDigits: minDigits)
     }
 
     /// Decimal digits of `value`, right-aligned with leading zeros to `minDigits`.
-    @inline(__always)
+    @inlinable
     public func appendDecimal(_ value: UInt64, minDigits: Int = 1) throws {
-        var tmp: (UInt64, UInt64, UInt64) = (0, 0, 0) // 24 bytes scratch, enough for 20 digits
-        try withUnsafeMutableBytes(of: &tmp) { scratch in
-            var v = value
-            var n = 0
-            repeat {
-                scratch[23 - n] = UInt8(ascii: "0") &+ UInt8(v % 10)
-                v /= 10
-                n += 1
-            } while v != 0
-            while n < minDigits && n < 24 {
-                scratch[23 - n] = UInt8(ascii: "0")
-                n += 1
-            }
-            try append(bytes: UnsafeRawBufferPointer(rebasing: scratch[(24 - n)...]))
-        }
+        try reserve(Digits.maxDecimalCount(minDigits: minDigits))
+        putDecimal(value, minDigits: minDigits)
     }
 
     public func appendDecimal(_ value: Int64) throws {
-        if value < 0 {
-            try append(byte: UInt8(ascii: "-"))
-            try appendDecimal(value.magnitude)
-        } else {
-            try appendDecimal(UInt64(value))
-        }
+        if value < 0 { try append(byte: UInt8(ascii: "-")) }
+        try appendDecimal(value.magnitude)
+    }
+
+    /// `text` as a JSON string literal, quotes included (escaped by `JSONString`).
+    public func appendJSONString(_ text: String) throws {
+        var text = text
+        try reserve(1)
+        put(byte: UInt8(ascii: "\""))
+        try text.withUTF8 { u in try JSONString.escape(u) { try append(bytes: $0) } }
+        try append(byte: UInt8(ascii: "\""))
     }
 
     public func endLine() throws {
@@ -123,5 +191,3 @@ public final class OutputBuffer {
         if lineBuffered { try flush() }
     }
 }
-
-private let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)

@@ -333,18 +333,18 @@ final class JSONWriter {
 
     func key(_ name: String, _ body: () -> Void) {
         separator()
-        text += Self.quote(name) + ": "
+        text += JSONString.quoted(name) + ": "
         body()
     }
 
-    func field(_ name: String, string: String) { key(name) { text += Self.quote(string) } }
+    func field(_ name: String, string: String) { key(name) { text += JSONString.quoted(string) } }
     func field(_ name: String, number: Int) { key(name) { text += String(number) } }
 
     func array(_ items: [Scalar]) {
         text += "[" + items.map { item -> String in
             switch item {
             case .number(let n): return String(n)
-            case .string(let s): return Self.quote(s)
+            case .string(let s): return JSONString.quoted(s)
             }
         }.joined(separator: ", ") + "]"
         needsComma = true
@@ -362,26 +362,5 @@ final class JSONWriter {
         newline()
         text += "]"
         needsComma = true
-    }
-
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 }

@@ -297,18 +297,10 @@ struct ProbeFiles {
         path(relative).withPlatformString { access($0, F_OK) == 0 }
     }
 
-    /// The whole file (read until EOF: /proc files report size 0), or nil when unreadable.
-    /// Capped at 4 MiB: these are one-line files and /proc/cpuinfo.
+    /// The whole file, or nil when unreadable. Capped at 4 MiB: these are one-line files
+    /// and /proc/cpuinfo.
     func read(_ relative: String) -> String? {
-        guard let fd = try? FileDescriptor.open(path(relative), .readOnly) else { return nil }
-        defer { try? fd.close() }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while bytes.count < 4 << 20 {
-            guard let n = try? chunk.withUnsafeMutableBytes({ try fd.read(into: $0) }) else { return nil }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-        }
+        guard let bytes = try? readSmallFile(path(relative), limit: 4 << 20) else { return nil }
         return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -20,10 +20,7 @@ final class BTSFileTests: XCTestCase {
         XCTAssertEqual(f[0], BranchRecord(from: 0x1000, to: 0x2000, format: 0x11))
         XCTAssertEqual(f[1].from, 0xffff_ffff_8100_0010)
         let text = try captured { out in
-            var sink = LineSink(out)
-            try BranchDump().dump(f, to: &sink)
-            try sink.flush()
-            sink.deallocate()
+            try BranchDump().dump(f, to: out)
         }
         XCTAssertEqual(text, """
             0: 0x00001000 -> 0x00002000
@@ -40,10 +37,7 @@ final class BTSFileTests: XCTestCase {
         XCTAssertTrue(f.isExtended)
         XCTAssertEqual(f.count, 2)
         let text = try captured { out in
-            var sink = LineSink(out)
-            try BranchDump().dump(f, to: &sink)
-            try sink.flush()
-            sink.deallocate()
+            try BranchDump().dump(f, to: out)
         }
         XCTAssertEqual(text, """
             000000000042: 0xc0100000 -> 0xc0100020
@@ -89,10 +83,7 @@ final class BTSFileTests: XCTestCase {
         try writeFile(path, record(0xabc, 0x10, 7))
         let f = try BTSFile(path: FilePath(path))
         let text = try captured { out in
-            var sink = LineSink(out)
-            try BranchDump().dumpJSONLines(f, symbol: { $0 == 0xabc ? "f\"x" : nil }, to: &sink)
-            try sink.flush()
-            sink.deallocate()
+            try BranchDump().dumpJSONLines(f, symbol: { $0 == 0xabc ? "f\"x" : nil }, to: out)
         }
         XCTAssertEqual(text, #"{"n":0,"from":"0xabc","to":"0x10","format":7,"from_sym":"f\"x"}"# + "\n")
     }

@@ -65,9 +65,4 @@ func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >>
 func record(_ from: UInt64, _ to: UInt64, _ format: UInt64) -> [UInt8] { le64(from) + le64(to) + le64(format) }
 
 /// The directory holding the built executables (tt, bts-dump, …).
-var productsDirectory: String {
-    for b in Bundle.allBundles where b.bundlePath.hasSuffix(".xctest") {
-        return b.bundleURL.deletingLastPathComponent().path
-    }
-    return FileManager.default.currentDirectoryPath + "/.build/debug"
-}
+var productsDirectory: String { TestProcesses.buildDirectory.path }

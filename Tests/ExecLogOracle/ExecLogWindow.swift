@@ -4,6 +4,7 @@
 // QEMU's own account of the same window.
 
 import Foundation
+import TTSystem
 
 public struct WindowError: Error, CustomStringConvertible {
     public let description: String
@@ -37,14 +38,9 @@ public enum ExecLogWindow {
         let socket = dir.appendingPathComponent("qmp.sock").path
         let log = dir.appendingPathComponent("exec.log").path
 
-        let qemu = Process()
-        qemu.executableURL = URL(fileURLWithPath: try which(qemuArguments[0]))
-        qemu.arguments = Array(qemuArguments.dropFirst()) + ["-S", "-qmp", "unix:\(socket),server=on,wait=off", "-D", log]
-        qemu.standardInput = FileHandle.nullDevice
-        qemu.standardOutput = FileHandle.nullDevice
-        qemu.standardError = FileHandle.nullDevice
-        try qemu.run()
-        defer { if qemu.isRunning { qemu.terminate() }; qemu.waitUntilExit() }
+        let qemu = try Subprocess.spawn(Subprocess.Configuration(
+            [try which(qemuArguments[0])] + qemuArguments.dropFirst() + ["-S", "-qmp", "unix:\(socket),server=on,wait=off", "-D", log]))
+        defer { qemu.terminate() }
 
         let qmp = try QMPClient(socketPath: socket)
         if first > 0 {
@@ -61,7 +57,7 @@ public enum ExecLogWindow {
         guard try qmp.icount() == last else { throw WindowError("replay did not stop at icount \(last)") }
         _ = try qmp.hmp("log none")
         _ = try? qmp.execute("quit")
-        qemu.waitUntilExit()
+        _ = qemu.wait()
         let run = try ExecLogOracle.analyze(logAt: log, keepingInstructions: keepingInstructions)
         return Capture(run: run, start: start)
     }

@@ -3,6 +3,8 @@
 // spawned with argument vectors (no shell).
 
 import Foundation
+import TestProcesses
+import TTSystem
 import XCTest
 
 enum Harness {
@@ -32,39 +34,16 @@ enum Harness {
     /// Runs a program to completion (killing it after `timeout` seconds).
     @discardableResult
     static func run(_ argv: [String], timeout: TimeInterval = 120) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try which(argv[0]))
-        process.arguments = Array(argv.dropFirst())
-        let outFile = try tempFile("stdout"), errFile = try tempFile("stderr")
-        process.standardOutput = try FileHandle(forWritingTo: outFile)
-        process.standardError = try FileHandle(forWritingTo: errFile)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
+        let r = try TestProcesses.run([try which(argv[0])] + argv.dropFirst(), timeout: timeout)
+        if r.status == TestProcesses.timedOut {
             throw Failure(description: "\(argv.joined(separator: " ")) did not finish in \(Int(timeout)) s")
         }
-        process.waitUntilExit()
-        let out = (try? String(contentsOf: outFile, encoding: .utf8)) ?? ""
-        let err = (try? String(contentsOf: errFile, encoding: .utf8)) ?? ""
-        try? FileManager.default.removeItem(at: outFile)
-        try? FileManager.default.removeItem(at: errFile)
-        return Output(status: process.terminationStatus, stdout: out, stderr: err)
+        return Output(status: r.status, stdout: r.out, stderr: r.err)
     }
 
-    /// Starts a program in the background.
-    static func start(_ argv: [String]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try which(argv[0]))
-        process.arguments = Array(argv.dropFirst())
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
+    /// Starts a program in the background, its output discarded.
+    static func start(_ argv: [String]) throws -> RunningProcess {
+        try Subprocess.spawn(Subprocess.Configuration([try which(argv[0])] + argv.dropFirst()))
     }
 
     /// A private scratch directory for this test process (re-created if removed).

@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+import TestProcesses
 import CIpt
 import IntelPT
 import XenTT
@@ -133,14 +134,7 @@ final class PTBranchDecoderTests: XCTestCase {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("tt-pt-code-\(getpid()).bin")
         try Data(Self.code).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/objdump")
-        process.arguments = ["-D", "-b", "binary", "-m", "i386:x86-64", "--adjust-vma=0x1000", file.path]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let text = try TestProcesses.run(["/usr/bin/objdump", "-D", "-b", "binary", "-m", "i386:x86-64", "--adjust-vma=0x1000", file.path]).out
         for line in ["1000:\tb9 03 00 00 00       \tmov    $0x3,%ecx",
                      "1005:\te8 16 00 00 00       \tcall   0x1020",
                      "100a:\tff c9                \tdec    %ecx",

@@ -1,5 +1,6 @@
 import Foundation
 import SystemPackage
+import TestProcesses
 import TTSystem
 import XCTest
 @testable import Symbolize
@@ -66,8 +67,7 @@ final class GDBStyleTests: XCTestCase {
     /// A Swift program (tt itself): GDB prints DW_AT_linkage_name (mangled) for functions
     /// that have one, whatever the language. Every 500th instruction.
     func testSwiftLinkageNames() throws {
-        let root = Fixtures.sourceDir.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let file = root.appendingPathComponent(".build/debug/tt").path
+        let file = TestProcesses.tt
         guard FileManager.default.isExecutableFile(atPath: file) else { throw XCTSkip("no \(file)") }
         let copy = Fixtures.buildDir.appendingPathComponent("tt-copy").path
         try? FileManager.default.removeItem(atPath: copy)

@@ -1,5 +1,6 @@
 import Foundation
 import SystemPackage
+import TestProcesses
 import XCTest
 @testable import TTCommands
 
@@ -25,12 +26,8 @@ final class DoctorTests: XCTestCase {
         var c = "#include <stdio.h>\nint main(void){ puts(\"\(version)\"); return 0; }\n"
         if exportPluginAPI { c += "void qemu_plugin_register_vcpu_tb_trans_cb(void) {}\nvoid qemu_plugin_outs(void) {}\n" }
         try c.write(toFile: source.string, atomically: true, encoding: .utf8)
-        let gcc = Process()
-        gcc.executableURL = URL(fileURLWithPath: "/usr/bin/gcc")
-        gcc.arguments = ["-rdynamic", "-o", path.string, source.string]
-        try gcc.run()
-        gcc.waitUntilExit()
-        XCTAssertEqual(gcc.terminationStatus, 0, "gcc failed")
+        let gcc = try TestProcesses.run(["/usr/bin/gcc", "-rdynamic", "-o", path.string, source.string])
+        XCTAssertEqual(gcc.status, 0, "gcc failed")
     }
 
     private func env(pluginDirs: [FilePath] = [], stateBase: FilePath = "/var/lib/tt") -> DoctorEnvironment {

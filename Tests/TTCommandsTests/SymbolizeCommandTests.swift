@@ -1,4 +1,7 @@
 import Foundation
+import SystemPackage
+import TestProcesses
+import TTSystem
 import XCTest
 @testable import TTCommands
 
@@ -31,31 +34,20 @@ final class SymbolizeCommandParsingTests: XCTestCase {
 
 /// The built `tt` as a pipe filter, against a gcc-built fixture and gdb's answers.
 final class SymbolizeCommandProcessTests: XCTestCase {
-    private let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    private var tt: String { root.appendingPathComponent(".build/debug/tt").path }
+    private var root: URL { TestProcesses.packageRoot }
+    private var tt: String { TestProcesses.tt }
 
     private func fixture() throws -> String {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("tt-symcmd-\(getpid())").path
         let fx = root.appendingPathComponent("Tests/SymbolizeTests/Fixtures")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["gcc", "-g", "-O2", "-ffreestanding", "-nostdlib", "-static", "-fno-pie", "-no-pie",
-                       fx.appendingPathComponent("unit_a.c").path, fx.appendingPathComponent("unit_b.c").path, "-o", out]
-        try p.run()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0)
+        let gcc = try TestProcesses.run(["gcc", "-g", "-O2", "-ffreestanding", "-nostdlib", "-static", "-fno-pie", "-no-pie",
+                                         fx.appendingPathComponent("unit_a.c").path, fx.appendingPathComponent("unit_b.c").path, "-o", out])
+        XCTAssertEqual(gcc.status, 0)
         return out
     }
 
     private func gdbPrintA(_ file: String, _ address: String) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["gdb", "-batch", "-nx", "-ex", "print/a \(address)", file]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        try p.run()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
+        let text = try TestProcesses.run(["gdb", "-batch", "-nx", "-ex", "print/a \(address)", file]).out
         guard let open = text.firstIndex(of: "<"), let close = text.lastIndex(of: ">") else { return "" }
         return String(text[open...close])
     }
@@ -63,31 +55,32 @@ final class SymbolizeCommandProcessTests: XCTestCase {
     func testAnswersEachLineBeforeInputEnds() throws {
         guard FileManager.default.isExecutableFile(atPath: tt) else { throw XCTSkip("tt not built at \(tt)") }
         let file = try fixture()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tt)
-        p.arguments = ["symbolize", "--symbols", file]
-        let input = Pipe(), output = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        try p.run()
-        let reader = output.fileHandleForReading
+        // tt reads a pipe we write and writes a pipe we read.
+        let input = try FileDescriptor.pipe(options: .closeOnExec), output = try FileDescriptor.pipe(options: .closeOnExec)
+        var configuration = Subprocess.Configuration(executable: tt, arguments: ["symbolize", "--symbols", file])
+        configuration.input = .fileDescriptor(input.readEnd)
+        configuration.output = .fileDescriptor(output.writeEnd)
+        let p = try Subprocess.spawn(configuration)
+        try input.readEnd.close()
+        try output.writeEnd.close()
+        defer { try? output.readEnd.close() }
         for address in ["0x401100", "0x401110"] {
-            input.fileHandleForWriting.write((address + "\n").data(using: .utf8)!)
+            _ = try input.writeEnd.writeAll((address + "\n").utf8)
             // One line back while stdin stays open: the command flushes per line on a pipe.
-            var line = Data()
+            var line: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 4096)
             while !line.contains(0x0a) {
-                let chunk = reader.availableData
-                if chunk.isEmpty { break }
-                line.append(chunk)
+                let n = try chunk.withUnsafeMutableBytes { try output.readEnd.read(into: $0) }
+                if n == 0 { break }
+                line += chunk[0..<n]
             }
             let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .newlines)
             let name = try gdbPrintA(file, address)
             let hex = "0x00" + address.dropFirst(2)
             XCTAssertEqual(text, name.isEmpty ? hex : "\(hex) \(name)")
         }
-        try input.fileHandleForWriting.close()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0)
+        try input.writeEnd.close()
+        XCTAssertEqual(p.wait().shellStatus, 0)
     }
 
     /// JSON lines: the inline chain and the function against addr2line -f -i.
@@ -127,31 +120,16 @@ final class SymbolizeCommandProcessTests: XCTestCase {
     }
 
     private func output(_ argv: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: argv[0].hasPrefix("/") ? argv[0] : "/usr/bin/env")
-        p.arguments = argv[0].hasPrefix("/") ? Array(argv.dropFirst()) : argv
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        try TestProcesses.run(argv).out
     }
 
     func testNameErrors() throws {
         guard FileManager.default.isExecutableFile(atPath: tt) else { throw XCTSkip("tt not built at \(tt)") }
         let file = try fixture()
         for (name, needle) in [("helper", "unit_b.c"), ("recurze", "recurse")] {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: tt)
-            p.arguments = ["symbolize", "--symbols", file, "--name", name]
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = Pipe()
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            XCTAssertEqual(p.terminationStatus, 65, name)
+            let p = try TestProcesses.run([tt, "symbolize", "--symbols", file, "--name", name])
+            let text = p.err
+            XCTAssertEqual(p.status, 65, name)
             XCTAssertEqual(text.filter { $0 == "\n" }.count, 1, text)
             XCTAssertTrue(text.contains(needle), text)
         }

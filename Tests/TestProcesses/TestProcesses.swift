@@ -1,8 +1,9 @@
-// Running tt, QEMU and binutils from the integration tests: programs are spawned with
-// argument vectors (posix_spawn), never through a shell; their output goes to temporary
-// files (reading two pipes in turn can deadlock a chatty child).
+// Running tt, QEMU, gcc and binutils from the tests, through TTSystem's Subprocess — the
+// runner tt itself uses: argument vectors (posix_spawn), never a shell.
 
 import Foundation
+import SystemPackage
+import TTSystem
 
 public enum TestProcesses {
     public struct Result {
@@ -11,14 +12,11 @@ public enum TestProcesses {
         public var err: String
     }
 
-    public struct SpawnFailure: Error, CustomStringConvertible {
-        public let description: String
-    }
-
     /// What `wait` returns when it had to kill the child.
     public static let timedOut: Int32 = -2
 
-    /// The build directory holding tt and libttplugin.so (next to the test bundle).
+    /// The build directory holding tt, bts-dump and libttplugin.so: the test bundle's
+    /// directory, which is the bin path in debug and release builds alike.
     public static let buildDirectory: URL = {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         var dir = exe.deletingLastPathComponent()
@@ -41,61 +39,61 @@ public enum TestProcesses {
 
     nonisolated(unsafe) private static var counter = 0
 
-    /// Start a program with stdin from /dev/null and stdout/stderr into new temporary files,
-    /// in this process's environment or in `environment` (the whole environment) when given.
+    /// The configuration the tests run programs with: this process's environment, or
+    /// `environment` (the whole environment) when given; in the test run's session, so
+    /// that interrupting the tests stops their children too.
+    private static func configuration(_ argv: [String], environment: [String: String]?, input: String? = nil,
+                                      output: Subprocess.Output, error: Subprocess.Output) -> Subprocess.Configuration {
+        var c = Subprocess.Configuration(argv, environment: environment.map { .exactly($0) } ?? .inherit,
+                                         output: output, error: error)
+        c.input = input.map { .file(FilePath($0)) } ?? .null
+        c.newSession = false
+        return c
+    }
+
+    /// Start a program with stdin from /dev/null and stdout/stderr into new temporary files
+    /// (read by `collect`), so that it runs on while the test does other things.
     public static func start(_ argv: [String], environment: [String: String]? = nil) throws -> (pid: pid_t, out: String, err: String) {
         counter += 1
         let out = NSTemporaryDirectory() + "tt-test-\(getpid())-\(counter).out"
         let err = NSTemporaryDirectory() + "tt-test-\(getpid())-\(counter).err"
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        defer { for p in cargs { free(p) } }
-        var cenv: [UnsafeMutablePointer<CChar>?] = (environment ?? [:]).map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { for p in cenv { free(p) } }
-        var pid: pid_t = 0
-        let rc = environment == nil
-            ? posix_spawnp(&pid, argv[0], &actions, nil, &cargs, environ)
-            : posix_spawnp(&pid, argv[0], &actions, nil, &cargs, &cenv)
-        guard rc == 0 else { throw SpawnFailure(description: "cannot start \(argv[0]): error \(rc)") }
-        return (pid, out, err)
+        unlink(out)
+        unlink(err)
+        let process = try Subprocess.spawn(configuration(argv, environment: environment,
+                                                         output: .append(FilePath(out)), error: .append(FilePath(err))))
+        return (process.pid, out, err)
     }
 
     /// Wait for a child, killing it after `timeout` seconds (then `timedOut`).
     /// Exit status, or 128 + signal.
     public static func wait(_ pid: pid_t, timeout: TimeInterval = 120) -> Int32 {
-        let deadline = Date().addingTimeInterval(timeout)
-        var status: Int32 = 0
-        while true {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid { break }
-            if r < 0 && errno != EINTR { return -1 }
-            if Date() > deadline {
-                kill(pid, SIGKILL)
-                _ = waitpid(pid, &status, 0)
-                return timedOut
-            }
-            usleep(5_000)
+        let process = RunningProcess(pid: pid)
+        guard let status = process.wait(timeoutMS: Int(timeout * 1000)) else {
+            process.terminate(gracePeriodMS: 0)
+            return timedOut
         }
-        if status & 0x7f == 0 { return (status >> 8) & 0xff }
-        return 128 + (status & 0x7f)
+        return status.shellStatus
     }
 
     /// Wait for a started child and read what it wrote (the temporary files are removed).
     public static func collect(_ started: (pid: pid_t, out: String, err: String), timeout: TimeInterval = 120) -> Result {
         let status = wait(started.pid, timeout: timeout)
         defer { unlink(started.out); unlink(started.err) }
-        return Result(status: status,
-                      out: (try? String(contentsOfFile: started.out, encoding: .utf8)) ?? "",
-                      err: (try? String(contentsOfFile: started.err, encoding: .utf8)) ?? "")
+        func text(_ path: String) -> String {
+            (try? readSmallFile(FilePath(path), limit: 1 << 30)).flatMap { $0 }.map { String(decoding: $0, as: UTF8.self) } ?? ""
+        }
+        return Result(status: status, out: text(started.out), err: text(started.err))
     }
 
+    /// Run a program to its end (stdin from the file `input`, or /dev/null), collecting its
+    /// output; killed after `timeout` seconds (status `timedOut`).
     @discardableResult
-    public static func run(_ argv: [String], environment: [String: String]? = nil, timeout: TimeInterval = 120) throws -> Result {
-        collect(try start(argv, environment: environment), timeout: timeout)
+    public static func run(_ argv: [String], environment: [String: String]? = nil, input: String? = nil,
+                           timeout: TimeInterval = 120) throws -> Result {
+        let r = try Subprocess.run(configuration(argv, environment: environment, input: input,
+                                                 output: .collect(limit: 1 << 30), error: .collect(limit: 1 << 30)),
+                                   timeoutMS: Int(timeout * 1000))
+        return Result(status: r.timedOut ? timedOut : r.status.shellStatus,
+                      out: r.standardOutputText, err: r.standardErrorText)
     }
 }

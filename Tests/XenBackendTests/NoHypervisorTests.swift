@@ -39,11 +39,7 @@ final class NoHypervisorTests: XCTestCase {
 
     /// The built `tt` binary, run as users run it.
     func ttBinary() throws -> URL {
-        var dir = Bundle(for: Self.self).bundleURL.deletingLastPathComponent()
-        if !FileManager.default.fileExists(atPath: dir.appendingPathComponent("tt").path) {
-            dir = URL(fileURLWithPath: XenDomainConfigTests.repository.appending(".build/debug").string)
-        }
-        let tt = dir.appendingPathComponent("tt")
+        let tt = URL(fileURLWithPath: TestProcesses.tt)
         guard FileManager.default.isExecutableFile(atPath: tt.path) else {
             throw XCTSkip("the tt executable is not built next to the tests (\(tt.path))")
         }

@@ -5,10 +5,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* posix_spawnp argv (NULL-terminated) in a new session with default signal dispositions
- * and an empty mask; cwd (may be NULL); stdin /dev/null; stdout+stderr appended to
- * output (NULL: /dev/null). Returns 0 or an errno value. */
-int tt_spawn(char *const argv[], const char *cwd, const char *output, pid_t *pid);
+/* posix_spawnp argv (NULL-terminated) with envp (NULL: this process's environment),
+ * default signal dispositions and an empty mask, in a new session when new_session.
+ * The child's descriptors 0, 1, 2 are stdio[0..2] (dup2'd in that order, so each must
+ * be above 2 or already the right number); cwd may be NULL. Returns 0 or an errno value. */
+int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int stdio[3],
+             int new_session, pid_t *pid);
 
 /* pidfd_open(2), close-on-exec; -1 with errno on failure. */
 int tt_pidfd_open(pid_t pid);

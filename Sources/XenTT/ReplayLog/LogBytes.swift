@@ -1,48 +1,56 @@
 import SystemPackage
-#if canImport(Glibc)
-import Glibc
-#endif
+import TTSystem
 
 /// The bytes of a log, reachable by offset without copying: either a file mapped in
 /// windows (constant memory whatever its size) or a buffer in memory (tests, fuzzing).
 final class LogBytes {
     let name: String
     let size: UInt64
-    private let fd: Int32
+    private let path: FilePath
+    private let fd: FileDescriptor?
     private let memory: UnsafeMutableRawBufferPointer?
-    @exclusivity(unchecked) private var window: UnsafeMutableRawPointer?
+    /// The current window and, for the hot path, its base and extent.
+    @exclusivity(unchecked) private var mapping: MappedFile?
+    @exclusivity(unchecked) private var window: UnsafeRawPointer?
     @exclusivity(unchecked) private var windowStart: UInt64 = 0
     @exclusivity(unchecked) private var windowLength = 0
     /// Bytes mapped at a time. Each window is prefaulted (MAP_POPULATE) in one system call,
     /// which is cheaper than taking page faults one by one; the previous window is unmapped,
     /// so resident memory stays near one window.
     static let windowSize = 16 << 20
-    private static let pageMask = UInt64(sysconf(Int32(_SC_PAGESIZE)) - 1)
+    private static let pageMask = UInt64(MappedFile.pageSize - 1)
 
     /// Opens `path` read-only. ENOENT and EACCES are "no input"; a non-regular file is refused.
     init(path: FilePath) throws {
         name = path.string
-        let fd = path.withPlatformString { open($0, O_RDONLY | O_CLOEXEC) }
-        guard fd >= 0 else { throw ReplayLogError.system(Errno(rawValue: errno), path: path, doing: "open") }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            let e = Errno(rawValue: errno)
-            close(fd)
-            throw ReplayLogError.system(e, path: path, doing: "stat")
+        self.path = path
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
+        } catch let e as Errno {
+            throw ReplayLogError.system(e, path: path, doing: "open")
         }
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
+        let st: Stat
+        do {
+            st = try fd.stat()
+        } catch {
+            try? fd.close()
+            throw ReplayLogError.system(error, path: path, doing: "stat")
+        }
+        guard st.type == .regular else {
+            try? fd.close()
             throw ReplayLogError(.noInput, path: name, "not a regular file")
         }
         self.fd = fd
-        self.size = UInt64(st.st_size)
+        self.size = UInt64(st.size)
         self.memory = nil
     }
 
     /// A private copy of `bytes`, named `name` in errors.
     init(bytes: UnsafeRawBufferPointer, name: String) {
         self.name = name
-        self.fd = -1
+        self.path = FilePath(name)
+        self.fd = nil
         self.size = UInt64(bytes.count)
         let m = UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes.count, 1), alignment: 16)
         if bytes.count > 0 { m.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
@@ -50,9 +58,8 @@ final class LogBytes {
     }
 
     deinit {
-        if let window { munmap(window, windowLength) }
         if let memory { memory.deallocate() }
-        if fd >= 0 { close(fd) }
+        try? fd?.close()
     }
 
     /// A pointer to bytes [offset, offset + count), valid until the next call.
@@ -61,25 +68,28 @@ final class LogBytes {
     func bytes(at offset: UInt64, count: Int) throws -> UnsafeRawPointer {
         if let memory { return UnsafeRawPointer(memory.baseAddress! + Int(offset)) }
         if let window, offset >= windowStart, offset + UInt64(count) <= windowStart + UInt64(windowLength) {
-            return UnsafeRawPointer(window + Int(offset - windowStart))
+            return window + Int(offset - windowStart)
         }
         return try remap(offset: offset, count: count)
     }
 
     private func remap(offset: UInt64, count: Int) throws -> UnsafeRawPointer {
-        if let window { munmap(window, windowLength) }
+        mapping = nil
         window = nil
         let start = offset & ~LogBytes.pageMask
         let wanted = max(UInt64(LogBytes.windowSize), offset + UInt64(count) - start)
         let length = Int(min(wanted, size - start))
-        let p = mmap(nil, length, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, off_t(start))
-        guard let p, p != MAP_FAILED else {
-            throw ReplayLogError(.io, path: name, offset: offset, "mmap: \(Errno(rawValue: errno).description)")
+        let m: MappedFile
+        do {
+            m = try MappedFile(fd!, path: path, offset: Int64(start), count: length, access: .readOnly, prefault: true)
+        } catch let e as SystemError {
+            throw ReplayLogError(.io, path: name, offset: offset, e.message)
         }
-        window = p
+        mapping = m
+        window = UnsafeRawPointer(m.base!)
         windowStart = start
         windowLength = length
-        return UnsafeRawPointer(p + Int(offset - start))
+        return window! + Int(offset - start)
     }
 
     /// Copies bytes into a fresh array (for the header and small reads).

@@ -40,13 +40,10 @@ public struct ReplayLogEntry {
         guard let base = payload.baseAddress, let size = type.branchRecordSize else { return }
         let n = payload.count / size
         var counter = cpu.brctr &- UInt64(n) &+ 1
-        if size == 24 {
+        if size == BranchRecordLayout.size {
             for k in 0..<n {
-                let r = base + k * 24
-                try body(UInt64(littleEndian: r.loadUnaligned(as: UInt64.self)),
-                         UInt64(littleEndian: r.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
-                         UInt64(littleEndian: r.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
-                         counter)
+                let r = BranchRecordLayout.load(at: base + k * BranchRecordLayout.size)
+                try body(r.from, r.to, r.format, counter)
                 counter &+= 1
             }
         } else {

@@ -153,7 +153,7 @@ public struct ReplayEventType: RawRepresentable, Hashable, Sendable, CustomStrin
     public var branchRecordSize: Int? {
         switch rawValue {
         case 16: return 12
-        case 17: return 24
+        case 17: return BranchRecordLayout.size
         default: return nil
         }
     }

@@ -88,13 +88,13 @@ public final class ReplayLogWriter {
         buffer = .allocate(byteCount: ReplayLogWriter.bufferSize(slotSize), alignment: 16)
         do {
             try lock()
-            var st = stat()
-            guard fstat(fd.rawValue, &st) == 0 else { throw ReplayLogError.system(Errno(rawValue: errno), path: path, doing: "stat") }
+            let size: Int64
+            do { size = try fd.stat().size } catch { throw ReplayLogError.system(error, path: path, doing: "stat") }
             if let cut {
-                guard ftruncate(fd.rawValue, off_t(cut)) == 0 else {
-                    throw ReplayLogError.system(Errno(rawValue: errno), path: path, doing: "truncate")
+                do { try fd.resize(to: Int64(cut)) } catch let e as Errno {
+                    throw ReplayLogError.system(e, path: path, doing: "truncate")
                 }
-            } else if UInt64(st.st_size) != reader.fileSize {
+            } else if UInt64(size) != reader.fileSize {
                 throw ReplayLogError(.refused, path: path.string, "the log changed while it was being checked")
             }
         } catch {
@@ -184,15 +184,16 @@ public final class ReplayLogWriter {
         if records > 0 { lastRecord[v] = cpu.brctr }
     }
 
-    /// Appends branch records (N × 24 bytes: from u64, to u64, format u64, little-endian) as
+    /// Appends branch records (N × `BranchRecordLayout.size` bytes) as
     /// hw-branches-64 entries of at most `maxRecordsPerEntry` records. `cpu.brctr` is the
     /// counter after the last record; each entry is stamped for its own last record.
     public func appendBranches(vcpu: UInt16, cpu: CPUState, records: UnsafeRawBufferPointer,
                                domid: UInt16 = 0, source: BranchSource = .bts) throws {
-        guard records.count % 24 == 0 else {
-            throw ReplayLogError(.refused, path: path.string, "branch records are \(records.count) bytes, not a multiple of 24")
+        let size = BranchRecordLayout.size
+        guard records.count % size == 0 else {
+            throw ReplayLogError(.refused, path: path.string, "branch records are \(records.count) bytes, not a multiple of \(size)")
         }
-        let n = records.count / 24
+        let n = records.count / size
         guard UInt64(n) <= cpu.brctr else {
             throw ReplayLogError(.refused, path: path.string, "\(n) branch records cannot end at branch counter \(cpu.brctr)")
         }
@@ -202,7 +203,7 @@ public final class ReplayLogWriter {
             var stamp = cpu
             stamp.brctr = cpu.brctr - UInt64(n - (start + count))
             try append(type: .hardwareBranches64, info: source.rawValue, domid: domid, vcpu: vcpu, cpu: stamp,
-                       payload: UnsafeRawBufferPointer(rebasing: records[(start * 24)..<((start + count) * 24)]))
+                       payload: UnsafeRawBufferPointer(rebasing: records[(start * size)..<((start + count) * size)]))
             start += count
         } while start < n
     }

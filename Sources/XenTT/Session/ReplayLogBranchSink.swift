@@ -12,7 +12,7 @@ public final class ReplayLogBranchSink: BranchSink {
     /// The counter of the last record written (0 before any).
     public private(set) var lastBrctr: UInt64?
     public private(set) var recordCount: UInt64 = 0
-    private var scratch: [UInt64] = []
+    private var scratch: [UInt8] = []
 
     public struct Gap: Error, CustomStringConvertible, ExitStatusProviding {
         public let expected: UInt64
@@ -30,25 +30,24 @@ public final class ReplayLogBranchSink: BranchSink {
     public func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws {
         guard let last = batch.last, let input = batch.baseAddress else { return }
         let n = batch.count
-        if scratch.count < 3 * n { scratch = [UInt64](repeating: 0, count: 3 * n) }
+        let bytes = n * BranchRecordLayout.size
+        if scratch.count < bytes { scratch = [UInt8](repeating: 0, count: bytes) }
         let first = lastBrctr.map { $0 + 1 } ?? input[0].brctr
         // Through raw pointers: this runs once per branch record of a trace.
         try scratch.withUnsafeMutableBufferPointer { buffer in
-            let out = buffer.baseAddress!
+            let out = UnsafeMutableRawPointer(buffer.baseAddress!)
             var expected = first
             var i = 0
             while i < n {
                 let r = input[i]
                 guard r.brctr == expected else { throw Gap(expected: expected, got: r.brctr) }
                 expected &+= 1
-                // BTS layout: from, to, and a format word (0); the counter goes into the stamp.
-                out[3 * i] = r.from.littleEndian
-                out[3 * i + 1] = r.to.littleEndian
-                out[3 * i + 2] = 0
+                // The format word is 0: the counter goes into the entry's stamp.
+                BranchRecordLayout.store(from: r.from, to: r.to, format: 0, at: out + i * BranchRecordLayout.size)
                 i += 1
             }
             try writer.appendBranches(vcpu: vcpu, cpu: CPUState(ip: last.to, brctr: last.brctr),
-                                      records: UnsafeRawBufferPointer(start: out, count: 24 * n), source: source)
+                                      records: UnsafeRawBufferPointer(start: out, count: bytes), source: source)
         }
         lastBrctr = last.brctr
         recordCount += UInt64(n)

@@ -86,13 +86,11 @@ public struct StateDirectory: Sendable {
     public var exists: Bool { Self.isDirectory(path) }
 
     static func isDirectory(_ p: FilePath) -> Bool {
-        var st = stat()
-        return lstat(p.string, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        (try? p.stat(followTargetSymlink: false))?.type == .directory
     }
 
     public func fileExists(_ name: String) -> Bool {
-        var st = stat()
-        return lstat(file(name).string, &st) == 0
+        (try? file(name).stat(followTargetSymlink: false)) != nil
     }
 
     /// Create the directory (and missing parents) with mode 0700.
@@ -129,19 +127,12 @@ public struct StateDirectory: Sendable {
         }
     }
 
+    /// A state file's text (at most 4 MiB; never through a symlink planted in the directory).
     public func read(_ name: String) throws -> String {
-        let fd = try FileDescriptor.open(file(name), .readOnly, options: [.closeOnExec, .noFollow])
-        return try fd.closeAfter {
-            var out: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
-                if n == 0 { break }
-                out += chunk[0..<n]
-                guard out.count < 1 << 22 else { throw StateError.badFile(file(name), "larger than 4 MiB") }
-            }
-            return String(decoding: out, as: UTF8.self)
+        guard let bytes = try readSmallFile(file(name), limit: 1 << 22, noFollow: true) else {
+            throw Errno.noSuchFileOrDirectory
         }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     public func readIfPresent(_ name: String) -> String? { try? read(name) }
@@ -264,11 +255,7 @@ public enum TTConfiguration {
 
     /// The directory of the running executable (/proc/self/exe).
     public static func executableDirectory() -> FilePath? {
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        guard n > 0 else { return nil }
-        buf[n] = 0
-        return FilePath(String(cString: buf)).removingLastComponent()
+        readSymbolicLink("/proc/self/exe")?.removingLastComponent()
     }
 }
 

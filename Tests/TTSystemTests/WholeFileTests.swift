@@ -3,7 +3,7 @@ import TTSystem
 import Foundation
 import XCTest
 
-final class SmallFileTests: XCTestCase {
+final class WholeFileTests: XCTestCase {
     private func temporaryPath() -> FilePath {
         FilePath(NSTemporaryDirectory() + "tt-smallfile-\(UUID().uuidString)")
     }
