@@ -2,15 +2,100 @@
 #include "tt_shims.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
 
+/* PATH lookup done in the parent: the child of a fork in a threaded process may only
+ * call async-signal-safe functions, which execvp is not. */
+static int resolve(const char *name, char *out, size_t size) {
+    if (strchr(name, '/')) {
+        if (strlen(name) >= size) return ENAMETOOLONG;
+        strcpy(out, name);
+        return access(out, X_OK) == 0 ? 0 : errno;
+    }
+    const char *path = getenv("PATH");
+    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+    int last = ENOENT;
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t len = end ? (size_t)(end - path) : strlen(path);
+        if (len > 0 && len + 1 + strlen(name) < size) {
+            memcpy(out, path, len);
+            out[len] = '/';
+            strcpy(out + len + 1, name);
+            if (access(out, X_OK) == 0) return 0;
+            if (errno != ENOENT && errno != ENOTDIR) last = errno;
+        }
+        path += len;
+        if (*path == ':') path++;
+    }
+    return last;
+}
+
+/* fork + prctl(PR_SET_PDEATHSIG) + exec: what posix_spawn cannot do. Failures in the child
+ * come back as an errno over a close-on-exec pipe (nothing read: the exec happened). */
+static int spawn_dying_with_parent(char *const argv[], char *const envp[], const char *cwd,
+                                   const int stdio[3], int new_session, int death_signal, pid_t *pid) {
+    char program[PATH_MAX];
+    int rc = resolve(argv[0], program, sizeof program);
+    if (rc != 0) return rc;
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return errno;
+    pid_t parent = getpid();
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* no handler of ours runs in the child */
+    pid_t child = fork();
+    if (child == 0) {
+        int err = 0;
+        if (prctl(PR_SET_PDEATHSIG, death_signal) != 0) err = errno;
+        else if (getppid() != parent) err = ESRCH; /* the parent died before prctl */
+        else if (new_session && setsid() < 0) err = errno;
+        else if (cwd && chdir(cwd) != 0) err = errno;
+        for (int i = 0; i < 3 && !err; i++) if (dup2(stdio[i], i) < 0) err = errno;
+        if (!err) {
+            struct sigaction dfl;
+            memset(&dfl, 0, sizeof dfl);
+            dfl.sa_handler = SIG_DFL;
+            for (int s = 1; s < 32; s++) if (s != SIGKILL && s != SIGSTOP) sigaction(s, &dfl, NULL);
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL);
+            execve(program, argv, envp ? envp : environ);
+            err = errno;
+        }
+        (void)!write(report[1], &err, sizeof err);
+        _exit(127);
+    }
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(report[1]);
+    if (child < 0) { close(report[0]); return saved; }
+    int err = 0;
+    ssize_t n;
+    do { n = read(report[0], &err, sizeof err); } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == (ssize_t)sizeof err && err != 0) {
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
+        return err;
+    }
+    *pid = child;
+    return 0;
+}
+
 int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int stdio[3],
-             int new_session, pid_t *pid) {
+             int new_session, int death_signal, pid_t *pid) {
+    if (death_signal > 0) return spawn_dying_with_parent(argv, envp, cwd, stdio, new_session, death_signal, pid);
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     posix_spawn_file_actions_init(&fa);

@@ -109,7 +109,10 @@ public final class QEMURecorder: Recorder {
         let argv = machine.recordArguments(plugin: plugin)
         try state.writeLines(StateFile.argv, argv)
         if debug { fputs("tt: record: \(argv.joined(separator: " "))\n", stderr) }
-        let pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)), error: .sameAsOutput)).pid
+        // A foreground recording's QEMU stops with tt however tt ends (SIGTERM: QEMU closes
+        // the recording cleanly); a detached one runs on.
+        let pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)),
+                                             error: .sameAsOutput, deathSignal: detached ? nil : SIGTERM)).pid
         try state.write(StateFile.recordPID, detached ? "\(pid)\ndetached\n" : "\(pid)\nowner \(getpid())\n")
         return pid
     }
@@ -154,11 +157,10 @@ public final class QEMURecorder: Recorder {
     }
 
     static func runToCompletion(_ argv: [String], in state: StateDirectory) throws {
-        let pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)), error: .sameAsOutput)).pid
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        guard status == 0 else {
-            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(StateFile.recordLog)) ?? "status \(status)")")
+        let status = try Subprocess.run(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)),
+                                              error: .sameAsOutput, deathSignal: SIGKILL)).status
+        guard status.isSuccess else {
+            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(StateFile.recordLog)) ?? "\(status)")")
         }
     }
 

@@ -68,7 +68,9 @@ public final class QEMUReplayBackend: ReplayBackend {
         log(argv.joined(separator: " "))
         let oldMask = umask(0o077) // QEMU's sockets: 0600 from the start
         defer { umask(oldMask) }
-        pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(F.replayLog)), error: .sameAsOutput)).pid
+        // A replay booted for one command dies with that command, however it ends.
+        pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(F.replayLog)),
+                                         error: .sameAsOutput, deathSignal: outlivesCommand ? nil : SIGKILL)).pid
         do {
             // The pid file says whose the VM is: a command's own VM is killed by the next
             // command once that one is gone (cleanUpAfterDeadOwners), never adopted.

@@ -54,6 +54,8 @@ struct Record: ParsableCommand {
     /// absolute path; then the backend's recorder.
     func run() throws {
         let archValue = QEMUMachine.Arch(rawValue: arch)!
+        // The one-line refusal comes before anything else is looked at.
+        if backend == .xen { try XenSessions.requireAvailable() }
         if stop || destroy {
             let dir = try state.resolve()
             guard dir.exists else { throw StateError.missing(dir.path) }

@@ -22,10 +22,15 @@ public enum Subprocess {
         public var output: Output
         public var error: Output
         public var newSession: Bool
+        /// A signal the child gets when this process dies, however it dies (even SIGKILL),
+        /// so that nothing it started for one command outlives it; nil: the child may
+        /// outlive this process.
+        public var deathSignal: Int32?
 
         public init(executable: String, arguments: [String] = [], workingDirectory: FilePath? = nil,
                     environment: Environment = .inherit, input: Input = .null,
-                    output: Output = .null, error: Output = .null, newSession: Bool = true) {
+                    output: Output = .null, error: Output = .null, newSession: Bool = true,
+                    deathSignal: Int32? = nil) {
             self.executable = executable
             self.arguments = arguments
             self.workingDirectory = workingDirectory
@@ -34,13 +39,14 @@ public enum Subprocess {
             self.output = output
             self.error = error
             self.newSession = newSession
+            self.deathSignal = deathSignal
         }
 
         /// `argv[0]` is the executable, the rest its arguments.
         public init(_ argv: [String], workingDirectory: FilePath? = nil, environment: Environment = .inherit,
-                    output: Output = .null, error: Output = .null) {
+                    output: Output = .null, error: Output = .null, deathSignal: Int32? = nil) {
             self.init(executable: argv[0], arguments: Array(argv.dropFirst()), workingDirectory: workingDirectory,
-                      environment: environment, output: output, error: error)
+                      environment: environment, output: output, error: error, deathSignal: deathSignal)
         }
     }
 
@@ -223,7 +229,7 @@ public enum Subprocess {
         let rc = stdio.withUnsafeBufferPointer { io in
             cenv.withUnsafeMutableBufferPointer { env in
                 tt_spawn(&cargs, variables == nil ? nil : env.baseAddress, c.workingDirectory?.string,
-                         io.baseAddress, c.newSession ? 1 : 0, &pid)
+                         io.baseAddress, c.newSession ? 1 : 0, c.deathSignal ?? 0, &pid)
             }
         }
         guard rc == 0 else { throw SpawnError(program: c.executable, errno: Errno(rawValue: rc)) }

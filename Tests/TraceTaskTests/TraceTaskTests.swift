@@ -198,8 +198,8 @@ final class TraceTaskTests: XCTestCase {
         XCTAssertEqual(earlier.end, first.end)
     }
 
-    /// A command killed outright (SIGKILL: no clean-up of its own) leaves its replay VM; the
-    /// next command kills it and never adopts it as the directory's live replay.
+    /// A command killed outright (SIGKILL: no clean-up of its own): its replay VM dies with
+    /// it, and the next command cleans up what it left and adopts nothing.
     func testAKilledCommandsVMIsNeverAdopted() throws {
         let g = Guest.g32
         let state = try record(g, tag: "-kill")
@@ -214,6 +214,11 @@ final class TraceTaskTests: XCTestCase {
         let qemu = try XCTUnwrap(orphan, "the trace-task never started its replay")
         kill(started.pid, SIGKILL)
         _ = TT.collect(started)
+        // The VM dies with the command that booted it (a parent-death signal), before any
+        // other command runs.
+        let deadline2 = Date().addingTimeInterval(5)
+        while Date() < deadline2 && !TT.processes(in: state).isEmpty { usleep(20_000) }
+        XCTAssertEqual(TT.processes(in: state), [], "the killed command's QEMU outlived it")
         let w = try TT.tt(["where", "-s", state, g.name], expect: 66)
         XCTAssertTrue(w.err.contains("no replay VM is running"), w.err)
         // Gone, or a zombie waiting for init to reap it (its parent, the killed tt, is gone).

@@ -5,12 +5,15 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* posix_spawnp argv (NULL-terminated) with envp (NULL: this process's environment),
- * default signal dispositions and an empty mask, in a new session when new_session.
- * The child's descriptors 0, 1, 2 are stdio[0..2] (dup2'd in that order, so each must
- * be above 2 or already the right number); cwd may be NULL. Returns 0 or an errno value. */
+/* Start argv (NULL-terminated; argv[0] looked up in PATH) with envp (NULL: this
+ * process's environment), default signal dispositions and an empty mask, in a new
+ * session when new_session. The child's descriptors 0, 1, 2 are stdio[0..2] (dup2'd in
+ * that order, so each must be above 2 or already the right number); cwd may be NULL.
+ * death_signal > 0: the child gets that signal when this process dies, however it dies
+ * (PR_SET_PDEATHSIG; the spawning thread must live as long as the process — tt spawns
+ * from its main thread). Returns 0 or an errno value (also one from the child's exec). */
 int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int stdio[3],
-             int new_session, pid_t *pid);
+             int new_session, int death_signal, pid_t *pid);
 
 /* pidfd_open(2), close-on-exec; -1 with errno on failure. */
 int tt_pidfd_open(pid_t pid);
