@@ -41,12 +41,18 @@ struct Record: ParsableCommand {
     var arch: String = "i386"
     @Option(help: BackendChoice.help)
     var backend: BackendChoice = .auto
+    @Flag(help: "--backend xen: prepare a live session instead of recording (stock Xen: no going back, no branch counter); tt replay -p creates the domain paused.")
+    var live = false
+    @Option(help: ArgumentHelp("--backend xen: the guest type.", valueName: "pv|pvh|hvm"))
+    var guestType: String = "pv"
     @OptionGroup var state: StateOptions
 
     func validate() throws {
         if stop && destroy { throw ValidationError("-S and -D exclude each other") }
         guard (1...65536).contains(memory) else { throw ValidationError("-M \(memory): memory must be 1..65536 MB") }
         guard QEMUMachine.Arch(rawValue: arch) != nil else { throw ValidationError("--arch \(arch): expected i386 or x86_64") }
+        guard XenGuestType(rawValue: guestType) != nil else { throw ValidationError("--guest-type \(guestType): expected pv, pvh or hvm") }
+        if live && backend != .xen { throw ValidationError("--live needs --backend xen") }
     }
 
     /// The one recording flow, for every backend: -S/-D on a recording in progress; the
@@ -77,7 +83,9 @@ struct Record: ParsableCommand {
         }
         let kind: BackendKind = backend.usesXen ? .xen : .qemu
         // First, before any state is touched: can this backend record here at all?
-        let recorder = try SessionBackends.recorder(kind, arch: archValue)
+        let recorder = kind == .xen
+            ? try XenRecorder(guestType: XenGuestType(rawValue: guestType)!, live: live)
+            : try SessionBackends.recorder(kind, arch: archValue)
         let dir = try state.resolve()
         if dir.exists && (dir.fileExists(StateFile.argv) || dir.fileExists(StateFile.backend)) {
             guard force else { throw StateError.exists(dir.path) }
@@ -101,11 +109,21 @@ struct Record: ParsableCommand {
                                        symbols: try symbols.map(absolute) ?? guest.symbols, memoryMB: memory,
                                        detach: detach, console: console, debug: debug)
         }
+        let created = !dir.exists
         try dir.create()
         let lock = try dir.lock()
         defer { withExtendedLifetime(lock) {} }
-        try dir.write(StateFile.symfile, request.symbols.string + "\n")
-        switch try recorder.record(request, into: dir, cancellation: .onSignals()) {
+        let outcome: RecordingOutcome
+        do {
+            try dir.write(StateFile.symfile, request.symbols.string + "\n")
+            outcome = try recorder.record(request, into: dir, cancellation: .onSignals())
+        } catch {
+            // A failed recording leaves nothing behind (not even the lock file) in a
+            // directory this command created.
+            if created { try? dir.removeAll() }
+            throw error
+        }
+        switch outcome {
         case .detached(let vm):
             printLine("tt: recording \(dir.name) in \(vm), state in \(dir.path); tt record -S \(dir.name) stops it")
         case .finished(let summary):

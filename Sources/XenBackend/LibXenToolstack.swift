@@ -167,12 +167,25 @@ public final class LibXenToolstack: XenToolstack {
         }
         let r = ctx.x64.user_regs
         let dr = withUnsafeBytes(of: ctx.x64.debugreg) { Array($0.bindMemory(to: UInt64.self)) }
-        let named: [(String, UInt64)] = [("rax", r.rax), ("rbx", r.rbx), ("rcx", r.rcx), ("rdx", r.rdx),
+        // HVM: the ip tt uses (for memory, breakpoints, positions) is the linear address:
+        // outside 64-bit code it includes the CS base (real mode: CS << 4).
+        var ip = r.rip
+        var segment: [(String, UInt64)] = []
+        if try domainInfo(domid)?.isHVM == true {
+            var cpu = hvm_hw_cpu()
+            guard xc_domain_hvm_getcontext_partial(xc.handle, domid.rawValue, 2 /* HVM_SAVE_CODE(CPU) */, UInt16(vcpu),
+                                                   &cpu, UInt32(MemoryLayout<hvm_hw_cpu>.size)) == 0 else {
+                throw fail("xc_domain_hvm_getcontext_partial")
+            }
+            ip = XenAddressing.linearIP(rip: r.rip, csBase: cpu.cs_base, csAttributes: cpu.cs_arbytes, efer: cpu.msr_efer)
+            segment = [("cs", UInt64(cpu.cs_sel)), ("cs_base", cpu.cs_base), ("cr0", cpu.cr0)]
+        }
+        let named: [(String, UInt64)] = segment + [("rax", r.rax), ("rbx", r.rbx), ("rcx", r.rcx), ("rdx", r.rdx),
                                          ("rsi", r.rsi), ("rdi", r.rdi), ("rbp", r.rbp), ("rsp", r.rsp),
                                          ("r8", r.r8), ("r9", r.r9), ("r10", r.r10), ("r11", r.r11),
                                          ("r12", r.r12), ("r13", r.r13), ("r14", r.r14), ("r15", r.r15),
                                          ("rip", r.rip), ("rflags", r.rflags)]
-        return XenVCPUState(ip: r.rip, cx: r.rcx, flags: r.rflags, debugRegisters: dr, width: 8,
+        return XenVCPUState(ip: ip, cx: r.rcx, flags: r.rflags, debugRegisters: dr, width: 8,
                             registers: named.map { RegisterValue(name: $0.0, value: $0.1) })
     }
 
@@ -373,6 +386,26 @@ public final class LibXenToolstack: XenToolstack {
     }
 
     // MARK: PV debugger path
+
+    public private(set) lazy var pvDebuggingAvailable: Bool? = xc.hypervisorHasGDBSX()
+    public private(set) lazy var hypervisorVersion: String? = xc.hypervisorVersion()
+
+    public func takeDebugEvent(_ domid: XenDomainID) throws -> UInt32? {
+        switch xc.gdbsxDomainStatus(domid.rawValue) {
+        case .failure(let code):
+            throw fail("XEN_DOMCTL_gdbsx_domstatus", code)
+        case .success(let domctl):
+            let status = domctl.u.gdbsx_domstatus
+            return status.vcpu_id == UInt32.max ? nil : status.vcpu_ev
+        }
+    }
+
+    public func setInstructionPointer(_ domid: XenDomainID, vcpu: UInt32, ip: UInt64) throws {
+        let (is32, current) = try vcpuContext(domid, vcpu: vcpu)
+        var ctx = current
+        if is32 { ctx.x32.user_regs.eip = UInt32(truncatingIfNeeded: ip) } else { ctx.x64.user_regs.rip = ip }
+        guard xc_vcpu_setcontext(xc.handle, domid.rawValue, vcpu, &ctx) == 0 else { throw fail("xc_vcpu_setcontext") }
+    }
 
     public func setDebugging(_ domid: XenDomainID, on: Bool) throws {
         guard xc_domain_setdebugging(xc.handle, domid.rawValue, on ? 1 : 0) == 0 else {

@@ -43,6 +43,9 @@ public struct XenHostReport: Codable, Equatable, Sendable {
     public var intelPT: XenCapability
     /// Xen's vmtrace (Intel PT for guests) is usable: CPU flag plus hypervisor capability.
     public var vmtrace: XenCapability
+    /// PV guests can be stopped for a debugger: the hypervisor has CONFIG_GDBSX (Debian's
+    /// stock build has not). Live sessions on PV guests need it.
+    public var pvDebugging: XenCapability
 
     /// Raw facts, for `--json` and for messages.
     public var privcmdPath: String?
@@ -66,7 +69,7 @@ public struct XenHostReport: Codable, Equatable, Sendable {
     /// The checks in the order a report should show them.
     public var capabilities: [XenCapability] {
         [privcmd, hypervisorType, controlDomain, root, libraries, hypervisorReachable,
-         timeTravel, intelPT, vmtrace]
+         timeTravel, intelPT, vmtrace, pvDebugging]
     }
 }
 
@@ -93,7 +96,7 @@ struct XenProbeSystem {
     enum Contact {
         case notAttempted(String)
         case failed(XenOpenFailure)
-        case reached(version: String?, vmtrace: Bool?)
+        case reached(version: String?, vmtrace: Bool?, gdbsx: Bool?)
     }
     var effectiveUserID: () -> UInt32
     var libxenctrlFile: () -> String?
@@ -114,7 +117,8 @@ struct XenProbeSystem {
             }
             do {
                 let xc = try XenControlInterface(log: log)
-                return .reached(version: xc.hypervisorVersion(), vmtrace: xc.hypervisorHasVmtrace())
+                return .reached(version: xc.hypervisorVersion(), vmtrace: xc.hypervisorHasVmtrace(),
+                                gdbsx: xc.hypervisorHasGDBSX())
             } catch let failure as XenOpenFailure {
                 return .failed(failure)
             } catch {
@@ -191,6 +195,7 @@ public struct XenHostProbe {
         let contact = system.contactHypervisor(root, log)
         var hypervisorVersion: String?
         var hypervisorVmtrace: Bool?
+        var hypervisorGDBSX: Bool?
         let reachable: XenCapability
         switch contact {
         case .notAttempted(let why):
@@ -198,9 +203,10 @@ public struct XenHostProbe {
         case .failed(let failure):
             let (why, advice) = explain(failure, privcmdPresent: privcmdPath != nil, typeText: typeText)
             reachable = XenCapability("Xen hypervisor reachable", no: why, advice: advice)
-        case .reached(let version, let vmtrace):
+        case .reached(let version, let vmtrace, let gdbsx):
             hypervisorVersion = version
             hypervisorVmtrace = vmtrace
+            hypervisorGDBSX = gdbsx
             reachable = XenCapability("Xen hypervisor reachable", yes: "Xen \(version ?? "(version unknown)")")
         }
 
@@ -209,7 +215,7 @@ public struct XenHostProbe {
         let timeTravel = missing.isEmpty
             ? XenCapability("Xen time-travel extensions", yes: found.joined(separator: ", "))
             : XenCapability("Xen time-travel extensions",
-                            no: "the hypervisor has no time travel: libxenctrl\(xcVersion.map { " " + $0 } ?? "") lacks \(missing.joined(separator: ", ")) (stock Xen)",
+                            no: "the hypervisor\(hypervisorVersion.map { " (Xen \($0))" } ?? "") has no time travel: libxenctrl\(xcVersion.map { " " + $0 } ?? "") lacks \(missing.joined(separator: ", ")) (stock Xen)",
                             advice: "install the time-travel Xen, or use --backend qemu")
 
         let cpuHasPT = files.read("proc/cpuinfo").map(cpuinfoHasIntelPT) ?? false
@@ -231,6 +237,20 @@ public struct XenHostProbe {
                                     advice: nil)
         }
 
+        let pvDebugging: XenCapability
+        switch (reachable.available, hypervisorGDBSX) {
+        case (false, _):
+            pvDebugging = XenCapability("Xen PV debugging (GDBSX)", no: "the hypervisor is not reachable", advice: reachable.advice)
+        case (true, true?):
+            pvDebugging = XenCapability("Xen PV debugging (GDBSX)", yes: "debug traps of PV guests pause them for tt")
+        case (true, false?):
+            pvDebugging = XenCapability("Xen PV debugging (GDBSX)",
+                                        no: "the hypervisor is built without CONFIG_GDBSX: PV guests cannot be stopped (live sessions can create, read and destroy them only)",
+                                        advice: "rebuild Xen with CONFIG_EXPERT=y CONFIG_GDBSX=y")
+        case (true, nil):
+            pvDebugging = XenCapability("Xen PV debugging (GDBSX)", no: "the hypervisor's answer did not tell", advice: nil)
+        }
+
         // The first obstacle decides the reason: the order is the order a user fixes them in.
         let sessionChecks = [hypervisorType, privcmd, controlDomain, rootCheck, libraries, reachable, timeTravel]
         let blocker: XenCapability?
@@ -245,7 +265,7 @@ public struct XenHostProbe {
         return XenHostReport(
             privcmd: privcmd, hypervisorType: hypervisorType, controlDomain: controlDomain,
             root: rootCheck, libraries: libraries, hypervisorReachable: reachable,
-            timeTravel: timeTravel, intelPT: intelPT, vmtrace: vmtrace,
+            timeTravel: timeTravel, intelPT: intelPT, vmtrace: vmtrace, pvDebugging: pvDebugging,
             privcmdPath: privcmdPath, hypervisorTypeText: typeText,
             libxenctrlVersion: xcVersion, libxlVersion: xlVersion, hypervisorVersion: hypervisorVersion,
             timeTravelFunctions: found,

@@ -79,7 +79,9 @@ final class XenControlInterface {
 
     deinit { xc_interface_close(handle) }
 
-    /// The hypervisor's version, e.g. "4.17.2".
+    /// The hypervisor's own version (xc_version: major.minor and the extra version, e.g.
+    /// "4.17.7+13-g2445b30a4" — Xen keeps 15 characters of it), not libxenctrl's file
+    /// version, which is 4.17.0 whatever the patch level.
     func hypervisorVersion() -> String? {
         let packed = xc_version(handle, XENVER_version, nil)
         guard packed >= 0 else { return nil }
@@ -92,6 +94,31 @@ final class XenControlInterface {
             extraText = ""
         }
         return "\(packed >> 16).\(packed & 0xffff)\(extraText)"
+    }
+
+    /// Whether the hypervisor was built with CONFIG_GDBSX, without which a PV guest's debug
+    /// traps never pause it (domain_pause_for_debugger() is empty): asks the gdbsx
+    /// domain-status domctl about dom0 (harmless: dom0 is never paused by a controller).
+    /// ENOSYS means no GDBSX; nil when the answer says nothing either way.
+    func hypervisorHasGDBSX() -> Bool? {
+        switch gdbsxDomainStatus(0) {
+        case .success: return true
+        case .failure(let code): return code == ENOSYS ? false : nil
+        }
+    }
+
+    enum DomctlResult { case success(xen_domctl), failure(Int32) }
+
+    /// XEN_DOMCTL_gdbsx_domstatus of a domain: whether it is paused by a controller and,
+    /// if a vCPU stopped on a debug event, which (the event is consumed by the call).
+    func gdbsxDomainStatus(_ domid: UInt32) -> DomctlResult {
+        var domctl = xen_domctl()
+        domctl.cmd = UInt32(XEN_DOMCTL_gdbsx_domstatus)
+        domctl.interface_version = UInt32(XEN_DOMCTL_INTERFACE_VERSION)
+        domctl.domain = domid_t(domid)
+        errno = 0
+        guard xc_domctl(handle, &domctl) == 0 else { return .failure(errno) }
+        return .success(domctl)
     }
 
     /// Whether the hypervisor offers vmtrace (Intel PT for guests): physinfo's capability bit.

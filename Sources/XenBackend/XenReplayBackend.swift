@@ -30,11 +30,26 @@ public final class MonotonicClock: XenClock {
 /// With the time-travel extensions every breakpoint is also registered as a replay
 /// probe (xc_ttd_vmi_add_probe), and the branch counter comes from the hypervisor.
 /// One vCPU (vCPU 0), as the original tools had.
+///
+/// Live mode (`live: true`, a state directory `tt record --live` prepared): no recording
+/// and no time-travel hypervisor. The domain is created paused from the template and run
+/// for real: no going back, no branch counter (`.live`), stops only where the hypervisor
+/// offers them (PV: CONFIG_GDBSX; HVM: the monitor with MTF, Intel only). Debugging is
+/// switched on only while tt runs the guest to a stop, and a guest's own int3 met
+/// meanwhile is passed back to it.
 public final class XenReplayBackend: ReplayBackend {
     public let name = "xen"
     /// Going back is a restart of the replay from its beginning (branch count 0).
     /// HVM guests deliver branch records through vmtrace (Intel PT) decoding.
-    public var capabilities: BackendCapabilities { isHVM ? [.seeking, .branchTracing] : [.seeking] }
+    /// Live: none of that.
+    public var capabilities: BackendCapabilities {
+        if live { return [.live] }
+        return isHVM ? [.seeking, .branchTracing] : [.seeking]
+    }
+    /// A live session on a real (stock) hypervisor rather than a replay.
+    public let live: Bool
+    /// Why the domain can go no further, once it has shut down (crash, poweroff).
+    public private(set) var endReason: String?
 
     let toolstack: XenToolstack
     let state: StateDirectory
@@ -64,7 +79,8 @@ public final class XenReplayBackend: ReplayBackend {
     private var cancellation: Cancellation?
 
     public init(toolstack: XenToolstack, state: StateDirectory, domainName: String, configJSON: String,
-                clock: XenClock = MonotonicClock()) {
+                clock: XenClock = MonotonicClock(), live: Bool = false) {
+        self.live = live
         self.toolstack = toolstack
         self.state = state
         self.domainName = domainName
@@ -90,7 +106,7 @@ public final class XenReplayBackend: ReplayBackend {
     }
 
     private func requireTimeTravel() throws {
-        guard toolstack.hasTimeTravel else {
+        guard live || toolstack.hasTimeTravel else {
             throw XenError.noTimeTravel(detail: "the hypervisor has no time travel (stock Xen: libxenctrl lacks \(XenTimeTravelExtensions.addProbe)), so it cannot replay")
         }
     }
@@ -107,9 +123,12 @@ public final class XenReplayBackend: ReplayBackend {
         do {
             try state.write(StateFile.domid, "\(id.rawValue)\n")
             // libxl leaves a new domain paused; check it is there and has not crashed.
-            _ = try waitForDomain(id, "to be created paused") { $0.isPaused }
-            try arm(id)
-            try reinsertBreakpoints(id)
+            let info = try waitForDomain(id, "to be created paused") { $0.isPaused }
+            isHVM = info.isHVM
+            if !live {
+                try arm(id)
+                try reinsertBreakpoints(id)
+            }
         } catch {
             forget(destroying: id)
             throw error
@@ -121,10 +140,12 @@ public final class XenReplayBackend: ReplayBackend {
         guard let id = try toolstack.findDomain(named: domainName) else {
             throw XenError.domainNotFound(domainName)
         }
-        // Xen counts toolstack pauses: pause only a running domain.
-        if try toolstack.domainInfo(id)?.isPaused == false { try toolstack.pauseDomain(id) }
+        // Xen counts toolstack pauses: pause only a running domain (a shut-down one stays).
+        guard let info = try toolstack.domainInfo(id) else { throw XenError.domainNotFound(domainName) }
+        if !info.isPaused && info.shutdown == nil && !info.isDying { try toolstack.pauseDomain(id) }
         domid = id
-        try arm(id)
+        isHVM = info.isHVM
+        if !live { try arm(id) }
     }
 
     public func detach() {
@@ -189,6 +210,9 @@ public final class XenReplayBackend: ReplayBackend {
         if isHVM {
             try toolstack.monitorOpen(id)
         } else {
+            if live && toolstack.pvDebuggingAvailable == false {
+                throw XenError.unsupported("this hypervisor\(toolstack.hypervisorVersion.map { " (Xen \($0))" } ?? "") cannot stop a PV guest: it is built without CONFIG_GDBSX, so debug traps never pause \(id) (rebuild Xen with CONFIG_EXPERT=y CONFIG_GDBSX=y); the live session can only create, read and destroy it")
+            }
             try toolstack.setDebugging(id, on: true)
         }
         armed = true
@@ -214,7 +238,8 @@ public final class XenReplayBackend: ReplayBackend {
     public func position() throws -> Position {
         let id = try requireDomain()
         let vcpu = try toolstack.vcpuState(id, vcpu: Self.vcpu)
-        let brctr = try toolstack.timeTravelBranchCounter(id, vcpu: Self.vcpu)
+        // Live: no branch counter (`.live`); brctr 0 means nothing.
+        let brctr = live ? 0 : try toolstack.timeTravelBranchCounter(id, vcpu: Self.vcpu)
         return Position(landmark: Landmark(ip: vcpu.ip, brctr: brctr, cx: vcpu.cx), icount: nil)
     }
 
@@ -233,6 +258,9 @@ public final class XenReplayBackend: ReplayBackend {
     public func insertBreakpoint(at address: UInt64) throws {
         let id = try requireDomain()
         guard !breakpointAddresses.contains(address) else { return }
+        // A shut-down domain runs no more: the run that follows reports `.ended`.
+        if try ended(id) != nil { return }
+        try arm(id)  // live: debugging on only now that tt needs stops
         try place(id, address)
         if toolstack.hasTimeTravel {
             do {
@@ -306,8 +334,28 @@ public final class XenReplayBackend: ReplayBackend {
 
     // MARK: Running
 
+    /// A domain that has shut down (crashed, powered off) cannot run again: every call that
+    /// would run it says so, instead of an unpause failing with EINVAL.
+    private func ended(_ id: XenDomainID) throws -> StopReason? {
+        guard let info = try toolstack.domainInfo(id) else {
+            endReason = "\(id) is gone"
+            return .exited
+        }
+        if let reason = info.shutdown {
+            endReason = reason == .crash ? "\(id) crashed" : "\(id) shut down (\(reason))"
+            return .ended
+        }
+        if info.isDying {
+            endReason = "\(id) is dying"
+            return .ended
+        }
+        return nil
+    }
+
     public func step() throws -> StopReason {
         let id = try requireDomain()
+        if let end = try ended(id) { return end }
+        try arm(id)
         let ip = try toolstack.vcpuState(id, vcpu: Self.vcpu).ip
         // A breakpoint on the instruction to step would stop it before it runs: lift it
         // for the one step (the guest never sees the int3 execute).
@@ -353,6 +401,8 @@ public final class XenReplayBackend: ReplayBackend {
     public func continueUntilStop(hintBrctr: UInt64?, cancellation: Cancellation,
                                   progress: ((UInt64) -> Void)?) throws -> StopReason {
         let id = try requireDomain()
+        if let end = try ended(id) { return end }
+        try arm(id)
         self.cancellation = cancellation
         defer { self.cancellation = nil }
         // At least one instruction: step off a breakpoint we are sitting on.
@@ -396,6 +446,7 @@ public final class XenReplayBackend: ReplayBackend {
     /// answered vm_event no longer holds the vCPU), or it has ended.
     private func waitForStop(_ id: XenDomainID, progress: ((UInt64) -> Void)?) throws -> Outcome {
         let outcome = try waitForStopUntraced(id, progress: progress)
+        if case .ended = outcome { _ = try? ended(id) }  // why: for the session's message
         // The vmtrace buffer is a ring: copy what this run wrote before the next one.
         if let tracer {
             if case .ended = outcome { try? tracer.collect() } else { try tracer.collect() }
@@ -430,7 +481,10 @@ public final class XenReplayBackend: ReplayBackend {
             guard let info = try toolstack.domainInfo(id) else { return .ended }
             if info.shutdown != nil || info.isDying { return .ended }
             if !isHVM {
-                if info.isPaused { return .paused }
+                if info.isPaused {
+                    if try passBackGuestInt3(id) { continue }
+                    return .paused
+                }
                 clock.sleep(seconds: 0.001)
             }
             if let progress, clock.now() - lastProgress >= 0.5 {
@@ -438,6 +492,41 @@ public final class XenReplayBackend: ReplayBackend {
                 if let brctr = try? toolstack.timeTravelBranchCounter(id, vcpu: Self.vcpu) { progress(brctr) }
             }
         }
+    }
+
+    /// PV with debugging on: the guest's own int3 (e.g. Linux's boot self-test, text_poke)
+    /// paused the domain for tt, and the guest never saw it. Pass it back: with debugging
+    /// and tt's debug registers off, put the ip back on the int3 and let the guest run it
+    /// (its own handler takes it), then stop again and switch debugging back on. A hit of
+    /// tt's breakpoints within that window (tens of ms) is missed. Returns false when the
+    /// stop was no guest int3 (tt's breakpoints and steps are #DBs, never reported here).
+    private func passBackGuestInt3(_ id: XenDomainID) throws -> Bool {
+        guard toolstack.pvDebuggingAvailable != false, try toolstack.takeDebugEvent(id) == 3 else { return false }
+        let state = try toolstack.vcpuState(id, vcpu: Self.vcpu)
+        let before = try toolstack.readGuest(id, vcpu: Self.vcpu, virtualAddress: state.ip &- 2, count: 2)
+        let length: UInt64
+        if before[1] == Self.int3 { length = 1 } else if before == [0xCD, 0x03] { length = 2 } else {
+            throw XenError.unsupported("\(id) stopped on a debug event at 0x\(String(state.ip, radix: 16)) that is no int3 tt can pass back")
+        }
+        let int3At = state.ip &- length
+        var window = 0.02
+        for _ in 0..<8 {
+            try toolstack.setDebugging(id, on: false)
+            try toolstack.updateVCPU(id, vcpu: Self.vcpu, flags: nil, debugRegisters: [UInt64](repeating: 0, count: 8))
+            try toolstack.setInstructionPointer(id, vcpu: Self.vcpu, ip: int3At)
+            try toolstack.unpauseDomain(id)
+            clock.sleep(seconds: window)
+            try toolstack.pauseDomain(id)
+            if try ended(id) != nil { return false }
+            try toolstack.setDebugging(id, on: true)
+            try writeDebugRegisters(id)
+            if try toolstack.vcpuState(id, vcpu: Self.vcpu).ip != int3At {
+                try toolstack.unpauseDomain(id)
+                return true
+            }
+            window *= 2
+        }
+        throw XenError.timedOut("passing \(id)'s own int3 at 0x\(String(int3At, radix: 16)) back to it")
     }
 
     public func resumeDetached() throws {
@@ -459,7 +548,7 @@ public final class XenReplayBackend: ReplayBackend {
         // Xen counts toolstack pauses: pausing a paused domain would need two unpauses.
         if try toolstack.domainInfo(id)?.isPaused == false { try toolstack.pauseDomain(id) }
         try waitForDomain(id, "to pause") { $0.isPaused }
-        try arm(id)
+        if !live { try arm(id) }
     }
 
     /// The domain's console belongs to xenconsoled: `xl console` shows it.
@@ -472,6 +561,7 @@ public final class XenReplayBackend: ReplayBackend {
 
     /// Back to the beginning: the replay is restarted (branch count 0), breakpoints kept.
     public func restore(_ checkpoint: Checkpoint) throws -> Position {
+        guard !live else { throw XenError.unsupported("a live Xen session cannot go back") }
         guard checkpoint.icount == 0 else {
             throw XenError.unsupported("a Xen replay can go back to its beginning only")
         }
@@ -493,6 +583,7 @@ public final class XenReplayBackend: ReplayBackend {
     /// `.branchTracing` capability for PV.
     public func setTracing(_ sink: BranchSink?) throws {
         let id = try requireDomain()
+        guard !live else { throw XenError.unsupported("a live Xen session has no branch tracing (it needs the time-travel hypervisor, or vmtrace on Intel PT hardware)") }
         if let sink {
             guard tracer == nil && !hypervisorTracing else { return }
             if isHVM {

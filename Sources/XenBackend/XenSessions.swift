@@ -10,19 +10,26 @@ import Glibc
 public enum XenSessions {
     /// Open every Xen handle and require the time-travel extensions. Throws the one-line
     /// refusal (exit status 69): not under Xen / not dom0 / not root, or stock Xen.
-    public static func openToolstack() throws -> LibXenToolstack {
+    /// `requireTimeTravel: false` (live sessions): a reachable hypervisor is enough.
+    public static func openToolstack(requireTimeTravel: Bool = true) throws -> LibXenToolstack {
         let toolstack = try LibXenToolstack()
-        guard toolstack.hasTimeTravel else {
-            let version = XenLibraries.libxenctrlFile.flatMap(XenLibraries.version(fromLibraryFile:)).map { " \($0)" } ?? ""
-            throw XenError.noTimeTravel(detail: "the hypervisor has no time travel (stock Xen: libxenctrl\(version) lacks \(XenTimeTravelExtensions.addProbe)), so it can neither record nor replay")
+        guard toolstack.hasTimeTravel || !requireTimeTravel else {
+            let version = XenLibraries.libxenctrlFile.flatMap(XenLibraries.version(fromLibraryFile:)).map { "libxenctrl \($0)" } ?? "libxenctrl"
+            let xen = toolstack.hypervisorVersion.map { "Xen \($0)" } ?? "the hypervisor"
+            throw XenError.noTimeTravel(detail: "\(xen) has no time travel (stock Xen: \(version) lacks \(XenTimeTravelExtensions.addProbe)), so it can neither record nor replay (a live session can: tt record --backend xen --live)")
         }
         return toolstack
     }
 
-    /// Check, before touching any state, that Xen sessions can run here.
+    /// Check, before touching any state, that Xen sessions can run here: a reachable
+    /// hypervisor (not under Xen, not dom0, not root: the one-line refusal). Whether a
+    /// recording can be replayed (time travel) is decided per state directory.
     public static func requireAvailable() throws {
-        _ = try openToolstack()
+        _ = try openToolstack(requireTimeTravel: false)
     }
+
+    /// Whether `state` holds a live session (`tt record --backend xen --live`), not a recording.
+    public static func isLive(_ state: StateDirectory) -> Bool { state.fileExists(StateFile.live) }
 
     /// `--backend auto`: Xen when a hypervisor with time travel is reachable, QEMU
     /// otherwise (on stock Xen only QEMU can record and replay).
@@ -31,10 +38,12 @@ public enum XenSessions {
     }
 
     /// The replay backend of a recording made with `record`.
+    /// A live session's directory gives a live backend (no time travel needed).
     public static func replayBackend(state: StateDirectory) throws -> XenReplayBackend {
-        let toolstack = try openToolstack()
+        let live = isLive(state)
+        let toolstack = try openToolstack(requireTimeTravel: !live)
         let json = try state.read(StateFile.replayJSON)
-        return XenReplayBackend(toolstack: toolstack, state: state, domainName: state.name, configJSON: json)
+        return XenReplayBackend(toolstack: toolstack, state: state, domainName: state.name, configJSON: json, live: live)
     }
 
     /// The domain template: $TT_XEN_TEMPLATE, /etc/xentt/, or etc/xentt/ of the package.
@@ -119,16 +128,23 @@ public enum XenSessions {
 public final class XenRecorder: Recorder {
     public let kind = BackendKind.xen
     let toolstack: LibXenToolstack
+    let guestType: XenGuestType
+    /// Prepare a live session (configurations only; nothing runs, nothing is recorded).
+    let live: Bool
 
-    /// Opens the Xen handles and requires time travel (the one-line refusal otherwise).
-    public init() throws {
-        toolstack = try XenSessions.openToolstack()
+    /// Opens the Xen handles and requires time travel (the one-line refusal otherwise);
+    /// `live`: a reachable hypervisor is enough.
+    public init(guestType: XenGuestType = .pv, live: Bool = false) throws {
+        toolstack = try XenSessions.openToolstack(requireTimeTravel: !live)
+        self.guestType = guestType
+        self.live = live
     }
 
     public func record(_ request: RecordingRequest, into state: StateDirectory,
                        cancellation: Cancellation) throws -> RecordingOutcome {
         guard !request.detach else { throw XenConfigError("--detach is not available with --backend xen") }
         var parameters = XenDomainParameters(name: state.name)
+        parameters.type = guestType
         parameters.kernel = request.kernel
         parameters.ramdisk = request.initrd
         parameters.commandLine = request.append
@@ -136,6 +152,10 @@ public final class XenRecorder: Recorder {
         parameters.stateDirectory = state.path
         let template = try XenDomainTemplate.load(from: XenSessions.templatePath())
         let configs = try XenSessions.writeConfigurations(parameters, template: template, into: state)
+        if live {
+            try state.write(StateFile.live, "\(guestType.rawValue)\n")
+            return .finished(summary: "live \(guestType.rawValue) session prepared, nothing recorded (tt replay -p creates the domain paused; live: no going back, no branch counter)")
+        }
         let summary = try XenSessions.record(state: state, config: configs.record, toolstack: toolstack,
                                              cancellation: cancellation)
         if summary.signal != 0 { return .interrupted(signal: summary.signal) }

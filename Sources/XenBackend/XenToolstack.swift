@@ -149,8 +149,19 @@ public protocol XenToolstack: AnyObject {
     /// MTF single-step of one vCPU on or off (HVM, Intel only).
     func setSingleStep(_ domid: XenDomainID, vcpu: UInt32, on: Bool) throws
 
-    // PV: the debugger path. With debugging on, #DB/#BP pause the domain for tt.
+    /// Set the vCPU's instruction pointer (to pass a guest's own int3 back: it runs again).
+    func setInstructionPointer(_ domid: XenDomainID, vcpu: UInt32, ip: UInt64) throws
+
+    // PV: the debugger path. With debugging on, #DB/#BP pause the domain for tt — only on
+    // a hypervisor built with CONFIG_GDBSX (elsewhere they never pause it).
     func setDebugging(_ domid: XenDomainID, on: Bool) throws
+    /// Whether the hypervisor has CONFIG_GDBSX (nil: it did not tell).
+    var pvDebuggingAvailable: Bool? { get }
+    /// The debug event a vCPU of the paused domain stopped on (3: a guest int3; a #DB from
+    /// a debug register or the trap flag is not reported), consumed by the call; nil if none.
+    func takeDebugEvent(_ domid: XenDomainID) throws -> UInt32?
+    /// The hypervisor's own version (e.g. "4.17.7+13-g2445b30a4"), nil if it did not say.
+    var hypervisorVersion: String? { get }
 
     // The time-travel hypervisor's calls (`XenTimeTravelCalls`); absent on stock Xen.
     var hasTimeTravel: Bool { get }
@@ -219,3 +230,16 @@ public enum XenError: Error, ExitStatusProviding, CustomStringConvertible, Equat
 import Glibc
 #endif
 private func strerrorText(_ code: Int32) -> UnsafeMutablePointer<CChar> { strerror(code) }
+
+/// x86 address arithmetic the backend needs.
+public enum XenAddressing {
+    /// The linear address of the next instruction: RIP alone in 64-bit code (EFER.LMA and
+    /// CS.L), CS base + EIP (32 bits) otherwise — in real mode the base is CS << 4, so the
+    /// reset vector F000:FFF0 with base 0xffff0000 is 0xfffffff0. `csAttributes` is Xen's
+    /// packed form (hvm_hw_cpu.cs_arbytes: type 0-3, S 4, DPL 5-6, P 7, AVL 8, L 9, D/B 10, G 11).
+    public static func linearIP(rip: UInt64, csBase: UInt64, csAttributes: UInt32, efer: UInt64) -> UInt64 {
+        let longMode = efer & (1 << 10) != 0 && csAttributes & (1 << 9) != 0
+        if longMode { return rip }
+        return (csBase &+ rip) & 0xffff_ffff
+    }
+}

@@ -16,6 +16,9 @@ final class FakeXenToolstack: XenToolstack {
         var cx: UInt64 = 0
         /// This instruction was reached by a taken control transfer.
         var arrivedByBranch: Bool
+        /// The guest's own int3: with debugging on it pauses the domain for tt (debug
+        /// event 3, ip after it); the guest must run it itself, or it crashes later.
+        var guestInt3 = false
     }
 
     final class Domain {
@@ -36,11 +39,20 @@ final class FakeXenToolstack: XenToolstack {
         var heldTaken = false
         var probes: Set<UInt64> = []
         var branchTracing = false
+        var debugEvent: UInt32?
+        /// The guest's int3 swallowed by the debugger and never passed back.
+        var swallowedInt3 = false
         init(id: XenDomainID, name: String, hvm: Bool) { self.id = id; self.name = name; self.hvm = hvm }
     }
 
     let program: [Instruction]
     var hasTimeTravel = true
+    /// CONFIG_GDBSX: without it, PV debug traps never pause a domain.
+    var pvDebuggingAvailable: Bool? = true
+    var hypervisorVersion: String? = "4.17.7"
+    /// PV without debugging: at most this many instructions between two looks (nil: a
+    /// running guest reaches its next stop at once).
+    var freeRunLimit: Int?
     /// How the recorded run ends.
     var endReason = XenShutdownReason.poweroff
     /// While set, a running guest makes no progress (a long run), for interrupt tests.
@@ -138,7 +150,23 @@ final class FakeXenToolstack: XenToolstack {
             }
         } else {
             let stepping = d.flags & (1 << 8) != 0
+            var budget = d.debugging ? nil : freeRunLimit
             while true {
+                if let b = budget {
+                    if b == 0 { return }  // a slow guest: the rest at the next look
+                    budget = b - 1
+                }
+                if d.swallowedInt3 {
+                    // The guest's handler never ran: it dies, as Linux does.
+                    d.shutdown = .crash
+                    return
+                }
+                if program[d.index].guestInt3 && d.debugging {
+                    d.index += 1  // a trap: the ip is after the int3
+                    d.debugEvent = 3
+                    d.pauseCount += 1
+                    return
+                }
                 if hardwareBreakpointHit(d) {
                     if !d.debugging { violations.append("debug trap in \(d.id) without debugging on") }
                     d.pauseCount += 1  // domain_pause_for_debugger
@@ -221,7 +249,8 @@ final class FakeXenToolstack: XenToolstack {
     func readGuest(_ id: XenDomainID, vcpu: UInt32, virtualAddress: UInt64, count: Int) throws -> [UInt8] {
         let d = try domain(id, "readGuest")
         requireStopped(d, "read guest memory")
-        return (0..<UInt64(count)).map { d.memory[virtualAddress + $0] ?? 0x90 }
+        let int3s = Set(program.filter(\.guestInt3).map(\.ip))
+        return (0..<UInt64(count)).map { d.memory[virtualAddress + $0] ?? (int3s.contains(virtualAddress + $0) ? 0xCC : 0x90) }
     }
 
     func writeGuest(_ id: XenDomainID, vcpu: UInt32, virtualAddress: UInt64, bytes: [UInt8]) throws {
@@ -269,6 +298,24 @@ final class FakeXenToolstack: XenToolstack {
 
     func setDebugging(_ id: XenDomainID, on: Bool) throws {
         try domain(id, "setDebugging").debugging = on
+    }
+
+    func takeDebugEvent(_ id: XenDomainID) throws -> UInt32? {
+        let d = try domain(id, "gdbsx_domstatus")
+        defer { d.debugEvent = nil }
+        if d.debugEvent == 3 { d.swallowedInt3 = true }  // until the ip goes back on it
+        return d.debugEvent
+    }
+
+    func setInstructionPointer(_ id: XenDomainID, vcpu: UInt32, ip: UInt64) throws {
+        let d = try domain(id, "setInstructionPointer")
+        requireStopped(d, "xc_vcpu_setcontext")
+        guard let index = program.indices.last(where: { $0 <= d.index && program[$0].ip == ip }) else {
+            violations.append("ip set to 0x\(String(ip, radix: 16)), not on the guest's path")
+            return
+        }
+        if program[index].guestInt3 { d.swallowedInt3 = false }
+        d.index = index
     }
 
     func timeTravelAddProbe(_ id: XenDomainID, address: UInt64) throws {

@@ -5,7 +5,7 @@ import SystemPackage
 final class XenHostProbeTests: XCTestCase {
     /// A system where every library call is answered by the test.
     func fakeSystem(euid: UInt32 = 0, ttd: Set<String> = [],
-                    contact: XenProbeSystem.Contact = .reached(version: "4.17.2", vmtrace: false)) -> XenProbeSystem {
+                    contact: XenProbeSystem.Contact = .reached(version: "4.17.2", vmtrace: false, gdbsx: false)) -> XenProbeSystem {
         XenProbeSystem(
             effectiveUserID: { euid },
             libxenctrlFile: { "/usr/lib/x86_64-linux-gnu/libxenctrl.so.4.17.0" },
@@ -82,7 +82,7 @@ final class XenHostProbeTests: XCTestCase {
 
     func testStockXenDom0HasNoTimeTravel() throws {
         let root = try dom0Tree()
-        let report = XenHostProbe.probe(root: root.path, system: fakeSystem(contact: .reached(version: "4.17.2", vmtrace: true)))
+        let report = XenHostProbe.probe(root: root.path, system: fakeSystem(contact: .reached(version: "4.17.2", vmtrace: true, gdbsx: true)))
         XCTAssertTrue(report.hypervisorReachable.available)
         XCTAssertTrue(report.vmtrace.available)
         XCTAssertEqual(report.hypervisorVersion, "4.17.2")
@@ -90,7 +90,9 @@ final class XenHostProbeTests: XCTestCase {
         XCTAssertEqual(report.libxlVersion, "4.17.0")
         XCTAssertFalse(report.timeTravel.available)
         XCTAssertFalse(report.canRunSessions)
-        XCTAssertEqual(report.reason?.hasPrefix("the hypervisor has no time travel"), true, report.reason ?? "")
+        // The hypervisor's own version, not libxenctrl's file version (4.17.0).
+        XCTAssertEqual(report.reason?.hasPrefix("the hypervisor (Xen 4.17.2) has no time travel"), true, report.reason ?? "")
+        XCTAssertTrue(report.pvDebugging.available)
         XCTAssertTrue(report.timeTravel.detail.contains("xc_ttd_vmi_add_probe"))
         XCTAssertEqual(report.advice?.contains("--backend qemu"), true)
     }
@@ -104,7 +106,10 @@ final class XenHostProbeTests: XCTestCase {
         XCTAssertFalse(report.vmtrace.available, "hypervisor said no vmtrace")
         XCTAssertTrue(report.canRunSessions, report.reason ?? "")
         XCTAssertNil(report.reason)
-        XCTAssertEqual(report.capabilities.count, 9)
+        XCTAssertEqual(report.capabilities.count, 10)
+        // Default fake contact: a stock Debian build, no CONFIG_GDBSX.
+        XCTAssertFalse(report.pvDebugging.available)
+        XCTAssertTrue(report.pvDebugging.detail.contains("CONFIG_GDBSX"))
     }
 
     func testOpenFailureIsExplained() throws {

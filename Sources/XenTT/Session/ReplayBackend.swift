@@ -94,6 +94,7 @@ public struct RegisterValue: Hashable, Sendable {
 
 extension ReplayBackend {
     public func landmark() throws -> Landmark { try position().landmark }
+    public var endReason: String? { nil }
 }
 
 /// What a backend can do beyond the required primitives.
@@ -105,6 +106,10 @@ public struct BackendCapabilities: OptionSet, Sendable {
     public static let seeking = BackendCapabilities(rawValue: 1 << 0)
     /// `setTracing` delivers branch records.
     public static let branchTracing = BackendCapabilities(rawValue: 1 << 1)
+    /// The backend drives a live VM, not a replay (Xen without the time-travel hypervisor):
+    /// it has no branch counter (`Landmark.brctr` is 0 and means nothing), so `WHERE:brctr`
+    /// locations are refused and `WHERE#N` counts arrivals from the current position.
+    public static let live = BackendCapabilities(rawValue: 1 << 2)
 }
 
 /// A hypervisor-specific replay VM driver. One object drives one replay VM of one
@@ -174,6 +179,10 @@ public protocol ReplayBackend: AnyObject {
     /// Switch branch tracing on (records after the current landmark go to `sink`) or off
     /// (`sink` nil; records up to and including the current landmark have been delivered).
     func setTracing(_ sink: BranchSink?) throws
+
+    /// Why the VM can go no further, once a run returned `.ended`/`.exited`, when the
+    /// backend knows more than "the end" (e.g. "domain 3 crashed"); nil otherwise.
+    var endReason: String? { get }
 
     /// Kill the replay VM; all recorded state stays. Afterwards `!isLive`.
     func kill() throws

@@ -9,6 +9,7 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
     case interrupted(at: Landmark, signal: Int32)
     case landingMismatch(target: String, first: Landmark, second: Landmark)
     case noReturnAddress(at: Landmark, why: String)
+    case needsBranchCounter(target: String, backend: String)
 
     public var description: String {
         switch self {
@@ -24,6 +25,8 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
             return "interrupted; the replay is paused at \(at)"
         case .noReturnAddress(let at, let why):
             return "return: no return address at \(at): \(why)"
+        case .needsBranchCounter(let target, let backend):
+            return "\(target): this \(backend) session is live and has no branch counter; give WHERE or WHERE#N (counted from here)"
         case .landingMismatch(let target, let first, let second):
             return "internal error: landed on \(target) at \(first) but a second read says \(second)"
         }
@@ -33,6 +36,7 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
         switch self {
         case .interrupted(_, let signal): return Cancelled(signal: signal).exitStatus
         case .notReached, .passed: return 2
+        case .needsBranchCounter: return ExitStatus.unavailable
         default: return ExitStatus.failure
         }
     }
@@ -160,7 +164,18 @@ public final class ReplaySession {
         try require(.active, "run until \(target)")
         var position = try backend.position()
         let landed: Landmark
+        let live = backend.capabilities.contains(.live)
         switch target.condition {
+        case .exact where live:
+            throw SessionError.needsBranchCounter(target: target.text, backend: backend.name)
+        case .occurrence(let n) where live:
+            // No going back and no count since a beginning: the N-th arrival from here.
+            var seen: UInt64 = 0
+            landed = try runToBreakpoint(target, hint: nil, progress: progress) { here in
+                guard here.ip == target.address else { return false }
+                seen += 1
+                return seen == n
+            }
         case .exact(let brctr, let cx):
             if target.matches(position.landmark) { return position }
             if Timeline.isBefore(address: target.address, brctr: brctr, cx: cx, position.landmark) {
@@ -248,7 +263,8 @@ public final class ReplaySession {
         while true {
             let reason = try backend.continueUntilStop(hintBrctr: hint, cancellation: cancellation, progress: progress)
             if reason == .ended || reason == .exited {
-                let end = (try? backend.position()).map { describe($0) } ?? "its end"
+                var end = (try? backend.position()).map { describe($0) } ?? "its end"
+                if let why = backend.endReason { end += " (\(why))" }
                 if reason == .exited {
                     vmGone = true
                     timeline.reset()
@@ -272,7 +288,12 @@ public final class ReplaySession {
     }
 
     /// `eip:brctr:cx (icount N)`, as `tt where` prints it.
+    /// A live backend has no branch counter: `0x<ip> (live, cx 0x<cx>; no branch counter)`.
     public func describe(_ position: Position) -> String {
+        if backend.capabilities.contains(.live) {
+            let l = position.landmark
+            return "0x\(String(l.ip, radix: 16)) (live, cx 0x\(String(l.cx, radix: 16)); no branch counter)"
+        }
         var s = position.landmark.description
         if let i = position.icount { s += " (icount \(i))" }
         return s

@@ -28,6 +28,9 @@ public enum StateFile {
     public static let recordConfig = "record.cfg", recordJSON = "record.json"
     public static let replayConfig = "replay.cfg", replayJSON = "replay.json"
     public static let domid = "domid"
+    /// Present in a live Xen session's directory (`tt record --backend xen --live`):
+    /// nothing was recorded; the domain runs for real.
+    public static let live = "live"
 }
 
 /// The hypervisor a recording was made with; stored in `StateFile.backend`.
