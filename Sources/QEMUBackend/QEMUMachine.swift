@@ -43,6 +43,33 @@ public struct QEMUMachine: Sendable {
 
     public static let binary = "qemu-system-x86_64"
 
+    /// The first line of `qemu-system-x86_64 --version` of the QEMU on PATH, e.g.
+    /// "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)".
+    /// `scratch` holds the temporary output file.
+    public static func installedVersion(scratch state: StateDirectory) throws -> String {
+        let out = state.file(".qemu-version.out")
+        defer { state.remove(".qemu-version.out") }
+        let pid = try ChildProcess.spawn([binary, "--version"], directory: state.path, output: out)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let text = (try? StateDirectory.readSmallFileTail(out)) ?? ""
+        guard status == 0, let first = text.split(separator: "\n").first.map(String.init)?.trimmingWhitespace, !first.isEmpty else {
+            throw QEMUError("\(binary) --version failed (status \(status)): \(text.prefix(200))", status: ExitStatus.unavailable)
+        }
+        return first
+    }
+
+    /// Refuse a replay on another QEMU than the one that recorded (recordings made before
+    /// the version was stored are taken as they are).
+    public static func requireRecordingQEMU(_ state: StateDirectory) throws {
+        guard let recorded = state.readIfPresent(StateFile.qemuVersion)?.trimmingWhitespace, !recorded.isEmpty else { return }
+        let here = try installedVersion(scratch: state)
+        guard here == recorded else {
+            throw QEMUError("this recording was made with \(recorded), but \(binary) on PATH is \(here): replay it with the QEMU that recorded it",
+                            status: ExitStatus.unavailable)
+        }
+    }
+
     /// The recording's argument vector. The kernel and initrd are copies inside the
     /// state directory, so a rebuilt guest cannot break an old recording.
     public func recordArguments(plugin: FilePath) -> [String] {

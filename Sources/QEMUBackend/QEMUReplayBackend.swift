@@ -57,6 +57,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         try state.requireRecording()
         if let vm = vmDescription { throw StateError.vmRunning(state.path, vm: vm) }
         if let p = QEMURecorder.recordingPID(state) { throw StateError.vmRunning(state.path, vm: "recording QEMU (pid \(p))") }
+        try QEMUMachine.requireRecordingQEMU(state)
         for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
         let record = try state.readLines(F.argv)
         let argv = try QEMUMachine.replayArguments(fromRecord: record)
@@ -97,6 +98,9 @@ public final class QEMUReplayBackend: ReplayBackend {
             waited += 20
         }
         for f in [F.qmp, F.gdb] { _ = chmod(state.file(f).string, 0o600) }
+        // Whatever is awaited from QEMU, the ring keeps being drained (docs/qemu-plugin-shm.md).
+        gdb!.whileWaiting = { [unowned self] in try self.whileWaiting() }
+        qmp!.whileWaiting = { [unowned self] in try self.whileWaiting() }
         // The stub stops the VM when gdb connects; make sure, then sync with a query.
         try stopIfRunning()
         _ = try gdb!.request("?")
@@ -329,14 +333,33 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// to the stub while the vCPU runs).
     private enum Outcome { case stopped(UInt64), exited, interrupted }
 
+    /// The cancellation of the `c` in progress: while it is set, the vCPU runs and the stub
+    /// may be sent the interrupt byte (once).
+    private var runCancellation: Cancellation?
+    private var interruptSent = false
+
+    /// Run while any reply from QEMU is awaited: drain the ring (a full ring holds the
+    /// vCPU, which then answers nothing) and pass a cancellation on to a running vCPU.
+    private func whileWaiting() throws {
+        try drainRing()
+        if let c = runCancellation, c.isCancelled, !interruptSent, let gdb {
+            interruptSent = true
+            try gdb.sendInterrupt()
+        }
+    }
+
     private func runUntilStop(cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> Outcome {
         let (qmp, gdb, shm) = try requireVM()
         qmp.discardEvents()
         cachedRegs = nil
         try gdb.sendPacket("c")
         let exitFD = ChildProcess.exitDescriptor(pid) ?? -1
-        defer { if exitFD >= 0 { close(exitFD) } }
-        var interruptSent = false
+        interruptSent = false
+        runCancellation = cancellation
+        defer {
+            if exitFD >= 0 { close(exitFD) }
+            runCancellation = nil
+        }
         var lastProgress = monotonicMS()
         var reply = ""
         while true {

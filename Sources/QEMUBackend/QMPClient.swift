@@ -15,6 +15,11 @@ final class QMPClient {
         var description: String { "QEMU refused \(command): \(message)" }
     }
 
+    /// Called every 5 ms while an answer is awaited and nothing has arrived (the controller
+    /// drains the plugin's ring there: in replay, QEMU's main loop answers only when the
+    /// vCPU thread lets it, and a full ring holds that thread).
+    var whileWaiting: (() throws -> Void)?
+
     init(path: FilePath) throws {
         socket = try UnixSocket(connectingTo: path)
         _ = try readMessage() // greeting
@@ -25,6 +30,9 @@ final class QMPClient {
 
     private func readMessage() throws -> [String: Any] {
         while true {
+            if let whileWaiting {
+                while try !socket.waitReadable(timeoutMS: 5) { try whileWaiting() }
+            }
             var line = try socket.readLine()
             if line.last == 0x0d { line.removeLast() }
             if line.isEmpty { continue }

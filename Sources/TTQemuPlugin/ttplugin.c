@@ -121,8 +121,9 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         struct insn_info *in = new_info();
         in->pc = qemu_plugin_insn_vaddr(insn);
         in->size = qemu_plugin_insn_size(insn);
-        in->flags = TT_SHM_FLAG_VALID |
-                    (is_rep_string(qemu_plugin_insn_data(insn), in->size) ? TT_SHM_FLAG_REP : 0);
+        uint8_t bytes[16];
+        size_t got = qemu_plugin_insn_data(insn, bytes, sizeof bytes);
+        in->flags = TT_SHM_FLAG_VALID | (is_rep_string(bytes, got) ? TT_SHM_FLAG_REP : 0);
         qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exec, QEMU_PLUGIN_CB_NO_REGS, in);
     }
 }
