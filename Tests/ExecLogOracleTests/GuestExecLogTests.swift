@@ -338,7 +338,7 @@ final class GuestExecLogTests: XCTestCase {
         // Transfers: the oracle's over the window, and gdb's with lengths and rep prefixes from
         // objdump (an instruction's length is the distance to the next instruction start).
         var oracle = ExecLogOracle.TransferCounter()
-        let oracleTransfers = window.compactMap { oracle.execute($0) }
+        let oracleTransfers = window.flatMap { oracle.execute($0) }
         let code = try objdumpInstructions(r.guest)
         let addresses = code.keys.sorted()
         var counter = ExecLogOracle.TransferCounter()
@@ -347,7 +347,7 @@ final class GuestExecLogTests: XCTestCase {
             let k = try XCTUnwrap(addresses.firstIndex(of: pc), "0x\(String(pc, radix: 16)) is no instruction per objdump")
             let length = k + 1 < addresses.count ? Int(addresses[k + 1] - pc) : 1
             let isRep = (code[pc] ?? "").hasPrefix("rep")
-            if let t = counter.execute(.init(address: pc, length: length, isRepString: isRep)) {
+            for t in counter.execute(.init(address: pc, length: length, isRepString: isRep)) {
                 gdbTransfers.append(t)
             }
         }
