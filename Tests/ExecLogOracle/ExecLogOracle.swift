@@ -391,7 +391,18 @@ private struct Parser {
             pending = p
         } else if let v = l.find(" v="), let pcAt = l.find(" pc=", from: v), l.find(" IP=", from: v) != nil {
             // `-d int`: "   N: v=20 e=0000 i=0 cpl=0 IP=0008:00100730 pc=00100730 SP=..."
-            guard let pc = l.hexNumber(from: pcAt + 4) else { throw error("cannot read the interrupt line's pc") }
+            guard let pc = l.hexNumber(from: pcAt + 4), let vector = l.hexNumber(from: v + 3) else {
+                throw error("cannot read the interrupt line's vector or pc")
+            }
+            // An exception (vector < 32, not a software int: " i=0") raised inside the block
+            // that ran last stopped it at its pc: that instruction and those after it did
+            // not execute. (An asynchronous interrupt comes between blocks.)
+            let software = l.find(" i=1", from: v) != nil
+            if vector.value < 32 && !software, var p = pending,
+               let cut = p.instructions.firstIndex(where: { $0.address == pc.value }) {
+                p.instructions.removeSubrange(cut...)
+                pending = p
+            }
             try flushPending(body)
             try onInterrupt?(pc.value)
         } else {

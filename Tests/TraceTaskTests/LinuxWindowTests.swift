@@ -1,0 +1,73 @@
+import ExecLogOracle
+import Foundation
+import XCTest
+
+/// A slow test, not in scripts/test: tt trace-task over a window of Debian's Linux guest
+/// (scripts/linux-guest) with timer interrupts and user page faults, record for record and
+/// counter for counter against QEMU's own exec and interrupt log of the same icount window
+/// (another replay, without tt's plugin; ExecLogOracle, which shares no code with it).
+///
+///     scripts/linux-guest
+///     tt record -M 256 --kernel guest/build/linux/vmlinuz --initrd guest/build/linux/initramfs.cpio.gz \
+///         --append "console=ttyS0 panic=-1 nokaslr" -s /var/tmp/linux-rec linux
+///     TT_LINUX_STATE=/var/tmp/linux-rec swift test --skip-build --filter LinuxWindowTests
+///
+/// The default window is init's fork: from glibc's `_Fork` to `waitpid` in the static init
+/// (addresses from `nm guest/build/linux/root/init`; TT_LINUX_START / TT_LINUX_END override).
+final class LinuxWindowTests: XCTestCase {
+    func testForkWindowAgainstQEMUExecLog() throws {
+        guard let state = ProcessInfo.processInfo.environment["TT_LINUX_STATE"] else {
+            throw XCTSkip("set TT_LINUX_STATE to a recording of the Linux guest")
+        }
+        let env = ProcessInfo.processInfo.environment
+        let initBinary = TT.packageRoot.appendingPathComponent("guest/build/linux/root/init").path
+        let sym = try TT.symbols(initBinary)
+        let fork = try XCTUnwrap(sym["_Fork"]), wait = try XCTUnwrap(sym["waitpid"])
+        let start = env["TT_LINUX_START"] ?? "0x" + String(fork, radix: 16)
+        let end = env["TT_LINUX_END"] ?? "0x" + String(wait, radix: 16)
+        let out = NSTemporaryDirectory() + "tt-linux-window-\(getpid()).bts"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let r = try TT.tt(["trace-task", "-x", "-s", state, "--start", start, "--end", end, "-o", out, "--print-limit", "0", "linux"])
+        let a = try TT.landed(r.out, "start"), b = try TT.landed(r.out, "end")
+        func icount(_ which: String) throws -> Int {
+            let line = try XCTUnwrap(r.out.split(separator: "\n").first { $0.hasPrefix("  \(which) ") })
+            let tail = try XCTUnwrap(line.range(of: "(icount "))
+            return try XCTUnwrap(Int(line[tail.upperBound...].prefix { $0.isNumber }))
+        }
+        let (_, records) = try TT.records(out)
+
+        // QEMU's account of the same window, without tt's plugin.
+        let record = try String(contentsOfFile: state + "/qemu.argv", encoding: .utf8).split(separator: "\n").map(String.init)
+        let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("tt-linux-oracle-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        try FileManager.default.copyItem(atPath: state + "/snapshot.qcow2", toPath: scratch.path + "/snap.qcow2")
+        var argv: [String] = []
+        var skip = false, previous = ""
+        for arg in record {
+            defer { previous = arg }
+            if skip { skip = false; continue }
+            if arg == "-plugin" { skip = true; continue }
+            if previous == "-kernel" || previous == "-initrd" { argv.append(state + "/" + arg); continue }
+            argv.append(arg
+                .replacingOccurrences(of: "rr=record", with: "rr=replay")
+                .replacingOccurrences(of: "rrfile=recording.rr", with: "rrfile=\(state)/recording.rr")
+                .replacingOccurrences(of: "file=snapshot.qcow2", with: "file=\(scratch.path)/snap.qcow2")
+                .replacingOccurrences(of: "file:console.record", with: "file:\(scratch.path)/console"))
+        }
+        let window = try ExecLogWindow.capture(qemuArguments: argv, first: try icount("start"), last: try icount("end"),
+                                               scratch: scratch, keepingInstructions: true)
+        XCTAssertEqual(window.start, a.ip)
+        var oracle = window.run.transfers
+        let last = try XCTUnwrap(window.run.executed.last)
+        if last.fallThrough != b.ip || last.alwaysTransfers { oracle.append(ExecLogOracle.Transfer(from: last.address, to: b.ip)) }
+        let user = oracle.filter { $0.from < 0x8000_0000_0000 && $0.to >= 0xffff_8000_0000_0000 }.count
+        print("linux window: \(records.count) records (tt), \(oracle.count) (exec log), \(user) user -> kernel entries")
+        XCTAssertEqual(records.count, oracle.count)
+        XCTAssertEqual(UInt64(records.count), b.brctr - a.brctr)
+        for (i, (t, o)) in zip(records, oracle).enumerated() where t.from != o.from || t.to != o.to || t.format != a.brctr + UInt64(i) + 1 {
+            XCTFail("record \(i): tt \(t), exec log \(o)")
+            break
+        }
+    }
+}
