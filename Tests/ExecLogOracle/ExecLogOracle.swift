@@ -134,6 +134,8 @@ public enum ExecLogOracle {
         public var instructionCount = 0
         /// The executed instructions in order (only when asked for).
         public var executed: [Instruction] = []
+        /// Interrupts and exceptions of `-d int` lines: vector → how many.
+        public var interruptVectors: [UInt64: Int] = [:]
     }
 
     /// One point of the run: the `index`-th executed instruction (from 0), at `address`, about
@@ -173,7 +175,10 @@ public enum ExecLogOracle {
         try walk(logAt: path) { insn in
             if keepingInstructions { run.executed.append(insn) }
             run.transfers += counter.execute(insn)
-        } interrupts: { counter.interrupt(at: $0) }
+        } interrupts: { pc, vector in
+            counter.interrupt(at: pc)
+            run.interruptVectors[vector, default: 0] += 1
+        }
         run.instructionCount = counter.instructionCount
         return run
     }
@@ -183,7 +188,7 @@ public enum ExecLogOracle {
     /// `interrupts` gets the pc of every interrupt or exception line (`-d int`), after the
     /// instructions executed before it.
     public static func walk(logAt path: String, _ body: (Instruction) throws -> Void,
-                            interrupts: ((UInt64) throws -> Void)? = nil) throws {
+                            interrupts: ((_ pc: UInt64, _ vector: UInt64) throws -> Void)? = nil) throws {
         let file = try MappedFile(path: FilePath(path))
         file.adviseSequential()
         var parser = Parser(path: path)
@@ -312,7 +317,7 @@ private struct Parser {
     var pending: (instructions: [ExecLogOracle.Instruction], hostPointer: UInt64, pc: UInt64, line: Int)? = nil
 
     /// Called with the pc of each `-d int` line.
-    var onInterrupt: ((UInt64) throws -> Void)?
+    var onInterrupt: ((_ pc: UInt64, _ vector: UInt64) throws -> Void)?
 
     init(path: String) { self.path = path }
 
@@ -404,7 +409,7 @@ private struct Parser {
                 pending = p
             }
             try flushPending(body)
-            try onInterrupt?(pc.value)
+            try onInterrupt?(pc.value, vector.value)
         } else {
             // Separators, blank lines, other log output (e.g. from other -d items): nothing
             // about the order of execution.

@@ -12,7 +12,7 @@ import XCTest
 ///         --append "console=ttyS0 panic=-1 nokaslr" -s /var/tmp/linux-rec linux
 ///     TT_LINUX_STATE=/var/tmp/linux-rec swift test --skip-build --filter LinuxWindowTests
 ///
-/// The default window is init's fork: from glibc's `_Fork` to `waitpid` in the static init
+/// The default window is init's work up to its fork: from `main` to `waitpid` in the static init
 /// (addresses from `nm guest/build/linux/root/init`; TT_LINUX_START / TT_LINUX_END override).
 final class LinuxWindowTests: XCTestCase {
     func testForkWindowAgainstQEMUExecLog() throws {
@@ -22,8 +22,8 @@ final class LinuxWindowTests: XCTestCase {
         let env = ProcessInfo.processInfo.environment
         let initBinary = TT.packageRoot.appendingPathComponent("guest/build/linux/root/init").path
         let sym = try TT.symbols(initBinary)
-        let fork = try XCTUnwrap(sym["_Fork"]), wait = try XCTUnwrap(sym["waitpid"])
-        let start = env["TT_LINUX_START"] ?? "0x" + String(fork, radix: 16)
+        let main = try XCTUnwrap(sym["main"]), wait = try XCTUnwrap(sym["waitpid"])
+        let start = env["TT_LINUX_START"] ?? "0x" + String(main, radix: 16)
         let end = env["TT_LINUX_END"] ?? "0x" + String(wait, radix: 16)
         let out = NSTemporaryDirectory() + "tt-linux-window-\(getpid()).bts"
         defer { try? FileManager.default.removeItem(atPath: out) }
@@ -62,7 +62,11 @@ final class LinuxWindowTests: XCTestCase {
         let last = try XCTUnwrap(window.run.executed.last)
         if last.fallThrough != b.ip || last.alwaysTransfers { oracle.append(ExecLogOracle.Transfer(from: last.address, to: b.ip)) }
         let user = oracle.filter { $0.from < 0x8000_0000_0000 && $0.to >= 0xffff_8000_0000_0000 }.count
-        print("linux window: \(records.count) records (tt), \(oracle.count) (exec log), \(user) user -> kernel entries")
+        let vectors = window.run.interruptVectors.sorted { $0.key < $1.key }.map { "0x\(String($0.key, radix: 16)): \($0.value)" }
+        print("linux window: \(records.count) records (tt), \(oracle.count) (exec log), \(user) user -> kernel entries; interrupts and exceptions by vector: \(vectors)")
+        if env["TT_LINUX_START"] == nil {
+            XCTAssertGreaterThan(window.run.interruptVectors[0xe] ?? 0, 0, "the window holds page faults")
+        }
         XCTAssertEqual(records.count, oracle.count)
         XCTAssertEqual(UInt64(records.count), b.brctr - a.brctr)
         for (i, (t, o)) in zip(records, oracle).enumerated() where t.from != o.from || t.to != o.to || t.format != a.brctr + UInt64(i) + 1 {

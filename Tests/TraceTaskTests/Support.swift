@@ -144,7 +144,7 @@ struct ExecLogRun {
             transfers += counter.execute(insn)
             addresses.append(insn.address)
             before.append(transfers.count)
-        } interrupts: { counter.interrupt(at: $0) }
+        } interrupts: { pc, _ in counter.interrupt(at: pc) }
         self.addresses = addresses
         self.transfersBefore = before
         self.transfers = transfers
