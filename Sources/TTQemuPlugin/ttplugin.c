@@ -30,6 +30,9 @@
 
 TT_PLUGIN_EXPORT int qemu_plugin_version = TT_QEMU_PLUGIN_VERSION;
 
+/* Plugin-private flag: the first instruction of its block (never stored in the control file). */
+#define TT_FLAG_FIRST (1ull << 32)
+
 /* What the exec callback needs about one translated instruction. */
 struct insn_info {
     uint64_t pc;
@@ -61,11 +64,12 @@ static struct insn_info *new_info(void) {
 
 /* The instruction's kind as a transfer, and its direct target. The size comes from QEMU,
  * so the width of a relative displacement is what is left after prefixes and opcode. */
-static uint64_t decode_kind(const uint8_t *b, size_t n, uint64_t pc, uint64_t *target, int *rel16) {
+static uint64_t decode_kind(const uint8_t *b, size_t n, uint64_t pc, uint64_t *target, int *rel16, int *system) {
     size_t i = 0;
     int rep = 0;
     *target = 0;
     *rel16 = 0;
+    *system = 0;
     for (; i < n; i++) {
         uint8_t c = b[i];
         if (c == 0xf2 || c == 0xf3) rep = 1;
@@ -96,17 +100,21 @@ static uint64_t decode_kind(const uint8_t *b, size_t n, uint64_t pc, uint64_t *t
             if (r == 2) *rel16 = 1;
             return TT_KIND_JCC;
         }
-        if (op2 == 0x05 || op2 == 0x07 || op2 == 0x34 || op2 == 0x35 || op2 == 0xaa) return TT_KIND_INDIRECT;
+        if (op2 == 0x05 || op2 == 0x07 || op2 == 0x34 || op2 == 0x35 || op2 == 0xaa) { *system = 1; return TT_KIND_INDIRECT; }
         return TT_KIND_NONE;
     }
     switch (op) {
-    case 0xc2: case 0xc3: case 0xca: case 0xcb: case 0xcf: case 0xea: case 0x9a:
+    case 0xc2: case 0xc3:
+        return TT_KIND_INDIRECT;
+    case 0xca: case 0xcb: case 0xcf: case 0xea: case 0x9a:
+        *system = 1;
         return TT_KIND_INDIRECT;
     case 0xcc: case 0xcd: case 0xce: case 0xf1:
         return TT_KIND_INT;
     case 0xff:
         if (i + 1 < n) {
             unsigned reg = (b[i + 1] >> 3) & 7;
+            if (reg == 3 || reg == 5) *system = 1;   /* far call/jmp through memory */
             if (reg >= 2 && reg <= 5) return TT_KIND_INDIRECT;
         }
         return TT_KIND_NONE;
@@ -115,7 +123,7 @@ static uint64_t decode_kind(const uint8_t *b, size_t n, uint64_t pc, uint64_t *t
 }
 
 /* Registers the frame reader needs (found when the vCPU starts). */
-static struct qemu_plugin_register *reg_rsp, *reg_ss, *reg_cr0, *reg_efer;
+static struct qemu_plugin_register *reg_rsp, *reg_ss, *reg_cr0, *reg_efer, *reg_rip;
 static GByteArray *scratch;
 
 static uint64_t read_reg(struct qemu_plugin_register *r) {
@@ -152,10 +160,11 @@ static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index) {
         else if (!strcmp(nm, "ss")) reg_ss = d[i].handle;
         else if (!strcmp(nm, "cr0")) reg_cr0 = d[i].handle;
         else if (!strcmp(nm, "efer")) reg_efer = d[i].handle;
+        else if (!strcmp(nm, "rip") || (!reg_rip && !strcmp(nm, "eip"))) reg_rip = d[i].handle;
     }
     g_array_free(regs, 1);
-    if (!reg_rsp || !reg_cr0 || !reg_ss)
-        qemu_plugin_outs("ttplugin: the vCPU's registers lack rsp, ss or cr0: interrupts cannot be told exactly\n");
+    if (!reg_rsp || !reg_cr0 || !reg_ss || !reg_efer || !reg_rip)
+        qemu_plugin_outs("ttplugin: the vCPU's registers lack rsp, rip, ss, cr0 or efer: interrupts cannot be told exactly\n");
 }
 
 /* Wait until the ring has room: the controller drains it while the VM runs. Exactness
@@ -188,20 +197,52 @@ static void count(uint64_t from, uint64_t to) {
         append_record(from, to, n);
 }
 
+/* QEMU 10 translates x86 blocks position-independently (CF_PCREL): a block translated at
+ * one virtual address runs, unchanged, wherever the same physical page is mapped at the
+ * same page offset, and qemu_plugin_insn_vaddr gives the address of the translation (e.g.
+ * Linux's identity mapping of its text during early boot, later reused at the kernel's
+ * high addresses). The block that runs is relocated by `delta`, found at its first
+ * instruction: 0 when it arrives where its predecessor leads, else from the vCPU's
+ * instruction pointer (read where an arrival is unexpected or crosses halves of the
+ * address space; see docs/bts.md for the one case this does not read it). */
+static uint64_t delta;
+
+/* The address of the block about to run, if it is an alias of translated address n:
+ * only with paging on, and only at the same page offset (aliases map the same page). */
+static uint64_t current_pc(uint64_t n) {
+    if (!reg_rip || !reg_cr0) return 0;
+    if ((read_reg(reg_cr0) & 0x80000001u) != 0x80000001u) return 0;   /* no paging, no aliases */
+    uint64_t a = read_reg(reg_rip);                                    /* flat code segments */
+    return ((a ^ n) & 0xfff) == 0 ? a : 0;
+}
+
 static void on_exec(unsigned int vcpu_index, void *userdata) {
     (void)vcpu_index;
     const struct insn_info *in = userdata;
     uint64_t last_flags = FIELD(TT_SHM_OFF_LAST_FLAGS);
-    if (last_flags & TT_SHM_FLAG_VALID) {
-        struct tt_insn p = { FIELD(TT_SHM_OFF_LAST_PC), FIELD(TT_SHM_OFF_LAST_SIZE),
-                             (last_flags >> TT_SHM_KIND_SHIFT) & 15, FIELD(TT_SHM_OFF_LAST_TARGET),
-                             (last_flags & TT_SHM_FLAG_REL16) != 0 };
+    struct tt_insn p = { FIELD(TT_SHM_OFF_LAST_PC), FIELD(TT_SHM_OFF_LAST_SIZE),
+                         (last_flags >> TT_SHM_KIND_SHIFT) & 15, FIELD(TT_SHM_OFF_LAST_TARGET),
+                         (last_flags & TT_SHM_FLAG_REL16) != 0 };
+    int valid = (last_flags & TT_SHM_FLAG_VALID) != 0;
+    if (in->flags & TT_FLAG_FIRST) {
+        delta = 0;
+        uint64_t n = in->pc, f = p.pc + p.size;
+        int expected = !valid || n == f || n == p.pc ||
+                       ((p.kind == TT_KIND_DIRECT || p.kind == TT_KIND_JCC) && tt_is_target(&p, n));
+        int plain_indirect = p.kind == TT_KIND_INDIRECT && !(last_flags & TT_SHM_FLAG_SYSTEM);
+        if (!expected && (!plain_indirect || ((n ^ p.pc) >> 63) != 0)) {
+            uint64_t a = current_pc(n);
+            if (a) delta = a - n;
+        }
+    }
+    uint64_t pc = in->pc + delta;
+    if (valid) {
         /* The common case first: no transfer of its own, and N follows it. */
-        if (!(p.kind == TT_KIND_NONE && in->pc == p.pc + p.size)) {
+        if (!(p.kind == TT_KIND_NONE && pc == p.pc + p.size)) {
             volatile uint64_t *handlers = (volatile uint64_t *)(shm + TT_SHM_OFF_HANDLERS);
-            struct tt_arrival a = tt_classify_arrival(&p, in->pc, handlers, plugin_read_frame, NULL);
+            struct tt_arrival a = tt_classify_arrival(&p, pc, handlers, plugin_read_frame, NULL);
             for (int k = 0; k < a.n; k++) count(a.from[k], a.to[k]);
-            if (a.handler) tt_handler_learn(handlers, in->pc);
+            if (a.handler) tt_handler_learn(handlers, pc);
             if (a.unexplained) {
                 FIELD(TT_SHM_OFF_UNEXPLAINED) += 1;
                 if (debug_unexplained > 0) {
@@ -210,16 +251,16 @@ static void on_exec(unsigned int vcpu_index, void *userdata) {
                     int ok = plugin_read_frame(NULL, fr, &w, &sp);
                     char line[256];
                     snprintf(line, sizeof line, "ttplugin: unexplained %#" PRIx64 " (kind %d size %d) -> %#" PRIx64 " frame ok=%d w=%d sp=%#" PRIx64 " %016" PRIx64 " %016" PRIx64 " %016" PRIx64 "\n",
-                             p.pc, (int)p.kind, (int)p.size, in->pc, ok == 0, w, sp, tt_le(fr, 8), tt_le(fr + 8, 8), tt_le(fr + 16, 8));
+                             p.pc, (int)p.kind, (int)p.size, pc, ok == 0, w, sp, tt_le(fr, 8), tt_le(fr + 8, 8), tt_le(fr + 16, 8));
                     qemu_plugin_outs(line);
                 }
             }
         }
     }
-    FIELD(TT_SHM_OFF_LAST_PC) = in->pc;
+    FIELD(TT_SHM_OFF_LAST_PC) = pc;
     FIELD(TT_SHM_OFF_LAST_SIZE) = in->size;
-    FIELD(TT_SHM_OFF_LAST_FLAGS) = in->flags;
-    FIELD(TT_SHM_OFF_LAST_TARGET) = in->target;
+    FIELD(TT_SHM_OFF_LAST_FLAGS) = in->flags & ~TT_FLAG_FIRST;
+    FIELD(TT_SHM_OFF_LAST_TARGET) = in->target + delta;
     FIELD(TT_SHM_OFF_INSNS) += 1;
 }
 
@@ -233,10 +274,11 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         in->size = qemu_plugin_insn_size(insn);
         uint8_t bytes[16];
         size_t got = qemu_plugin_insn_data(insn, bytes, sizeof bytes);
-        int rel16 = 0;
-        uint64_t kind = decode_kind(bytes, got < in->size ? got : in->size, in->pc, &in->target, &rel16);
+        int rel16 = 0, system = 0;
+        uint64_t kind = decode_kind(bytes, got < in->size ? got : in->size, in->pc, &in->target, &rel16, &system);
         in->flags = TT_SHM_FLAG_VALID | (kind == TT_KIND_REP ? TT_SHM_FLAG_REP : 0) |
-                    (rel16 ? TT_SHM_FLAG_REL16 : 0) | kind << TT_SHM_KIND_SHIFT;
+                    (rel16 ? TT_SHM_FLAG_REL16 : 0) | (system ? TT_SHM_FLAG_SYSTEM : 0) |
+                    kind << TT_SHM_KIND_SHIFT | (i == 0 ? TT_FLAG_FIRST : 0);
         qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exec, QEMU_PLUGIN_CB_NO_REGS, in);
     }
 }

@@ -12,7 +12,9 @@ import XCTest
 ///         --append "console=ttyS0 panic=-1 nokaslr" -s /var/tmp/linux-rec linux
 ///     TT_LINUX_STATE=/var/tmp/linux-rec swift test --skip-build --filter LinuxWindowTests
 ///
-/// The default window is init's work up to its fork: from `main` to `waitpid` in the static init
+/// The default window is init's whole work: from `main` to `sync` in the static init (the fork,
+/// the child's run and exit; measured: 46,984 records with 22 page faults, 16 device
+/// interrupts and a local APIC timer interrupt)
 /// (addresses from `nm guest/build/linux/root/init`; TT_LINUX_START / TT_LINUX_END override).
 final class LinuxWindowTests: XCTestCase {
     func testForkWindowAgainstQEMUExecLog() throws {
@@ -22,9 +24,9 @@ final class LinuxWindowTests: XCTestCase {
         let env = ProcessInfo.processInfo.environment
         let initBinary = TT.packageRoot.appendingPathComponent("guest/build/linux/root/init").path
         let sym = try TT.symbols(initBinary)
-        let main = try XCTUnwrap(sym["main"]), wait = try XCTUnwrap(sym["waitpid"])
+        let main = try XCTUnwrap(sym["main"]), sync = try XCTUnwrap(sym["sync"])
         let start = env["TT_LINUX_START"] ?? "0x" + String(main, radix: 16)
-        let end = env["TT_LINUX_END"] ?? "0x" + String(wait, radix: 16)
+        let end = env["TT_LINUX_END"] ?? "0x" + String(sync, radix: 16)
         let out = NSTemporaryDirectory() + "tt-linux-window-\(getpid()).bts"
         defer { try? FileManager.default.removeItem(atPath: out) }
         let r = try TT.tt(["trace-task", "-x", "-s", state, "--start", start, "--end", end, "-o", out, "--print-limit", "0", "linux"])

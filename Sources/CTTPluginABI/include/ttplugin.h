@@ -39,6 +39,7 @@
 #define TT_SHM_FLAG_VALID 1ull
 #define TT_SHM_FLAG_REP   2ull
 #define TT_SHM_FLAG_REL16 4ull   /* a 16-bit displacement: the target wraps within 64 KiB */
+#define TT_SHM_FLAG_SYSTEM 8ull  /* an indirect transfer that may change privilege (far, iret, sys*) */
 #define TT_SHM_KIND_SHIFT 4
 #define TT_HANDLER_SLOTS  256u
 
