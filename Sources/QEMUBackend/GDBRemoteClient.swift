@@ -15,10 +15,23 @@ final class GDBRemoteClient {
         var description: String { "gdbstub answered '\(reply)' to '\(request)'" }
     }
 
+    /// Called every 5 ms while a reply is awaited and nothing has arrived: the controller
+    /// drains the plugin's ring there (a full ring stops the vCPU, which then never
+    /// answers) and handles cancellation. Never blocks without it.
+    var whileWaiting: (() throws -> Void)?
+
     init(path: FilePath) throws {
         socket = try UnixSocket(connectingTo: path)
         // QEMU answers within milliseconds unless it is stopped or hung: never wait forever.
         socket.receiveTimeoutMS = QEMUMachine.answerTimeoutMS
+    }
+
+    /// The next byte from the stub, running `whileWaiting` while none is there.
+    private func nextByte() throws -> UInt8 {
+        if let whileWaiting {
+            try socket.waitReadable(every: 5, calling: whileWaiting)
+        }
+        return try socket.readByte()
     }
 
     private func checksum(_ bytes: some Sequence<UInt8>) -> UInt8 {
@@ -35,7 +48,7 @@ final class GDBRemoteClient {
 
     /// Read one packet, acknowledging it; skips acks and stray bytes.
     func receivePacket() throws -> String {
-        while try socket.readByte() != UInt8(ascii: "$") {}
+        while try nextByte() != UInt8(ascii: "$") {}
         return String(decoding: try packetBody(), as: UTF8.self)
     }
 
@@ -67,12 +80,12 @@ final class GDBRemoteClient {
     private func packetBody() throws -> [UInt8] {
         var body: [UInt8] = []
         while true {
-            let c = try socket.readByte()
+            let c = try nextByte()
             if c == UInt8(ascii: "#") { break }
             body.append(c)
         }
-        _ = try socket.readByte()
-        _ = try socket.readByte()
+        _ = try nextByte()
+        _ = try nextByte()
         try socket.send([UInt8(ascii: "+")])
         return body
     }

@@ -23,7 +23,8 @@ final class PluginControlBlock {
         static let insns = Int(TT_SHM_OFF_INSNS), lastPC = Int(TT_SHM_OFF_LAST_PC)
         static let lastSize = Int(TT_SHM_OFF_LAST_SIZE), lastFlags = Int(TT_SHM_OFF_LAST_FLAGS)
         static let tracing = Int(TT_SHM_OFF_TRACING), traceAfter = Int(TT_SHM_OFF_TRACE_AFTER)
-        static let pluginPID = Int(TT_SHM_OFF_PLUGIN_PID)
+        static let pluginPID = Int(TT_SHM_OFF_PLUGIN_PID), lastTarget = Int(TT_SHM_OFF_LAST_TARGET)
+        static let unexplained = Int(TT_SHM_OFF_UNEXPLAINED), handlers = Int(TT_SHM_OFF_HANDLERS)
         static let ringHead = Int(TT_SHM_OFF_RING_HEAD), ringTail = Int(TT_SHM_OFF_RING_TAIL)
     }
     static let flagValid: UInt64 = TT_SHM_FLAG_VALID
@@ -101,19 +102,42 @@ final class PluginControlBlock {
         return Last(pc: load(Offset.lastPC), size: load(Offset.lastSize), valid: f & Self.flagValid != 0, rep: f & Self.flagRep != 0)
     }
 
-    /// The transfer into `ip` if the plugin has not counted it yet. The vCPU stops before
-    /// it executes `ip` (measured: at a breakpoint or after a step, the plugin's last
-    /// instruction is the one before), so the arrival is still pending there.
-    func pendingArrival(at ip: UInt64) -> (from: UInt64, to: UInt64)? {
-        let l = last
-        guard l.valid else { return nil }
-        if ip == l.pc &+ l.size { return nil }          // fell through (or already completed: size 0)
-        if l.rep && ip == l.pc { return nil }          // next iteration of a rep string instruction
-        return (l.pc, ip)
+    /// What frame reads at a stop need: 48 bytes at the stack pointer, the frame's width
+    /// (16, 32, 64) and the stack pointer; nil when they cannot be read.
+    typealias FrameReader = () -> (bytes: [UInt8], width: Int32, sp: UInt64)?
+
+    /// The transfers into `ip` that the plugin has not counted yet, by the one rule the
+    /// plugin follows (tt_classify_arrival in ttplugin.h). The vCPU stops before it executes
+    /// `ip` (measured: at a breakpoint or after a step, the plugin's last instruction is
+    /// the one before), so the arrival is still pending there.
+    func pendingArrivals(at ip: UInt64, readFrame: FrameReader) -> [(from: UInt64, to: UInt64)] {
+        let f = load(Offset.lastFlags)
+        guard f & Self.flagValid != 0 else { return [] }
+        var p = tt_insn(pc: load(Offset.lastPC), size: load(Offset.lastSize), kind: (f >> UInt64(TT_SHM_KIND_SHIFT)) & 15,
+                        target: load(Offset.lastTarget), rel16: f & TT_SHM_FLAG_REL16 != 0 ? 1 : 0)
+        final class Box { let read: FrameReader; init(_ r: @escaping FrameReader) { read = r } }
+        return withoutActuallyEscaping(readFrame) { reader in
+            let box = Unmanaged.passRetained(Box(reader))
+            defer { box.release() }
+            let handlers = (base + Offset.handlers).assumingMemoryBound(to: UInt64.self)
+            let a = tt_classify_arrival(&p, ip, handlers, { opaque, frame, width, sp in
+                let box = Unmanaged<Box>.fromOpaque(opaque!).takeUnretainedValue()
+                guard let r = box.read(), r.bytes.count >= 48 else { return -1 }
+                for i in 0..<48 { frame![i] = r.bytes[i] }
+                width!.pointee = r.width
+                sp!.pointee = r.sp
+                return 0
+            }, box.toOpaque())
+            var out: [(UInt64, UInt64)] = []
+            if a.n >= 1 { out.append((a.from.0, a.to.0)) }
+            if a.n >= 2 { out.append((a.from.1, a.to.1)) }
+            return out
+        }
     }
 
     /// Put the counters back to a saved state (after a snapshot was loaded).
-    func restore(brctr: UInt64, instructions: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64) {
+    func restore(brctr: UInt64, instructions: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64, lastTarget: UInt64) {
+        store(Offset.lastTarget, lastTarget)
         store(Offset.brctr, brctr)
         store(Offset.insns, instructions)
         store(Offset.lastPC, lastPC)

@@ -46,6 +46,30 @@ public struct QEMUMachine: Sendable {
     /// stopped (a running vCPU is waited for by polling, without a limit).
     static let answerTimeoutMS: Int32 = 30_000
 
+    /// The first line of `qemu-system-x86_64 --version` of the QEMU on PATH, e.g.
+    /// "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)".
+    public static func installedVersion() throws -> String {
+        let result = try Subprocess.run(.init([binary, "--version"],
+                                               output: .collect(limit: 1 << 16), error: .sameAsOutput,
+                                               deathSignal: SIGKILL), timeoutMS: 10_000)
+        let text = result.standardOutputText
+        guard result.status.isSuccess, let first = text.split(separator: "\n").first.map(String.init)?.trimmingWhitespace, !first.isEmpty else {
+            throw QEMUError("\(binary) --version failed (\(result.status)): \(text.prefix(200))", status: ExitStatus.unavailable)
+        }
+        return first
+    }
+
+    /// Refuse a replay on another QEMU than the one that recorded (recordings made before
+    /// the version was stored are taken as they are).
+    public static func requireRecordingQEMU(_ state: StateDirectory) throws {
+        guard let recorded = state.readIfPresent(StateFile.qemuVersion)?.trimmingWhitespace, !recorded.isEmpty else { return }
+        let here = try installedVersion()
+        guard here == recorded else {
+            throw QEMUError("this recording was made with \(recorded), but \(binary) on PATH is \(here): replay it with the QEMU that recorded it",
+                            status: ExitStatus.unavailable)
+        }
+    }
+
     /// The recording's argument vector. The kernel and initrd are copies inside the
     /// state directory, so a rebuilt guest cannot break an old recording.
     public func recordArguments(plugin: FilePath) -> [String] {

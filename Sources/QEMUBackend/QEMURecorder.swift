@@ -105,6 +105,7 @@ public final class QEMURecorder: Recorder {
         let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
         defer { umask(oldMask) }
         try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", StateFile.snapshot, "64M"], in: state)
+        try state.write(StateFile.qemuVersion, try QEMUMachine.installedVersion() + "\n")
         _ = try PluginControlBlock.create(at: state.file(StateFile.recordShm), ringCapacity: 64)
         let argv = machine.recordArguments(plugin: plugin)
         try state.writeLines(StateFile.argv, argv)

@@ -57,6 +57,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         try state.requireRecording()
         if let vm = vmDescription { throw StateError.vmRunning(state.path, vm: vm) }
         if let p = QEMURecorder.recordingPID(state) { throw StateError.vmRunning(state.path, vm: "recording QEMU (pid \(p))") }
+        try QEMUMachine.requireRecordingQEMU(state)
         for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
         let record = try state.readLines(F.argv)
         let argv = try QEMUMachine.replayArguments(fromRecord: record)
@@ -107,6 +108,9 @@ public final class QEMUReplayBackend: ReplayBackend {
             waited += 20
         }
         for f in [F.qmp, F.gdb] { _ = chmod(state.file(f).string, 0o600) }
+        // Whatever is awaited from QEMU, the ring keeps being drained (docs/qemu-plugin-shm.md).
+        gdb!.whileWaiting = { [unowned self] in try self.whileWaiting() }
+        qmp!.whileWaiting = { [unowned self] in try self.whileWaiting() }
         // The stub stops the VM when gdb connects; make sure, then sync with a query.
         try stopIfRunning()
         _ = try gdb!.request("?")
@@ -170,6 +174,9 @@ public final class QEMUReplayBackend: ReplayBackend {
         var rcx: UInt64 { u64(16) }
         var cs: UInt64 { u32(140) }
         var cr0: UInt64? { bytes.count >= 196 ? u64(188) : nil }
+        var rsp: UInt64 { u64(56) }
+        var ss: UInt64 { u32(144) }
+        var efer: UInt64 { u64(228) }
         var realMode: Bool { cr0.map { $0 & 1 == 0 } ?? false }
     }
 
@@ -178,7 +185,7 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     private func readRegs() throws -> Regs {
         if let cachedRegs { return cachedRegs }
-        let r = Regs(bytes: try requireVM().1.readRegisterBytes(limit: 196))
+        let r = Regs(bytes: try requireVM().1.readRegisterBytes(limit: 236))
         cachedRegs = r
         return r
     }
@@ -195,6 +202,25 @@ public final class QEMUReplayBackend: ReplayBackend {
             if fields.count >= 2, let base = UInt64(fields[1], radix: 16) { return base &+ (regs.rip & 0xffff) }
         }
         return (regs.cs << 4) &+ (regs.rip & 0xffff)
+    }
+
+    /// The plugin's rule applied at a stop at `ip`, with the frame read through the stub.
+    private func pendingArrivals(_ shm: PluginControlBlock, at ip: UInt64) -> [(from: UInt64, to: UInt64)] {
+        shm.pendingArrivals(at: ip) { [self] in
+            guard let regs = try? readRegs(), let gdb else { return nil }
+            let width: Int32, sp: UInt64
+            if regs.realMode { width = 16; sp = (regs.ss & 0xffff) * 16 + (regs.rsp & 0xffff) }
+            else if regs.efer & (1 << 10) != 0 { width = 64; sp = regs.rsp }
+            else { width = 32; sp = regs.rsp & 0xffff_ffff }
+            guard let reply = try? gdb.request("m\(String(sp, radix: 16)),30"), reply.utf8.count == 96 else { return nil }
+            var bytes: [UInt8] = []
+            var it = reply.utf8.makeIterator()
+            while let h = it.next(), let l = it.next() {
+                guard let hv = UInt8(String(UnicodeScalar(h)), radix: 16), let lv = UInt8(String(UnicodeScalar(l)), radix: 16) else { return nil }
+                bytes.append(hv << 4 | lv)
+            }
+            return (bytes, width, sp)
+        }
     }
 
     public func position() throws -> Position {
@@ -215,7 +241,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         // The arrival at ip is counted in the report only, never written back: if an
         // interrupt is pending at this stop, the free run goes from the last instruction
         // straight into the handler (one transfer), and the plugin must see it that way.
-        let pending: UInt64 = shm.pendingArrival(at: ip) == nil ? 0 : 1
+        let pending = UInt64(pendingArrivals(shm, at: ip).count)
         return Landmark(ip: ip, brctr: shm.brctr + pending, cx: regs.rcx)
     }
 
@@ -343,14 +369,33 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// to the stub while the vCPU runs).
     private enum Outcome { case stopped(UInt64), exited, interrupted }
 
+    /// The cancellation of the `c` in progress: while it is set, the vCPU runs and the stub
+    /// may be sent the interrupt byte (once).
+    private var runCancellation: Cancellation?
+    private var interruptSent = false
+
+    /// Run while any reply from QEMU is awaited: drain the ring (a full ring holds the
+    /// vCPU, which then answers nothing) and pass a cancellation on to a running vCPU.
+    private func whileWaiting() throws {
+        try drainRing()
+        if let c = runCancellation, c.isCancelled, !interruptSent, let gdb {
+            interruptSent = true
+            try gdb.sendInterrupt()
+        }
+    }
+
     private func runUntilStop(cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> Outcome {
         let (qmp, gdb, shm) = try requireVM()
         qmp.discardEvents()
         cachedRegs = nil
         try gdb.sendPacket("c")
         let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
-        defer { if exitFD >= 0 { close(exitFD) } }
-        var interruptSent = false
+        interruptSent = false
+        runCancellation = cancellation
+        defer {
+            if exitFD >= 0 { close(exitFD) }
+            runCancellation = nil
+        }
         var lastProgress = monotonicMilliseconds()
         var reply = ""
         while true {
@@ -413,12 +458,13 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     /// A checkpoint is a QEMU snapshot (`savevm tt-ICOUNT`, ~0.08 s) in the replay's own
     /// image, plus the plugin's counters at that moment, which snapshots do not hold:
-    /// backendState = [brctr, insns, last_pc, last_size, last_flags].
+    /// backendState = [brctr, insns, last_pc, last_size, last_flags, last_target].
     public func saveCheckpoint(at position: Position) throws -> Checkpoint? {
         let (qmp, _, shm) = try requireVM()
         guard let icount = position.icount else { return nil }
         let counters = [shm.brctr, shm.instructions, shm.load(PluginControlBlock.Offset.lastPC),
-                        shm.load(PluginControlBlock.Offset.lastSize), shm.load(PluginControlBlock.Offset.lastFlags)]
+                        shm.load(PluginControlBlock.Offset.lastSize), shm.load(PluginControlBlock.Offset.lastFlags),
+                        shm.load(PluginControlBlock.Offset.lastTarget)]
         let out = try qmp.human("savevm tt-\(icount)")
         guard out.trimmingWhitespace.isEmpty else {
             log("savevm: \(out)")
@@ -433,7 +479,8 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// put back to what they were when it was taken (all 0 at the start).
     public func restore(_ checkpoint: Checkpoint) throws -> Position {
         let (qmp, gdb, shm) = try requireVM()
-        let c = checkpoint.backendState.count == 5 ? checkpoint.backendState : [0, 0, 0, 0, 0]
+        var c = checkpoint.backendState.count >= 5 ? checkpoint.backendState : [0, 0, 0, 0, 0]
+        if c.count == 5 { c.append(0) }
         log("replay-seek to icount \(checkpoint.icount) (snapshot at brctr \(checkpoint.brctr))")
         cachedRegs = nil
         qmp.discardEvents()
@@ -444,7 +491,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         guard try qmp.replayICount() == checkpoint.icount else {
             throw QEMUError("replay-seek to icount \(checkpoint.icount) landed elsewhere")
         }
-        shm.restore(brctr: c[0], instructions: c[1], lastPC: c[2], lastSize: c[3], lastFlags: c[4])
+        shm.restore(brctr: c[0], instructions: c[1], lastPC: c[2], lastSize: c[3], lastFlags: c[4], lastTarget: c[5])
         return try position()
     }
 
@@ -463,10 +510,13 @@ public final class QEMUReplayBackend: ReplayBackend {
             // The arrival here is part of the trace (records up to and including the
             // current landmark) but the plugin has not seen it yet: deliver it now. It
             // will count it, untraced, when this instruction runs.
-            if let sink, let arrival = shm.pendingArrival(at: here.ip),
-               here.brctr > shm.load(PluginControlBlock.Offset.traceAfter) {
-                var record = BranchTransfer(from: arrival.from, to: arrival.to, brctr: here.brctr)
-                try withUnsafePointer(to: &record) { try sink.receive(UnsafeBufferPointer(start: $0, count: 1)) }
+            let arrivals = pendingArrivals(shm, at: here.ip)
+            if let sink, !arrivals.isEmpty {
+                let first = here.brctr - UInt64(arrivals.count) + 1
+                for (k, arrival) in arrivals.enumerated() where first + UInt64(k) > shm.load(PluginControlBlock.Offset.traceAfter) {
+                    var record = BranchTransfer(from: arrival.from, to: arrival.to, brctr: first + UInt64(k))
+                    try withUnsafePointer(to: &record) { try sink.receive(UnsafeBufferPointer(start: $0, count: 1)) }
+                }
             }
             shm.setTracing(false, after: here.brctr)
             sink = nil

@@ -15,6 +15,11 @@ final class QMPClient {
         var description: String { "QEMU refused \(command): \(message)" }
     }
 
+    /// Called every 5 ms while an answer is awaited and nothing has arrived (the controller
+    /// drains the plugin's ring there: in replay, QEMU's main loop answers only when the
+    /// vCPU thread lets it, and a full ring holds that thread).
+    var whileWaiting: (() throws -> Void)?
+
     init(path: FilePath) throws {
         socket = try UnixSocket(connectingTo: path)
         // QEMU answers within milliseconds unless it is stopped or hung: never wait forever.
@@ -27,6 +32,9 @@ final class QMPClient {
 
     private func readMessage() throws -> [String: Any] {
         while true {
+            if let whileWaiting {
+                try socket.waitReadable(every: 5, calling: whileWaiting)
+            }
             var line = try socket.readLine()
             if line.last == 0x0d { line.removeLast() }
             if line.isEmpty { continue }

@@ -81,6 +81,18 @@ public final class UnixSocket {
     public var hasBufferedData: Bool { start < buffer.count }
 
     /// Wait up to `timeoutMS` (−1 forever) for data; false on timeout.
+    /// Wait until data can be read, calling `tick` every `intervalMS` while none can (the
+    /// caller keeps the peer able to answer there); gives up after `receiveTimeoutMS`, like a read.
+    public func waitReadable(every intervalMS: Int32, calling tick: () throws -> Void) throws {
+        let deadline = receiveTimeoutMS >= 0 ? monotonicMilliseconds() + Int(receiveTimeoutMS) : nil
+        while try !waitReadable(timeoutMS: intervalMS) {
+            try tick()
+            if let deadline, monotonicMilliseconds() >= deadline {
+                throw Timeout(path: path, milliseconds: receiveTimeoutMS)
+            }
+        }
+    }
+
     public func waitReadable(timeoutMS: Int32) throws -> Bool {
         if hasBufferedData { return true }
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)

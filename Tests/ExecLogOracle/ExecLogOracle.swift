@@ -66,30 +66,63 @@ public enum ExecLogOracle {
         /// A rep/repe/repne-prefixed string instruction: executing it again at the same address
         /// is the next iteration, not a transfer.
         public let isRepString: Bool
-        public init(address: UInt64, length: Int, isRepString: Bool) {
+        /// Always transfers when it completes, also to the next instruction (jmp, call, ret,
+        /// far forms, iret, int n, syscall...): the in_asm listing's mnemonic says so.
+        public let alwaysTransfers: Bool
+        public init(address: UInt64, length: Int, isRepString: Bool, alwaysTransfers: Bool = false) {
             self.address = address
             self.length = length
             self.isRepString = isRepString
+            self.alwaysTransfers = alwaysTransfers
+        }
+
+        /// Whether a mnemonic (capstone's AT&T text, as QEMU's in_asm prints it) always
+        /// transfers when it completes.
+        public static func alwaysTransfers(mnemonic m: Substring) -> Bool {
+            if m.hasPrefix("into") { return false }
+            return ["jmp", "ljmp", "call", "lcall", "ret", "lret", "iret", "int", "syscall", "sysret",
+                    "sysenter", "sysexit", "rsm"].contains { m.hasPrefix($0) }
         }
         public var fallThrough: UInt64 { address &+ UInt64(length) }
     }
 
-    /// The transfer rule as a state machine: feed it the executed instructions in order.
+    /// The transfer rule as a state machine (docs/bts.md: what a branch-trace store records):
+    /// feed it the executed instructions in order, and the interrupted pc of every interrupt
+    /// or exception QEMU's `-d int` log announces (`interrupt(at:)`), where it comes.
     public struct TransferCounter {
         public private(set) var previous: Instruction?
         public private(set) var instructionCount = 0
         public private(set) var transferCount = 0
+        /// The pc QEMU's interrupt log gave for an interrupt or exception delivered after
+        /// `previous`: the faulting instruction, or the next address of the interrupted flow.
+        private var interruptedPC: UInt64?
 
         public init() {}
 
-        /// Records the execution of `next`; returns the transfer into it, if it is one.
-        public mutating func execute(_ next: Instruction) -> Transfer? {
-            defer { previous = next; instructionCount += 1 }
-            guard let prev = previous else { return nil }
-            if next.address == prev.fallThrough { return nil }
-            if prev.isRepString && next.address == prev.address { return nil }
-            transferCount += 1
-            return Transfer(from: prev.address, to: next.address)
+        /// An interrupt or exception is delivered now; `pc` is what QEMU's log prints as its pc.
+        public mutating func interrupt(at pc: UInt64) {
+            if previous != nil { interruptedPC = pc }
+        }
+
+        /// Records the execution of `next`; returns the transfers into it (0, 1 or 2).
+        public mutating func execute(_ next: Instruction) -> [Transfer] {
+            defer { previous = next; instructionCount += 1; interruptedPC = nil }
+            guard let prev = previous else { return [] }
+            var out: [Transfer] = []
+            if let r = interruptedPC {
+                // prev completed to r (a taken transfer, also to its next instruction), unless
+                // r is prev itself (a fault at prev, an int n, an interrupted rep iteration).
+                if r != prev.address && (r != prev.fallThrough || prev.alwaysTransfers) {
+                    out.append(Transfer(from: prev.address, to: r))
+                }
+                out.append(Transfer(from: r, to: next.address))
+            } else if next.address != prev.fallThrough {
+                if !(prev.isRepString && next.address == prev.address) { out.append(Transfer(from: prev.address, to: next.address)) }
+            } else if prev.alwaysTransfers {
+                out.append(Transfer(from: prev.address, to: next.address))
+            }
+            transferCount += out.count
+            return out
         }
     }
 
@@ -101,6 +134,8 @@ public enum ExecLogOracle {
         public var instructionCount = 0
         /// The executed instructions in order (only when asked for).
         public var executed: [Instruction] = []
+        /// Interrupts and exceptions of `-d int` lines: vector → how many.
+        public var interruptVectors: [UInt64: Int] = [:]
     }
 
     /// One point of the run: the `index`-th executed instruction (from 0), at `address`, about
@@ -139,7 +174,10 @@ public enum ExecLogOracle {
         var counter = TransferCounter()
         try walk(logAt: path) { insn in
             if keepingInstructions { run.executed.append(insn) }
-            if let t = counter.execute(insn) { run.transfers.append(t) }
+            run.transfers += counter.execute(insn)
+        } interrupts: { pc, vector in
+            counter.interrupt(at: pc)
+            run.interruptVectors[vector, default: 0] += 1
         }
         run.instructionCount = counter.instructionCount
         return run
@@ -147,10 +185,14 @@ public enum ExecLogOracle {
 
     /// Calls `body` with every executed instruction of the log, in order (streaming: memory
     /// holds the translations, not the executions).
-    public static func walk(logAt path: String, _ body: (Instruction) throws -> Void) throws {
+    /// `interrupts` gets the pc of every interrupt or exception line (`-d int`), after the
+    /// instructions executed before it.
+    public static func walk(logAt path: String, _ body: (Instruction) throws -> Void,
+                            interrupts: ((_ pc: UInt64, _ vector: UInt64) throws -> Void)? = nil) throws {
         let file = try MappedFile(path: FilePath(path))
         file.adviseSequential()
         var parser = Parser(path: path)
+        parser.onInterrupt = interrupts
         try parser.run(file.bytes, body)
     }
 
@@ -204,6 +246,26 @@ private struct Line {
         return UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self) - base
     }
 
+    /// Index of the first occurrence of `needle` at or after `from`.
+    func find(_ needle: StaticString, from: Int = 0) -> Int? {
+        let n = needle.utf8CodeUnitCount
+        var i = from
+        while i + n <= count {
+            if memcmp(base + i, needle.utf8Start, n) == 0 { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    /// The word (mnemonic) starting at the first non-blank at or after `from`.
+    func word(from: Int) -> Substring {
+        var i = from
+        while i < count, base[i] == 0x20 || base[i] == 0x09 { i += 1 }
+        var j = i
+        while j < count, base[j] != 0x20 && base[j] != 0x09 { j += 1 }
+        return Substring(String(decoding: UnsafeBufferPointer(start: base + i, count: j - i), as: UTF8.self))
+    }
+
     /// Whether bytes from `from` on are all blanks.
     func isBlank(from: Int = 0) -> Bool {
         var i = from
@@ -253,6 +315,9 @@ private struct Parser {
     var unboundListing: (instructions: [ExecLogOracle.Instruction], line: Int)? = nil
     /// The last block execution, held back until the next line says whether it ran fully.
     var pending: (instructions: [ExecLogOracle.Instruction], hostPointer: UInt64, pc: UInt64, line: Int)? = nil
+
+    /// Called with the pc of each `-d int` line.
+    var onInterrupt: ((_ pc: UInt64, _ vector: UInt64) throws -> Void)?
 
     init(path: String) { self.path = path }
 
@@ -329,6 +394,22 @@ private struct Parser {
             }
             p.instructions.removeSubrange(cut...)
             pending = p
+        } else if let v = l.find(" v="), let pcAt = l.find(" pc=", from: v), l.find(" IP=", from: v) != nil {
+            // `-d int`: "   N: v=20 e=0000 i=0 cpl=0 IP=0008:00100730 pc=00100730 SP=..."
+            guard let pc = l.hexNumber(from: pcAt + 4), let vector = l.hexNumber(from: v + 3) else {
+                throw error("cannot read the interrupt line's vector or pc")
+            }
+            // An exception (vector < 32, not a software int: " i=0") raised inside the block
+            // that ran last stopped it at its pc: that instruction and those after it did
+            // not execute. (An asynchronous interrupt comes between blocks.)
+            let software = l.find(" i=1", from: v) != nil
+            if vector.value < 32 && !software, var p = pending,
+               let cut = p.instructions.firstIndex(where: { $0.address == pc.value }) {
+                p.instructions.removeSubrange(cut...)
+                pending = p
+            }
+            try flushPending(body)
+            try onInterrupt?(pc.value, vector.value)
         } else {
             // Separators, blank lines, other log output (e.g. from other -d items): nothing
             // about the order of execution.
@@ -362,7 +443,7 @@ private struct Parser {
             listingBytes += lineBytes
             listing[listing.count - 1] = ExecLogOracle.Instruction(
                 address: last.address, length: listingBytes.count,
-                isRepString: ExecLogOracle.isRepString(listingBytes))
+                isRepString: ExecLogOracle.isRepString(listingBytes), alwaysTransfers: last.alwaysTransfers)
             return
         }
         swap(&listingBytes, &lineBytes)
@@ -370,7 +451,8 @@ private struct Parser {
             throw error("instruction at \(hex(address.value)) does not follow the one at \(hex(last.address)) (\(last.length) bytes)")
         }
         listing.append(ExecLogOracle.Instruction(address: address.value, length: listingBytes.count,
-                                                 isRepString: ExecLogOracle.isRepString(listingBytes)))
+                                                 isRepString: ExecLogOracle.isRepString(listingBytes),
+                                                 alwaysTransfers: ExecLogOracle.Instruction.alwaysTransfers(mnemonic: l.word(from: i))))
     }
 
     /// `Trace 0: 0x7f53f0161f40 [00000000/0010000c/000000b0/ff020200] symbol`

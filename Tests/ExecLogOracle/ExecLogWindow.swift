@@ -50,7 +50,7 @@ public enum ExecLogWindow {
         }
         guard try qmp.icount() == first else { throw WindowError("replay did not stop at icount \(first)") }
         let start = try instructionPointer(qmp.hmp("info registers"))
-        _ = try qmp.hmp("log exec,nochain,in_asm")
+        _ = try qmp.hmp("log exec,nochain,in_asm,int")
         try qmp.execute("replay-break", ["icount": last])
         try qmp.execute("cont")
         try qmp.waitForStop()

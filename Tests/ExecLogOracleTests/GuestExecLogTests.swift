@@ -122,7 +122,9 @@ final class GuestExecLogTests: XCTestCase {
 
     func checkReplayPrintsTheRecordedOutputAndEndsWithSuccess(_ guest: Guest) throws {
         let r = try GuestRecording.of(guest)
-        XCTAssertEqual(r.replayStatus, Guest.successStatus)
+        // QEMU 10 replays the recording's shutdown (isa-debug-exit asks for one) and may end
+        // the replay with 0 instead of the device's status.
+        XCTAssertTrue([Guest.successStatus, 0].contains(r.replayStatus), "replay status \(r.replayStatus)")
         XCTAssertEqual(r.replayedSerial, r.recordedSerial)
         XCTAssertEqual(r.rounds.map(\.round), Array(1...32))
         for round in r.rounds {
@@ -338,7 +340,7 @@ final class GuestExecLogTests: XCTestCase {
         // Transfers: the oracle's over the window, and gdb's with lengths and rep prefixes from
         // objdump (an instruction's length is the distance to the next instruction start).
         var oracle = ExecLogOracle.TransferCounter()
-        let oracleTransfers = window.compactMap { oracle.execute($0) }
+        let oracleTransfers = window.flatMap { oracle.execute($0) }
         let code = try objdumpInstructions(r.guest)
         let addresses = code.keys.sorted()
         var counter = ExecLogOracle.TransferCounter()
@@ -347,7 +349,9 @@ final class GuestExecLogTests: XCTestCase {
             let k = try XCTUnwrap(addresses.firstIndex(of: pc), "0x\(String(pc, radix: 16)) is no instruction per objdump")
             let length = k + 1 < addresses.count ? Int(addresses[k + 1] - pc) : 1
             let isRep = (code[pc] ?? "").hasPrefix("rep")
-            if let t = counter.execute(.init(address: pc, length: length, isRepString: isRep)) {
+            // objdump's mnemonic says whether it always transfers (also to the next instruction).
+            let always = ExecLogOracle.Instruction.alwaysTransfers(mnemonic: Substring(code[pc] ?? ""))
+            for t in counter.execute(.init(address: pc, length: length, isRepString: isRep, alwaysTransfers: always)) {
                 gdbTransfers.append(t)
             }
         }

@@ -62,6 +62,9 @@ enum IT {
         var rep: Bool
         /// Transfers control itself (jumps, calls, returns, int, loops).
         var transfers: Bool
+        /// Always transfers when it completes, also to the next instruction (jmp, call, ret,
+        /// far forms, iret, int, syscall/sysret...): objdump's mnemonic says so.
+        var unconditional: Bool = false
     }
 
     static func instructionTable(_ elf: String) throws -> [UInt64: Instruction] {
@@ -79,7 +82,9 @@ enum IT {
             let transfers = op.hasPrefix("j") || op.hasPrefix("call") || op.hasPrefix("ret") || op.hasPrefix("iret")
                 || op.hasPrefix("int") || op.hasPrefix("loop") || op.hasPrefix("lcall") || op.hasPrefix("ljmp") || op.hasPrefix("lret")
                 || op == "syscall" || op == "sysret" || op == "ud2"
-            table[addr] = Instruction(size: UInt64(bytes), rep: rep, transfers: transfers)
+            let unconditional = ["jmp", "ljmp", "call", "lcall", "ret", "lret", "iret", "int", "syscall", "sysret", "sysenter", "sysexit"]
+                .contains { op == $0 || (op.hasPrefix($0) && op.count <= $0.count + 1) } || op.hasPrefix("iret") || op.hasPrefix("int")
+            table[addr] = Instruction(size: UInt64(bytes), rep: rep, transfers: transfers, unconditional: unconditional && !op.hasPrefix("into"))
         }
         return table
     }
@@ -147,13 +152,20 @@ enum IT {
         return out
     }
 
-    /// Taken transfers between consecutive executed instructions: the next one is not the
-    /// fall-through, and not the same rep string instruction again.
-    static func transfers(_ executed: [UInt64], table: [UInt64: Instruction]) -> [(from: UInt64, to: UInt64)] {
+    /// The branch-trace store's transfers (docs/bts.md) from gdb's single-step pcs, by the
+    /// definition, not by tt's code: a step whose next pc is not the fall-through (and not the
+    /// same rep string instruction again) is a transfer — the stub stops before it delivers
+    /// an interrupt, so an interrupt shows as (interrupted next address → handler), after
+    /// the branch that preceded it — and so is a step over an instruction that always
+    /// transfers (objdump's mnemonic) that lands on the next instruction.
+    static func transfers(steppedPCs pcs: [UInt64], table: [UInt64: Instruction]) throws -> [(from: UInt64, to: UInt64)] {
         var out: [(UInt64, UInt64)] = []
-        for (p, n) in zip(executed, executed.dropFirst()) {
-            let i = table[p]!
-            if n != p + i.size && !(i.rep && n == p) { out.append((p, n)) }
+        for (p, n) in zip(pcs, pcs.dropFirst()) {
+            guard let i = table[p] else {
+                throw NSError(domain: "oracle", code: 1, userInfo: [NSLocalizedDescriptionKey: "0x\(String(p, radix: 16)) is not an instruction in objdump's listing"])
+            }
+            if n != p + i.size { if !(i.rep && n == p) { out.append((p, n)) } }
+            else if i.unconditional { out.append((p, n)) }
         }
         return out
     }

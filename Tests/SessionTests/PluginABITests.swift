@@ -29,7 +29,8 @@ final class PluginABITests: XCTestCase {
             "brctr": TT_SHM_OFF_BRCTR, "insns": TT_SHM_OFF_INSNS, "last_pc": TT_SHM_OFF_LAST_PC,
             "last_size": TT_SHM_OFF_LAST_SIZE, "last_flags": TT_SHM_OFF_LAST_FLAGS, "tracing": TT_SHM_OFF_TRACING,
             "trace_after": TT_SHM_OFF_TRACE_AFTER, "ring_waits": TT_SHM_OFF_RING_WAITS,
-            "plugin_pid": TT_SHM_OFF_PLUGIN_PID, "ring_head": TT_SHM_OFF_RING_HEAD, "ring_tail": TT_SHM_OFF_RING_TAIL,
+            "plugin_pid": TT_SHM_OFF_PLUGIN_PID, "last_target": TT_SHM_OFF_LAST_TARGET,
+            "unexplained": TT_SHM_OFF_UNEXPLAINED, "handlers": TT_SHM_OFF_HANDLERS, "ring_head": TT_SHM_OFF_RING_HEAD, "ring_tail": TT_SHM_OFF_RING_TAIL,
         ]
         for (field, offset) in header {
             XCTAssertEqual(doc[field], Int(offset), "\(field): the doc's offset differs from ttplugin.h")

@@ -78,6 +78,12 @@ static void put_dec(u32 value, int min_digits)
 static NORETURN void debug_exit(u8 code)
 {
     outb(DEBUG_EXIT_PORT, code);
+    /* QEMU 10's isa-debug-exit asks the main loop for a shutdown, which ends QEMU a little
+     * later: wait here, interrupts off, printing nothing, so that the output is the same in
+     * every recording and replay wherever the end comes. */
+    __asm__ volatile("cli");
+    for (volatile u32 spin = 0; spin < 20000000u; spin++)
+        __asm__ volatile("pause");
     /* Only reached without the device: say so, then triple-fault (with -no-reboot QEMU ends). */
     serial_puts("tt-guest: isa-debug-exit device missing; resetting\n");
     static const struct { u16 limit; uptr base; } __attribute__((packed)) no_idt = { 0, 0 };

@@ -23,6 +23,9 @@ public enum StateFile {
     public static let recordShm = "record.shm", replayShm = "replay.shm"
     public static let qmp = "qmp.sock", gdb = "gdb.sock", pid = "pid", recordPID = "record.pid"
     public static let kernel = "kernel", initrd = "initrd"
+    /// The first line of `qemu-system-x86_64 --version` of the QEMU that recorded: a replay
+    /// runs only on that same QEMU (record/replay streams and plugin semantics differ).
+    public static let qemuVersion = "qemu.version"
 
     // Xen recordings.
     public static let recordConfig = "record.cfg", recordJSON = "record.json"
