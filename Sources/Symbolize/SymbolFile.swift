@@ -235,7 +235,9 @@ public final class SymbolFile {
         }
         guard let line = dwarf_getsrc_die(&cudie, address) else { return nil }
         var number: Int32 = 0, column: Int32 = 0
-        guard let file = dwarf_linesrc(line, nil, nil), dwarf_lineno(line, &number) == 0 else { return nil }
+        // A negative line only comes from a corrupt line program (lines are unsigned in
+        // DWARF; libdw's int wraps): no line then, rather than "-51" or a trap downstream.
+        guard let file = dwarf_linesrc(line, nil, nil), dwarf_lineno(line, &number) == 0, number >= 0 else { return nil }
         _ = dwarf_linecol(line, &column)
         return SourceLocation(file: fileName(file), line: Int(number), column: Int(column))
     }

@@ -7,8 +7,12 @@ public enum ExitStatus {
     public static let dataError: Int32 = 65
     /// An input file that does not exist or cannot be opened.
     public static let noInput: Int32 = 66
+    /// A usage error (a bad option or argument).
+    public static let usage: Int32 = 64
     /// A needed service is not there (no hypervisor, no QEMU).
     public static let unavailable: Int32 = 69
+    /// An output (file, directory, state directory) cannot be created.
+    public static let cannotCreate: Int32 = 73
     /// Reading or writing failed.
     public static let ioError: Int32 = 74
 }

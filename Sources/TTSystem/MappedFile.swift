@@ -14,12 +14,9 @@ public final class MappedFile {
 
     public init(path: FilePath) throws {
         self.path = path
-        let fd = try FileDescriptor.open(path, .readOnly)
+        let (fd, size) = try SafeFiles.openForReading(path)
         defer { try? fd.close() }
-        var st = stat()
-        guard fstat(fd.rawValue, &st) == 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "stat") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SystemError(path: path, message: "not a regular file") }
-        count = Int(st.st_size)
+        count = size
         if count == 0 {
             base = nil
         } else {

@@ -6,15 +6,15 @@ import SystemPackage
 public func readSmallFile(_ path: FilePath, limit: Int) throws -> [UInt8]? {
     let fd: FileDescriptor
     do {
-        fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
-    } catch Errno.noSuchFileOrDirectory {
+        fd = try SafeFiles.openForReading(path).fd
+    } catch let e as SystemError where e.errno == .noSuchFileOrDirectory {
         return nil
     }
     return try fd.closeAfter {
         var out = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let n = try chunk.withUnsafeMutableBytes { try fd.read(into: $0) }
+            let n = try SystemError.naming(path, "read") { try chunk.withUnsafeMutableBytes { try fd.read(into: $0) } }
             if n == 0 { break }
             out += chunk[0..<n]
             if out.count > limit { throw SystemError(path: path, message: "larger than \(limit) bytes") }

@@ -1,4 +1,5 @@
 import SystemPackage
+import TTSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,20 +23,15 @@ final class LogBytes {
     /// Opens `path` read-only. ENOENT and EACCES are "no input"; a non-regular file is refused.
     init(path: FilePath) throws {
         name = path.string
-        let fd = path.withPlatformString { open($0, O_RDONLY | O_CLOEXEC) }
-        guard fd >= 0 else { throw ReplayLogError.system(Errno(rawValue: errno), path: path, doing: "open") }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            let e = Errno(rawValue: errno)
-            close(fd)
-            throw ReplayLogError.system(e, path: path, doing: "stat")
+        let opened: (fd: FileDescriptor, size: Int)
+        do {
+            opened = try SafeFiles.openForReading(path)
+        } catch let e as SystemError {
+            if let errno = e.errno { throw ReplayLogError.system(errno, path: path, doing: "open") }
+            throw ReplayLogError(.noInput, path: name, e.message)
         }
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            throw ReplayLogError(.noInput, path: name, "not a regular file")
-        }
-        self.fd = fd
-        self.size = UInt64(st.st_size)
+        self.fd = opened.fd.rawValue
+        self.size = UInt64(opened.size)
         self.memory = nil
     }
 
