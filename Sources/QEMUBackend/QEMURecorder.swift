@@ -13,6 +13,8 @@ public enum QEMURecorder {
         public var instructions: UInt64
         public var branches: UInt64
         public var signal: Int32
+        /// Why QEMU did not end the recording cleanly (nil: it did, or a signal stopped it).
+        public var incomplete: String?
     }
 
     /// Reap what dead owners left behind: a replay VM whose pid file names a dead
@@ -111,7 +113,27 @@ public enum QEMURecorder {
         let shm = try? PluginControlBlock.open(at: state.file(QEMUMachine.File.recordShm))
         var exit: Int32? = nil
         if let s = status, s & 0x7f == 0 { exit = (s >> 8) & 0xff }
-        return Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
+        var summary = Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
+        if signal == 0, let why = incompleteness(summary, status: status, state: state) {
+            summary.incomplete = why
+            try state.write(StateOwnership.incompleteFile, why + "\n")
+        }
+        return summary
+    }
+
+    /// Why a recording QEMU ended is not a clean end, or nil. The exit status alone cannot
+    /// tell: the guest's isa-debug-exit with 0 gives status 1, as QEMU's own failures do. A
+    /// clean recording ran guest instructions and left nothing but warnings in QEMU's log
+    /// (which is empty then); otherwise QEMU's last message is the reason.
+    static func incompleteness(_ summary: Summary, status: Int32?, state: StateDirectory) -> String? {
+        let messages = (state.readIfPresent(QEMUMachine.File.recordLog) ?? "")
+            .split(separator: "\n").map { String($0).trimmingWhitespace }
+            .filter { !$0.isEmpty && !$0.contains("warning:") }
+        if let last = messages.last { return "QEMU: \(last)" }
+        guard let status else { return "QEMU ended without an exit status" }
+        if status & 0x7f != 0 { return "QEMU was killed by signal \(status & 0x7f)" }
+        if summary.instructions == 0 { return "QEMU ran no guest instruction (exit status \(summary.exitStatus ?? 0))" }
+        return nil
     }
 
     /// Stop a recording in progress (tt record -S), keeping its state.

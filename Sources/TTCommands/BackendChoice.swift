@@ -22,14 +22,14 @@ extension Record {
         let toolstack = try XenSessions.openToolstack()
         let dir = try state.resolve()
         if stop || destroy {
-            guard dir.exists else { throw StateError.missing(dir.path) }
+            guard dir.exists, StateOwnership.isRecording(dir) else { throw StateError.missing(dir.path) }
             let lock = try dir.lock()
             let domid = try toolstack.findDomain(named: dir.name)
             if let domid { try toolstack.destroyDomain(domid) }
             dir.remove("domid")
             withExtendedLifetime(lock) {}
             if destroy {
-                try dir.removeAll()
+                try SessionBackends.removeRecording(dir)
                 printLine("tt: removed \(dir.path)")
             } else {
                 printLine(domid != nil ? "tt: recording \(dir.name) stopped; state kept in \(dir.path)" : "tt: no recording of \(dir.name) in progress")
@@ -40,9 +40,10 @@ extension Record {
             throw ValidationError("--backend xen needs --kernel (a PV or PVH guest kernel; the bundled guest boots under QEMU only)")
         }
         guard !detach else { throw ValidationError("--detach is not available with --backend xen") }
-        if dir.exists && dir.fileExists("backend") {
+        try StateOwnership.check(dir.path)
+        if dir.exists && StateOwnership.isRecording(dir) {
             guard force else { throw StateError.exists(dir.path) }
-            try dir.removeAll()
+            try SessionBackends.removeRecording(dir, replacing: true)
         }
         try dir.create()
         let lock = try dir.lock()

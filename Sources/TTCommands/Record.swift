@@ -54,12 +54,13 @@ struct Record: ParsableCommand {
             let dir = try state.resolve()
             if stop || destroy {
                 guard dir.exists else { throw StateError.missing(dir.path) }
+                guard StateOwnership.isRecording(dir) else { throw StateError.missing(dir.path) }
                 let lock = try dir.lock()
                 let stopped = QEMURecorder.stop(dir)
                 if destroy {
                     _ = QEMUReplayBackend(state: dir).vmPID.map { ChildProcess.terminate($0) }
                     withExtendedLifetime(lock) {}
-                    try dir.removeAll()
+                    try SessionBackends.removeRecording(dir)
                     printLine("tt: removed \(dir.path)")
                 } else {
                     printLine(stopped ? "tt: recording \(dir.name) stopped; state kept in \(dir.path)" : "tt: no recording of \(dir.name) in progress")
@@ -67,13 +68,14 @@ struct Record: ParsableCommand {
                 return
             }
             if dir.exists { QEMURecorder.cleanStale(dir) }
-            if dir.exists && (dir.fileExists("qemu.argv") || dir.fileExists("backend")) {
+            try StateOwnership.check(dir.path)
+            if dir.exists && StateOwnership.isRecording(dir) {
                 guard force else { throw StateError.exists(dir.path) }
                 let lock = try dir.lock()
                 if let p = QEMURecorder.recordingPID(dir) { throw StateError.vmRunning(dir.path, pid: p) }
                 if let p = QEMUReplayBackend(state: dir).vmPID { throw StateError.vmRunning(dir.path, pid: p) }
                 withExtendedLifetime(lock) {}
-                try dir.removeAll()
+                try SessionBackends.removeRecording(dir, replacing: true)
             }
             try dir.create()
             let lock = try dir.lock()
@@ -101,6 +103,9 @@ struct Record: ParsableCommand {
             if summary.signal != 0 {
                 printLine("tt: recording \(dir.name) interrupted by signal \(summary.signal); QEMU stopped, state kept in \(dir.path)")
                 throw ExitCode(SignalWatcher.exitStatus(summary.signal))
+            }
+            if let why = summary.incomplete {
+                throw QEMUError("recording \(dir.name) in \(dir.path) is incomplete: \(why)")
             }
             // isa-debug-exit makes QEMU exit with (value << 1) | 1.
             let exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"

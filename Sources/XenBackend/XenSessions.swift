@@ -8,6 +8,9 @@ import Glibc
 /// Entry points for the session commands: open the Xen backend (or refuse in one line),
 /// record a run in a Xen domain, decide `--backend auto`.
 public enum XenSessions {
+    /// Every file the Xen backend creates in a state directory (what -D and -f may remove).
+    public static let stateFiles = ["record.cfg", "record.json", "replay.cfg", "replay.json", "backend", "domid", "symfile"]
+
     /// Open every Xen handle and require the time-travel extensions. Throws the one-line
     /// refusal (exit status 69): not under Xen / not dom0 / not root, or stock Xen.
     public static func openToolstack() throws -> LibXenToolstack {
