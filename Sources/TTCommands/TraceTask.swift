@@ -70,7 +70,8 @@ struct TraceTaskCommand: ParsableCommand {
             let start = try startLocation.resolved(recording.address(ofSymbol:))
             let end = try endLocation.resolved(recording.address(ofSymbol:))
             let out = output.map { FilePath($0) } ?? dir.file(Self.defaultOutput)
-            if output != nil { try checkWritable(out) }
+            // Before running anything: OUT must be new or a regular file, in a directory.
+            try SafeFiles.requireReplaceable(out)
 
             let lock = try dir.lock()
             defer { withExtendedLifetime(lock) {} }
@@ -141,15 +142,6 @@ struct TraceTaskCommand: ParsableCommand {
         try dumper.dump(try BTSFile(path: path), to: &sink)
         try sink.flush()
         try out.flush()
-    }
-
-    /// Refuse an output path whose directory does not exist before running anything.
-    private func checkWritable(_ out: FilePath) throws {
-        var dir = out.removingLastComponent()
-        if dir.isEmpty { dir = "." }
-        guard access(dir.string, W_OK) == 0 else {
-            throw SystemError(path: dir, errno: Errno(rawValue: errno), doing: "cannot write the output there")
-        }
     }
 
     private func progressLine() -> ((TraceTask.Phase, UInt64) -> Void)? {

@@ -23,11 +23,11 @@ public enum SafeFiles {
     }
 
     /// lstat(2): nil when nothing is there.
-    public static func lstatIfPresent(_ path: FilePath) throws -> stat? {
+    public static func lstatIfPresent(_ path: FilePath, status: Int32? = nil) throws -> stat? {
         var st = stat()
         if lstat(path.string, &st) == 0 { return st }
         if errno == ENOENT { return nil }
-        throw SystemError.last(path, doing: "lstat")
+        throw SystemError.last(path, doing: "lstat", status: status)
     }
 
     /// Open a regular file for reading. O_NONBLOCK for the open only, so a FIFO cannot
@@ -65,7 +65,7 @@ public enum SafeFiles {
     /// node, a FIFO, a directory or a symlink named as an output is never replaced or
     /// written through. 73: the output cannot be created.
     public static func requireReplaceable(_ path: FilePath) throws {
-        guard let st = try lstatIfPresent(path) else {
+        guard let st = try lstatIfPresent(path, status: ExitStatus.cannotCreate) else {
             // Nothing there: the directory must exist and be one, or the create fails later
             // with a bare ENOENT after the work is done.
             var dir = path.removingLastComponent()

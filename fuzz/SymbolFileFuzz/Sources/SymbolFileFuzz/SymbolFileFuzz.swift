@@ -9,23 +9,27 @@ import Glibc
 /// that keep their invariants — never a crash, a trap, a hang or an out-of-bounds read
 /// (the address sanitizer and libFuzzer's timeouts catch those).
 ///
-/// The bytes go into a memfd opened by its /proc/self/fd path: SymbolFile takes a path
-/// (as every command gives it one), and a memfd is a regular file with a real size.
-nonisolated(unsafe) private var memfd: Int32 = -1
+/// The bytes go into one file in /dev/shm (memory), rewritten for each input: SymbolFile
+/// takes a path, as every command gives it one.
+nonisolated(unsafe) private var scratch: Int32 = -1
+private let scratchPath = "/dev/shm/tt-symbolfile-fuzz-\(getpid())"
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func symbolFileFuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    if memfd < 0 { memfd = memfd_create("elf", UInt32(MFD_CLOEXEC)) }
-    precondition(memfd >= 0, "memfd_create failed")
-    precondition(ftruncate(memfd, 0) == 0)
+    if scratch < 0 {
+        scratch = open(scratchPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        atexit { unlink("/dev/shm/tt-symbolfile-fuzz-\(getpid())") }
+    }
+    precondition(scratch >= 0, "cannot create the scratch file")
+    precondition(ftruncate(scratch, 0) == 0)
     var done = 0
     while done < size {
-        let n = pwrite(memfd, data + done, size - done, off_t(done))
+        let n = pwrite(scratch, data + done, size - done, off_t(done))
         precondition(n > 0, "pwrite to the memfd failed")
         done += n
     }
     // No separate debug files: the input alone is what is being read.
-    guard let file = try? SymbolFile(path: FilePath("/proc/self/fd/\(memfd)"), debugDirectories: []) else { return 0 }
+    guard let file = try? SymbolFile(path: FilePath(scratchPath), debugDirectories: []) else { return 0 }
     probe(file, entryPoint(data, size))
     return 0
 }
