@@ -188,7 +188,8 @@ public enum XenError: Error, ExitStatusProviding, CustomStringConvertible, Equat
         case .unavailable, .noTimeTravel, .unsupported: return ExitStatus.unavailable
         case .invalidConfig: return ExitStatus.dataError
         case .domainNotFound: return ExitStatus.noInput
-        case .interrupted: return 130
+        // The signal that interrupted (143 for SIGTERM), not always SIGINT's 130.
+        case .interrupted: return SignalWatcher.exitStatus(SignalWatcher.pending != 0 ? SignalWatcher.pending : SIGINT)
         default: return ExitStatus.failure
         }
     }

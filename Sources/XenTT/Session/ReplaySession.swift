@@ -1,4 +1,7 @@
 import TTSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Errors of replay sessions, one line each, with the exit status they deserve.
 public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
@@ -28,7 +31,8 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
 
     public var exitStatus: Int32 {
         switch self {
-        case .interrupted: return 130
+        // The signal that interrupted (143 for SIGTERM), not always SIGINT's 130.
+        case .interrupted: return SignalWatcher.exitStatus(SignalWatcher.pending != 0 ? SignalWatcher.pending : SIGINT)
         case .notReached, .passed: return 2
         default: return ExitStatus.failure
         }
