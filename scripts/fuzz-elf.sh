@@ -29,6 +29,8 @@ cd fuzz/SymbolFileFuzz
 # coverage of the readers themselves; C code gets the matching coverage flags.
 flags=(-c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer -Xcc -fsanitize=fuzzer-no-link)
 swift build "${flags[@]}" 2>&1 | grep -E 'error|warning: ' >&2 || true
+# Swift's own crash backtracer fights the address sanitizer over the report: off.
+export SWIFT_BACKTRACE=enable=no
 bin="$(swift build "${flags[@]}" --show-bin-path)/SymbolFileFuzz"
 exec "$bin" -max_total_time="$seconds" -max_len=262144 -timeout=10 -rss_limit_mb=4096 \
     -artifact_prefix="$root/fuzz/SymbolFileFuzz/artifacts/" "$@" "$corpus"

@@ -33,6 +33,8 @@ cd fuzz/ReplayLogFuzz
 # coverage of the reader itself; C code gets the matching coverage flags.
 flags=(-c release --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer -Xcc -fsanitize=fuzzer-no-link)
 swift build "${flags[@]}" 2>&1 | grep -E 'error|warning: ' >&2 || true
+# Swift's own crash backtracer fights the address sanitizer over the report: off.
+export SWIFT_BACKTRACE=enable=no
 bin="$(swift build "${flags[@]}" --show-bin-path)/ReplayLogFuzz"
 exec "$bin" -max_total_time="$seconds" -max_len=65536 -timeout=10 \
     -artifact_prefix="$root/fuzz/ReplayLogFuzz/artifacts/" "$@" "$corpus"
