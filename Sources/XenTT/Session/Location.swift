@@ -44,9 +44,8 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
         func fail(_ problem: String) -> ParseError { ParseError(text: text, problem: problem) }
         guard !text.isEmpty else { throw fail("empty") }
         if let bad = text.unicodeScalars.first(where: { $0.value <= 0x20 || $0.value >= 0x7f }) {
-            let what = bad == " " ? "a space" : bad.value < 0x20 || bad.value == 0x7f ? "a control character"
-                : "'\(bad)' (symbols and numbers are ASCII)"
-            throw fail("contains \(what)")
+            throw fail(bad.value <= 0x20 || bad.value == 0x7f ? "contains spaces or control characters"
+                       : "contains '\(bad)' (symbols and numbers are ASCII)")
         }
         var head = Substring(text)
         if let hash = text.firstIndex(of: "#") {
