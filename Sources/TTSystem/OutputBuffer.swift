@@ -42,7 +42,9 @@ public final class OutputBuffer {
                 if errno == EINTR { continue }
                 let e = Errno(rawValue: errno)
                 used = 0
-                throw SystemError(path: nil, errno: e, doing: "write")
+                // Named here for the standard streams; BTSWriter names the files it opened.
+                let stream: FilePath? = fd == 1 ? "standard output" : fd == 2 ? "standard error" : nil
+                throw SystemError(path: stream, errno: e, doing: "write")
             }
             off += n
         }

@@ -49,6 +49,7 @@ private func probe(_ file: SymbolFile, _ entry: UInt64) {
     for name in ["main", "_start", "fib", "tail_caller", "serial_puts", "user_main", "no such name", "a.c::main"] {
         if let a = try? file.address(ofSymbol: name) { addresses.append(a) }
     }
+    let symbolizer = Symbolizer(symbols: file)
     var seen = Set<UInt64>()
     var i = 0
     while i < addresses.count && i < 64 {
@@ -70,7 +71,6 @@ private func probe(_ file: SymbolFile, _ entry: UInt64) {
         }
         if let l = file.sourceLocation(at: a) { precondition(l.line >= 0, "negative source line") }
         _ = file.code(at: a, count: 16)
-        let symbolizer = Symbolizer(symbols: file)
         _ = symbolizer.describe(a, style: .gdb)
         _ = symbolizer.describe(a, style: .inline)
     }
