@@ -47,6 +47,36 @@ final class HostileInputTests: XCTestCase {
     var tt: String { TestProcesses.tt }
     var btsDump: String { TestProcesses.buildDirectory.appendingPathComponent("bts-dump").path }
 
+    /// 11. A line program gone negative (line_base patched to -128) gives no line, never a
+    /// trap or "line":-121.
+    func testNegativeDWARFLinesAreNoLines() throws {
+        let source = path("a.c"), binary = path("a")
+        try "int g;\nint f(int x) {\n  g = x;\n  return x + 1;\n}\nint main(void) { return f(2); }\n"
+            .write(toFile: source, atomically: false, encoding: .utf8)
+        let cc = try TestProcesses.run(["gcc", "-g", "-O0", "-gdwarf-5", "-o", binary, source])
+        try XCTSkipUnless(cc.status == 0, "no gcc: \(cc.err)")
+        // .debug_line's file offset from the section headers, then its header's line_base
+        // byte (DWARF 5: unit_length 4, version 2, address and selector sizes 1+1,
+        // header_length 4, min_inst_length, max_ops, default_is_stmt, line_base).
+        let sections = try TestProcesses.run(["readelf", "-S", "-W", binary])
+        let row = try XCTUnwrap(sections.out.split(separator: "\n").first { $0.contains(" .debug_line ") })
+        let fields = row.split(separator: " ")
+        let at = try XCTUnwrap(fields.firstIndex(of: ".debug_line"))
+        let offset = try XCTUnwrap(Int(fields[at + 3], radix: 16))
+        var bytes = try XCTUnwrap(FileManager.default.contents(atPath: binary))
+        XCTAssertEqual(bytes[offset + 4], 5, "DWARF 5 line table")
+        XCTAssertEqual(Int8(bitPattern: bytes[offset + 15]), -5, "line_base where expected")
+        bytes[offset + 15] = 0x80
+        try bytes.write(to: URL(fileURLWithPath: binary))
+        let nm = try TestProcesses.run(["nm", binary])
+        let f = try XCTUnwrap(nm.out.split(separator: "\n").first { $0.hasSuffix(" T f") }?.split(separator: " ").first)
+        let address = "0x" + String(UInt64(f, radix: 16)! + 8, radix: 16)
+        let text = try run([tt, "symbolize", "--symbols", binary, "--lines", address], expect: 0)
+        XCTAssertTrue(text.out.contains("<f+8>") && !text.out.contains(" at "), text.out)
+        let json = try run([tt, "symbolize", "--symbols", binary, "--lines", "--json", address], expect: 0)
+        XCTAssertFalse(json.out.contains("\"line\":-"), json.out)
+    }
+
     // MARK: decoys
 
     struct Snapshot: Equatable {
