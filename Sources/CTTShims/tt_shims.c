@@ -24,7 +24,9 @@ int tt_spawn(char *const argv[], const char *cwd, const char *output, pid_t *pid
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, output ? output : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0600);
+    /* The log is tt's file in a state directory: never through a symlink planted there. */
+    posix_spawn_file_actions_addopen(&fa, 1, output ? output : "/dev/null",
+                                     O_WRONLY | O_CREAT | O_APPEND | (output ? O_NOFOLLOW : 0), 0600);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
     int rc = posix_spawnp(pid, argv[0], &fa, &at, argv, environ);
     posix_spawn_file_actions_destroy(&fa);

@@ -70,9 +70,10 @@ public enum QEMURecorder {
         if let initrd = machine.initrd { try copyFile(from: initrd, to: state.file(QEMUMachine.File.initrd)) }
         try state.write(QEMUMachine.File.symfile, absolute(symbols).string + "\n")
         try state.write(QEMUMachine.File.backend, "qemu\n")
-        state.remove(QEMUMachine.File.snapshot)
-        state.remove(QEMUMachine.File.recordConsole)
-        state.remove(QEMUMachine.File.recordLog)
+        // QEMU opens its outputs following symlinks: none of their names may be there.
+        for f in [QEMUMachine.File.snapshot, QEMUMachine.File.recording, QEMUMachine.File.recordConsole, QEMUMachine.File.recordLog] {
+            state.remove(f)
+        }
         let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
         defer { umask(oldMask) }
         try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", QEMUMachine.File.snapshot, "64M"], in: state)
