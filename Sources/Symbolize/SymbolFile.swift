@@ -175,7 +175,10 @@ public final class SymbolFile {
         guard let i = minimal.indexes(at: address).last(where: { minimal.symbols[$0].kind.isText }) else { return nil }
         if let f = function(containing: address), f.entry == address { return f }
         let s = minimal.symbols[i]
-        let r = s.address..<(s.address &+ max(s.size, 1))
+        // Saturating: a symbol at the top of the address space (a corrupt or hostile file)
+        // must not make an upper bound below the lower one (found by fuzz/SymbolFileFuzz).
+        let (end, wrapped) = s.address.addingReportingOverflow(max(s.size, 1))
+        let r = s.address..<(wrapped ? UInt64.max : end)
         return FunctionSymbol(name: s.name, entry: s.address, range: r, ranges: [r])
     }
 
