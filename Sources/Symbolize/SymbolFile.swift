@@ -254,10 +254,14 @@ public final class SymbolFile {
         guard let s = image.sections.first(where: {
             $0.isAllocated && $0.hasFileBytes && address >= $0.address && address < $0.address &+ $0.size
         }) else { return nil }
+        // Checked sums: a corrupt section header (an offset near 2^64) must give nil, not a
+        // trap (found by fuzz/SymbolFileFuzz).
         let offsetInSection = address - s.address
-        guard offsetInSection + UInt64(count) <= s.size else { return nil }
-        let start = s.fileOffset + offsetInSection
-        guard start + UInt64(count) <= UInt64(mapped.count) else { return nil }
+        let (inSection, o1) = offsetInSection.addingReportingOverflow(UInt64(count))
+        guard !o1, inSection <= s.size else { return nil }
+        let (start, o2) = s.fileOffset.addingReportingOverflow(offsetInSection)
+        let (end, o3) = start.addingReportingOverflow(UInt64(count))
+        guard !o2, !o3, end <= UInt64(mapped.count) else { return nil }
         let bytes = mapped.bytes
         return Array(UnsafeRawBufferPointer(rebasing: bytes[Int(start)..<Int(start) + count]))
     }

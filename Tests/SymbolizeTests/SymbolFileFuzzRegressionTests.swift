@@ -5,6 +5,27 @@ import XCTest
 
 /// Inputs fuzz/SymbolFileFuzz crashed on, rebuilt from a gcc fixture.
 final class SymbolFileFuzzRegressionTests: XCTestCase {
+    /// A code section whose file offset is near 2^64: code(at:count:) added it to the
+    /// offset in the section and trapped on the overflow.
+    func testCodeSectionOffsetNearTheTopIsNoCode() throws {
+        let fixture = try Fixtures.withoutDWARF(bits: 64)
+        var elf = try XCTUnwrap(FileManager.default.contents(atPath: fixture))
+        func u16(_ o: Int) -> Int { Int(elf[o]) | Int(elf[o + 1]) << 8 }
+        func u64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(elf[o + $1]) << (8 * UInt64($1)) } }
+        let shoff = Int(u64(0x28)), shentsize = u16(0x3a), shnum = u16(0x3c)
+        // The first PROGBITS section with SHF_ALLOC|SHF_EXECINSTR (.init or .text).
+        let text = try XCTUnwrap((0..<shnum).map { shoff + $0 * shentsize }.first { elf[$0 + 4] == 1 && u64($0 + 8) & 6 == 6 })
+        let address = u64(text + 16)
+        XCTAssertNotNil(try SymbolFile(path: FilePath(fixture), debugDirectories: []).code(at: address, count: 4))
+        for i in 0..<8 { elf[text + 24 + i] = 0xff }  // sh_offset = 2^64 - 1
+        let path = NSTemporaryDirectory() + "tt-top-offset-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try elf.write(to: URL(fileURLWithPath: path))
+        let file = try SymbolFile(path: FilePath(path), debugDirectories: [])
+        XCTAssertNil(file.code(at: address, count: 4))
+        XCTAssertNil(file.code(at: address &+ 1, count: 16))
+    }
+
     /// A text symbol at the very top of the address space: function(startingAt:) made the
     /// range addr..<(addr + size) with a wrapped upper bound and trapped.
     func testSymbolAtTheTopOfTheAddressSpace() throws {
