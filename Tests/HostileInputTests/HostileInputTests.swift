@@ -187,6 +187,11 @@ final class HostileInputTests: XCTestCase {
             XCTAssertEqual(chown(path("E"), 1, 1), 0)
             try run([tt, "replay", "-p", "-s", "./E", "d"], expect: 66, mentioning: ["owned by uid 1"])
         }
+        // 13. Another user on root's recording hears why, not "no recording here".
+        if root, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") {
+            try run(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", tt, "where", "-s", path("d"), "d"],
+                    expect: 66, mentioning: ["owned by uid 0, not by you (uid 65534)"])
+        }
         // A symlink to a recording is not followed.
         XCTAssertEqual(symlink("d", path("dlink")), 0)
         try run([tt, "replay", "-p", "-s", "./dlink", "d"], expect: 73, mentioning: ["dlink", "symbolic link"])

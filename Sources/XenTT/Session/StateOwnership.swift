@@ -40,7 +40,8 @@ public enum StateOwnership {
         var st = stat()
         guard lstat(path.string, &st) == 0 else {
             if errno == ENOENT { return }
-            throw SystemError.last(path, doing: "lstat the state directory")
+            // EACCES here is another user's directory above it: an input that cannot be used.
+            throw SystemError.last(path, doing: "lstat the state directory", status: ExitStatus.noInput)
         }
         try check(path, st)
     }
