@@ -225,7 +225,11 @@ public final class StateLock {
 
     init(directory: StateDirectory) throws {
         let path = directory.file("lock")
-        fd = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec, .noFollow], permissions: [.ownerReadWrite])
+        let dfd = try directory.openDirectory()
+        defer { close(dfd) }
+        let raw = openat(dfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard raw >= 0 else { throw SystemError.last(path, doing: "open", status: ExitStatus.cannotCreate) }
+        fd = FileDescriptor(rawValue: raw)
         if flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
             let e = errno
             var holder: Int32 = 0
