@@ -105,6 +105,8 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "BTSTests", dependencies: ["TestProcesses", "BTS", "TTCommands", "TTSystem",
             .product(name: "SystemPackage", package: "swift-system")], exclude: ["Fixtures"]),
+        // Hostile inputs against the built tt and bts-dump: decoy files must come out unchanged.
+        .testTarget(name: "HostileInputTests", dependencies: ["TestProcesses"]),
         .testTarget(name: "XenTTTests", dependencies: ["XenTT", "TTSystem", "CCRC32C", "TestProcesses",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

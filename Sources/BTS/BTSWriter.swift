@@ -18,14 +18,19 @@ public final class BTSWriter {
         try self.init(fd: fd, ownsDescriptor: false, extended: extended)
     }
 
-    /// Create (or truncate) `path`, mode 0644.
+    /// Create `path` anew, mode 0600 (a stale regular file there is replaced; a symlink or
+    /// anything else is refused, never written through). Callers write to a temporary and
+    /// rename it with `SafeFiles.commit` once the output is complete.
     public convenience init(creating path: FilePath, extended: Bool) throws {
-        let fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .truncate],
-                                         permissions: [.ownerReadWrite, .groupRead, .otherRead])
-        try self.init(fd: fd.rawValue, ownsDescriptor: true, extended: extended)
+        let fd = try SafeFiles.createTemporary(path)
+        try self.init(fd: fd.rawValue, ownsDescriptor: true, extended: extended, path: path)
     }
 
-    private init(fd: Int32, ownsDescriptor: Bool, extended: Bool) throws {
+    /// The file written, for error messages (nil: a descriptor such as stdout).
+    private let path: FilePath?
+
+    private init(fd: Int32, ownsDescriptor: Bool, extended: Bool, path: FilePath? = nil) throws {
+        self.path = path
         out = OutputBuffer(fd: fd, capacity: 1 << 20)
         self.ownsDescriptor = ownsDescriptor
         self.extended = extended
@@ -38,7 +43,7 @@ public final class BTSWriter {
 
     @inline(__always)
     private func writeRaw(_ r: BranchRecord) throws {
-        try out.reserve(BranchRecord.size)
+        try named { try out.reserve(BranchRecord.size) }
         out.put(count: BranchRecord.size) { r.store(to: $0) }
     }
 
@@ -52,19 +57,28 @@ public final class BTSWriter {
     /// Append records already encoded as 24-byte little-endian records.
     public func append(encoded bytes: UnsafeRawBufferPointer) throws {
         precondition(bytes.count % BranchRecord.size == 0)
-        try out.append(bytes: bytes)
+        try named { try out.append(bytes: bytes) }
         count += bytes.count / BranchRecord.size
     }
 
-    public func flush() throws { try out.flush() }
+    public func flush() throws { try named { try out.flush() } }
+
+    /// A write error names the file (OutputBuffer knows only its descriptor).
+    @inline(__always)
+    private func named(_ body: () throws -> Void) throws {
+        do { try body() } catch let e as SystemError where e.errno != nil {
+            guard let path else { throw e }
+            throw SystemError(path: path, errno: e.errno ?? .ioError, doing: "write")
+        }
+    }
 
     /// Flush and, if this writer opened the file, close it.
     public func close() throws {
         guard !closed else { return }
         closed = true
-        try out.flush()
+        try flush()
         if ownsDescriptor, Glibc.close(out.fd) != 0 {
-            throw SystemError(path: nil, errno: Errno(rawValue: errno), doing: "close")
+            throw SystemError.last(path, doing: "close")
         }
     }
 }

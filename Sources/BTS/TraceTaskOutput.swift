@@ -35,6 +35,7 @@ public enum TraceTaskOutput {
             upper = window.brctrRange?.upperBound ?? start.landmark.brctr
         }
         let partial = partialPath(for: out)
+        try SafeFiles.requireReplaceable(out)
         let writer = try BTSWriter(creating: partial, extended: extended)
         let summary: BranchExtractor.Summary
         do {
@@ -51,9 +52,7 @@ public enum TraceTaskOutput {
             throw TraceTask.Inexact(message: "\(window.logPath): extracted \(summary.records) records for brctr \(lower)…\(upper), captured \(window.records)")
         }
         guard window.complete else { return Result(path: partial, summary: summary) }
-        guard rename(partial.string, out.string) == 0 else {
-            throw SystemError(path: partial, errno: Errno(rawValue: errno), doing: "rename to \(out)")
-        }
+        try SafeFiles.commit(partial, to: out)
         return Result(path: out, summary: summary)
     }
 }

@@ -87,6 +87,31 @@ public struct QEMUMachine: Sendable {
         return a
     }
 
+    /// The machine a stored `qemu.argv` describes — accepted only when the vector is
+    /// exactly what `recordArguments` makes for it, so that the state directory never
+    /// chooses the program that runs (as root), its options or what QEMU loads: the
+    /// program is `binary` from PATH and the plugin is tt's own, whatever the file says.
+    public init(validatingRecorded argv: [String], file: FilePath) throws {
+        func value(after flag: String) -> String? {
+            guard let i = argv.firstIndex(of: flag), i + 1 < argv.count else { return nil }
+            return argv[i + 1]
+        }
+        guard let m = value(after: "-m"), let mb = Int(m), (1...65536).contains(mb) else {
+            throw QEMUError("\(file): not a tt recording's command line (no valid -m); refusing to run it", status: ExitStatus.dataError)
+        }
+        self.init(kernel: FilePath(StateFile.kernel), initrd: argv.contains("-initrd") ? FilePath(StateFile.initrd) : nil,
+                  append: value(after: "-append"), memoryMB: mb)
+        let recordedPlugin = value(after: "-plugin") ?? ""
+        let expected = recordArguments(plugin: FilePath(String(recordedPlugin.dropLast(",shm=\(StateFile.recordShm)".count))))
+        guard recordedPlugin.hasSuffix(",shm=" + StateFile.recordShm), argv == expected else {
+            let at = (0..<min(argv.count, expected.count)).first { argv[$0] != expected[$0] } ?? min(argv.count, expected.count)
+            let found = at < argv.count ? "'\(argv[at])'" : "nothing"
+            let wanted = at < expected.count ? "'\(expected[at])'" : "nothing"
+            throw QEMUError("\(file): line \(at + 1) is \(found) where tt records \(wanted); not a tt recording's command line, refusing to run it",
+                            status: ExitStatus.dataError)
+        }
+    }
+
     /// The replay's argument vector, derived from the recording's.
     public static func replayArguments(fromRecord record: [String]) throws -> [String] {
         var out: [String] = []
@@ -143,17 +168,16 @@ public enum TTInstallation {
 
 /// Copy a file (mode 0600), e.g. the kernel into the state directory or the snapshot image.
 func copyFile(from: FilePath, to: FilePath) throws {
-    let src = try FileDescriptor.open(from, .readOnly, options: [.closeOnExec])
+    // A kernel named on the command line must be a regular file (not a FIFO, a directory, /proc).
+    let src = try SafeFiles.openForReading(from).fd
     defer { try? src.close() }
-    _ = unlink(to.string)
-    let dst = try FileDescriptor.open(to, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec, .noFollow],
-                                      permissions: [.ownerReadWrite])
+    let dst = try SafeFiles.createTemporary(to)
     defer { try? dst.close() }
     var buf = [UInt8](repeating: 0, count: 1 << 20)
     while true {
-        let n = try buf.withUnsafeMutableBytes { try src.read(into: $0) }
+        let n = try SystemError.naming(from, "read") { try buf.withUnsafeMutableBytes { try src.read(into: $0) } }
         if n == 0 { break }
-        _ = try dst.writeAll(buf[0..<n])
+        _ = try SystemError.naming(to, "write") { try dst.writeAll(buf[0..<n]) }
     }
 }
 

@@ -21,6 +21,8 @@ public final class QEMURecorder: Recorder {
         var instructions: UInt64
         var branches: UInt64
         var signal: Int32
+        /// Why QEMU did not end the recording cleanly (nil: it did, or a signal stopped it).
+        var incomplete: String?
     }
 
     public func record(_ request: RecordingRequest, into state: StateDirectory,
@@ -31,6 +33,9 @@ public final class QEMURecorder: Recorder {
         if request.detach { return .detached(vm: "QEMU (pid \(pid))") }
         let summary = try Self.wait(pid, state: state, console: request.console, cancellation: cancellation)
         if summary.signal != 0 { return .interrupted(signal: summary.signal) }
+        if let why = summary.incomplete {
+            throw QEMUError("recording \(state.name) in \(state.path) is incomplete: \(why)")
+        }
         // isa-debug-exit makes QEMU exit with (value << 1) | 1.
         let exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"
         return .finished(summary: "\(summary.instructions) instructions, \(summary.branches) taken branches, \(exit)")
@@ -52,6 +57,12 @@ public final class QEMURecorder: Recorder {
                 state.remove(StateFile.recordPID)
             } else if let owner, !RunningProcess(pid: owner).isAlive {
                 RunningProcess(pid: qemu).terminate()
+                state.remove(StateFile.recordPID)
+            }
+            // A foreground recording whose tt record died (SIGKILL) was cut short: its QEMU
+            // got a parent-death signal or was just killed. Never taken for a whole one.
+            if let owner, !RunningProcess(pid: owner).isAlive, !state.fileExists(StateFile.incomplete) {
+                try? state.write(StateFile.incomplete, "tt record (pid \(owner)) died before the recording ended\n")
                 state.remove(StateFile.recordPID)
             }
         }
@@ -99,9 +110,10 @@ public final class QEMURecorder: Recorder {
         try copyFile(from: machine.kernel, to: state.file(StateFile.kernel))
         if let initrd = machine.initrd { try copyFile(from: initrd, to: state.file(StateFile.initrd)) }
         try state.write(StateFile.backend, BackendKind.qemu.rawValue + "\n")
-        state.remove(StateFile.snapshot)
-        state.remove(StateFile.recordConsole)
-        state.remove(StateFile.recordLog)
+        // QEMU opens its outputs following symlinks: none of their names may be there.
+        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete] {
+            state.remove(f)
+        }
         let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
         defer { umask(oldMask) }
         try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", StateFile.snapshot, "64M"], in: state)
@@ -146,7 +158,27 @@ public final class QEMURecorder: Recorder {
         let shm = try? PluginControlBlock.open(at: state.file(StateFile.recordShm))
         var exit: Int32? = nil
         if case .exited(let code)? = status { exit = code }
-        return Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
+        var summary = Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
+        if signal == 0, let why = incompleteness(summary, status: status, state: state) {
+            summary.incomplete = why
+            try state.write(StateFile.incomplete, why + "\n")
+        }
+        return summary
+    }
+
+    /// Why a recording QEMU ended is not a clean end, or nil. The exit status alone cannot
+    /// tell: the guest's isa-debug-exit with 0 gives status 1, as QEMU's own failures do. A
+    /// clean recording ran guest instructions and left nothing but warnings in QEMU's log
+    /// (which is empty then); otherwise QEMU's last message is the reason.
+    static func incompleteness(_ summary: Summary, status: Subprocess.TerminationStatus?, state: StateDirectory) -> String? {
+        let messages = (state.readIfPresent(StateFile.recordLog) ?? "")
+            .split(separator: "\n").map { String($0).trimmingWhitespace }
+            .filter { !$0.isEmpty && !$0.contains("warning:") }
+        if let last = messages.last { return "QEMU: \(last)" }
+        guard let status else { return "QEMU ended without an exit status" }
+        if case .signaled(let signal) = status { return "QEMU was killed by signal \(signal)" }
+        if summary.instructions == 0 { return "QEMU ran no guest instruction (exit status \(summary.exitStatus ?? 0))" }
+        return nil
     }
 
     /// Stop a recording in progress (tt record -S), keeping its state.

@@ -60,7 +60,8 @@ public final class QEMUReplayBackend: ReplayBackend {
         try QEMUMachine.requireRecordingQEMU(state)
         for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
         let record = try state.readLines(F.argv)
-        let argv = try QEMUMachine.replayArguments(fromRecord: record)
+        let machine = try QEMUMachine(validatingRecorded: record, file: state.file(F.argv))
+        let argv = try QEMUMachine.replayArguments(fromRecord: machine.recordArguments(plugin: try TTInstallation.plugin()))
         try copyFile(from: state.file(F.snapshot), to: state.file(F.replaySnapshot))
         shm = try PluginControlBlock.create(at: state.file(F.replayShm))
         try state.writeLines(F.replayArgv, argv)

@@ -39,14 +39,12 @@ final class ELFImage {
     init(path: FilePath) throws {
         self.path = path
         _ = elf_version(UInt32(EV_CURRENT))
-        let fd = path.withPlatformString { open($0, O_RDONLY | O_CLOEXEC) }
-        guard fd >= 0 else {
-            throw SymbolizeError(.noInput, "\(path): \(Errno(rawValue: errno).description)")
-        }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            throw SymbolizeError(.noInput, "\(path): not a regular file")
+        // A FIFO or a /proc file named as a symbol file is refused, not waited on or read as empty.
+        let fd: Int32
+        do {
+            fd = try SafeFiles.openForReading(path).fd.rawValue
+        } catch let e as SystemError {
+            throw SymbolizeError(.noInput, e.description)
         }
         guard let elf = elf_begin(fd, ELF_C_READ_MMAP, nil) else {
             close(fd)

@@ -27,10 +27,10 @@ extension ELFImage {
             }
             var offset = 0
             while offset + entrySize <= bytes.count {
-                if let slot = gotSlot(bytes, entry: offset, size: entrySize, entryAddress: s.address + UInt64(offset),
+                if let slot = gotSlot(bytes, entry: offset, size: entrySize, entryAddress: s.address &+ UInt64(offset),
                                       is64: m == EM_X86_64, gotPlt: gotPlt),
                    let symbol = slots[slot] {
-                    result.append(RawSymbol(name: symbol + "@plt", value: s.address + UInt64(offset), size: 0,
+                    result.append(RawSymbol(name: symbol + "@plt", value: s.address &+ UInt64(offset), size: 0,
                                             type: 2, binding: 1, sectionIndex: s.index))
                 }
                 offset += entrySize
@@ -51,11 +51,13 @@ extension ELFImage {
         guard i + 6 <= entry + size, b[i] == 0xff else { return nil }
         let end = UInt64(i - entry + 6)
         if b[i + 1] == 0x25 {
-            return is64 ? UInt64(bitPattern: Int64(bitPattern: entryAddress + end) + disp(i + 2))
+            // Address arithmetic wraps (as the CPU's does): a hostile section address near
+            // 2^64 must not trap.
+            return is64 ? UInt64(bitPattern: Int64(bitPattern: entryAddress &+ end) &+ disp(i + 2))
                         : UInt64(UInt32(bitPattern: Int32(truncatingIfNeeded: disp(i + 2))))
         }
         if !is64 && b[i + 1] == 0xa3 {
-            return UInt64(UInt32(truncatingIfNeeded: Int64(gotPlt) + disp(i + 2)))
+            return UInt64(UInt32(truncatingIfNeeded: Int64(bitPattern: gotPlt) &+ disp(i + 2)))
         }
         return nil
     }

@@ -199,7 +199,10 @@ public final class SymbolFile {
         guard let i = minimal.indexes(at: address).last(where: { minimal.symbols[$0].kind.isText }) else { return nil }
         if let f = function(containing: address), f.entry == address { return f }
         let s = minimal.symbols[i]
-        let r = s.address..<(s.address &+ max(s.size, 1))
+        // Saturating: a symbol at the top of the address space (a corrupt or hostile file)
+        // must not make an upper bound below the lower one (found by fuzz/SymbolFileFuzz).
+        let (end, wrapped) = s.address.addingReportingOverflow(max(s.size, 1))
+        let r = s.address..<(wrapped ? UInt64.max : end)
         return FunctionSymbol(name: s.name, entry: s.address, range: r, ranges: [r])
     }
 
@@ -260,7 +263,9 @@ public final class SymbolFile {
         }
         guard let line = dwarf_getsrc_die(&cudie, address) else { return nil }
         var number: Int32 = 0, column: Int32 = 0
-        guard let file = dwarf_linesrc(line, nil, nil), dwarf_lineno(line, &number) == 0 else { return nil }
+        // A negative line only comes from a corrupt line program (lines are unsigned in
+        // DWARF; libdw's int wraps): no line then, rather than "-51" or a trap downstream.
+        guard let file = dwarf_linesrc(line, nil, nil), dwarf_lineno(line, &number) == 0, number >= 0 else { return nil }
         _ = dwarf_linecol(line, &column)
         return SourceLocation(file: fileName(file), line: Int(number), column: Int(column))
     }
@@ -274,10 +279,14 @@ public final class SymbolFile {
         guard let s = image.sections.first(where: {
             $0.isAllocated && $0.hasFileBytes && address >= $0.address && address < $0.address &+ $0.size
         }) else { return nil }
+        // Checked sums: a corrupt section header (an offset near 2^64) must give nil, not a
+        // trap (found by fuzz/SymbolFileFuzz).
         let offsetInSection = address - s.address
-        guard offsetInSection + UInt64(count) <= s.size else { return nil }
-        let start = s.fileOffset + offsetInSection
-        guard start + UInt64(count) <= UInt64(mapped.count) else { return nil }
+        let (inSection, o1) = offsetInSection.addingReportingOverflow(UInt64(count))
+        guard !o1, inSection <= s.size else { return nil }
+        let (start, o2) = s.fileOffset.addingReportingOverflow(offsetInSection)
+        let (end, o3) = start.addingReportingOverflow(UInt64(count))
+        guard !o2, !o3, end <= UInt64(mapped.count) else { return nil }
         let bytes = mapped.bytes
         return Array(UnsafeRawBufferPointer(rebasing: bytes[Int(start)..<Int(start) + count]))
     }

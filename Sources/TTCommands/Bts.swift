@@ -320,11 +320,16 @@ public struct BtsExtract: ParsableCommand {
         if let vcpu, vcpu >= reader.header.vcpuCount {
             throw BTSError.badArgument("\(log): --vcpu \(vcpu): the log has \(reader.header.vcpuCount) vCPUs")
         }
-        let writer = try output.map { try BTSWriter(creating: FilePath($0), extended: extended) }
+        // -o: a new path or a regular file, written as OUT.partial and renamed when whole.
+        let out = output.map { FilePath($0) }
+        if let out { try SafeFiles.requireReplaceable(out) }
+        let partial = out.map { FilePath($0.string + ".partial") }
+        let writer = try partial.map { try BTSWriter(creating: $0, extended: extended) }
             ?? BTSWriter(fd: 1, extended: extended)
         let extractor = BranchExtractor(lower: range.lowerBound, upper: range.upperBound, vcpu: vcpu, extended: extended)
         let summary = try extractor.extract(from: reader, logPath: FilePath(log), to: writer)
         try writer.close()
+        if let out, let partial { try SafeFiles.commit(partial, to: out) }
         if debug {
             printError("\(log): \(summary.branchEntriesRead) branch entries read, \(summary.branchEntriesUsed) in range, \(summary.records) records written\(summary.usedIndex ? " (started through the index)" : "")")
             for (v, r) in summary.counterRangeSeen.sorted(by: { $0.key < $1.key }) {

@@ -9,9 +9,29 @@ import Glibc
 public func reportAndExit(_ error: Error, program: String = "tt") -> ExitCode {
     if let exit = error as? ExitCode { return exit }
     let text = String(describing: error).split(separator: "\n", omittingEmptySubsequences: true).joined(separator: "; ")
-    printError("\(program): \(text)")
-    let status = (error as? ExitStatusProviding)?.exitStatus ?? ExitStatus.failure
+    printError("\(program): \(escapingControlCharacters(text))")
+    let status = (error as? ExitStatusProviding)?.exitStatus ?? (error is ValidationError ? ExitStatus.usage : ExitStatus.failure)
     return ExitCode(status)
+}
+
+/// Control characters (C0, DEL, C1) as `\xNN`: error lines echo paths and arguments, and
+/// an ESC or BEL from them must not reach the terminal raw.
+func escapingControlCharacters(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: isControl) else { return text }
+    var out = String.UnicodeScalarView()
+    for u in text.unicodeScalars {
+        if isControl(u) {
+            let hex = String(u.value, radix: 16)
+            out.append(contentsOf: ("\\x" + (hex.count < 2 ? "0" + hex : hex)).unicodeScalars)
+        } else {
+            out.append(u)
+        }
+    }
+    return String(out)
+}
+
+private func isControl(_ u: Unicode.Scalar) -> Bool {
+    u.value < 0x20 && u != "\t" || (0x7f...0x9f).contains(u.value)
 }
 
 /// The one entry point of every executable (tt and the original bts-* names): parse the

@@ -65,6 +65,7 @@ struct Record: ParsableCommand {
         if stop || destroy {
             let dir = try state.resolve()
             guard dir.exists else { throw StateError.missing(dir.path) }
+            guard StateOwnership.isRecording(dir) else { throw StateError.missing(dir.path) }
             let lock = try dir.lock()
             defer { withExtendedLifetime(lock) {} }
             // The recording's own backend stops it, whatever --backend says.
@@ -74,7 +75,7 @@ struct Record: ParsableCommand {
                 if dir.fileExists(StateFile.backend) || dir.fileExists(StateFile.argv) {
                     try? SessionBackends.backend(for: dir, debug: debug).kill()
                 }
-                try dir.removeAll()
+                try SessionBackends.removeRecording(dir)
                 printLine("tt: removed \(dir.path)")
             } else {
                 printLine(stopped ? "tt: recording \(dir.name) stopped; state kept in \(dir.path)" : "tt: no recording of \(dir.name) in progress")
@@ -87,13 +88,14 @@ struct Record: ParsableCommand {
             ? try XenRecorder(guestType: XenGuestType(rawValue: guestType)!, live: live)
             : try SessionBackends.recorder(kind, arch: archValue)
         let dir = try state.resolve()
-        if dir.exists && (dir.fileExists(StateFile.argv) || dir.fileExists(StateFile.backend)) {
+        try StateOwnership.check(dir.path)
+        if dir.exists && StateOwnership.isRecording(dir) {
             guard force else { throw StateError.exists(dir.path) }
             let lock = try dir.lock()
             if let replay = try? SessionBackends.backend(for: dir, debug: debug) { replay.cleanUpAfterDeadOwners() }
             if let vm = recorder.runningVM(in: dir) { throw StateError.vmRunning(dir.path, vm: vm) }
             withExtendedLifetime(lock) {}
-            try dir.removeAll()
+            try SessionBackends.removeRecording(dir, replacing: true)
         }
         let request: RecordingRequest
         if let kernel {
@@ -120,7 +122,7 @@ struct Record: ParsableCommand {
         } catch {
             // A failed recording leaves nothing behind (not even the lock file) in a
             // directory this command created.
-            if created { try? dir.removeAll() }
+            if created { try? StateOwnership.remove(dir) }
             throw error
         }
         switch outcome {

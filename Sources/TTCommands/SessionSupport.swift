@@ -45,6 +45,14 @@ enum SessionBackends {
         }
     }
 
+    /// Remove a recording's files (StateOwnership's rules); say what was kept and why.
+    static func removeRecording(_ dir: StateDirectory, replacing: Bool = false) throws {
+        let kept = try StateOwnership.remove(dir, replacing: replacing)
+        if !kept.isEmpty {
+            printError("tt: \(dir.path): kept the directory: it also holds files that are not tt's (\(kept.prefix(3).joined(separator: ", "))\(kept.count > 3 ? ", ..." : ""))")
+        }
+    }
+
     /// Resolve a location's symbol against the recording's `symfile`.
     static func resolve(_ text: String, in state: StateDirectory) throws -> ResolvedLocation {
         try Location(parsing: text).resolved(RecordingSymbols(state).address(ofSymbol:))

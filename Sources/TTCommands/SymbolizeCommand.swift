@@ -131,7 +131,7 @@ private struct Printer {
             try out.append(" at ")
             try out.append(loc.file)
             try out.append(byte: UInt8(ascii: ":"))
-            try out.appendDecimal(UInt64(loc.line))
+            try out.appendDecimal(UInt64(clamping: loc.line))
         }
         try out.endLine()
     }

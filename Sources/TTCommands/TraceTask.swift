@@ -71,7 +71,8 @@ struct TraceTaskCommand: ParsableCommand {
             }
             if case .callReturn = end.condition { try recording.requireFunctionEntry(start.address, for: "the start \(start.text) at") }
             let out = output.map { FilePath($0) } ?? dir.file(StateFile.traceOutput)
-            if output != nil { try checkWritable(out) }
+            // Before running anything: OUT must be new or a regular file, in a directory.
+            try SafeFiles.requireReplaceable(out)
             try scope.attachOrBoot()
             let session = scope.session
             let wordSize = recording.elfWordSize ?? 64
@@ -131,15 +132,6 @@ struct TraceTaskCommand: ParsableCommand {
         dumper.annotate = { a, out in try symbolic.write(a, to: out) }
         try dumper.dump(try BTSFile(path: path), to: out)
         try out.flush()
-    }
-
-    /// Refuse an output path whose directory does not exist before running anything.
-    private func checkWritable(_ out: FilePath) throws {
-        var dir = out.removingLastComponent()
-        if dir.isEmpty { dir = "." }
-        guard access(dir.string, W_OK) == 0 else {
-            throw SystemError(path: dir, errno: Errno(rawValue: errno), doing: "cannot write the output there")
-        }
     }
 
 }

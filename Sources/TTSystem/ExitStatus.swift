@@ -12,6 +12,8 @@ public enum ExitStatus {
     public static let noInput: Int32 = 66
     /// A needed service is not there (no hypervisor, no QEMU).
     public static let unavailable: Int32 = 69
+    /// An output (file, directory, state directory) cannot be created.
+    public static let cannotCreate: Int32 = 73
     /// Reading or writing failed.
     public static let ioError: Int32 = 74
 }

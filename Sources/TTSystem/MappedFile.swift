@@ -32,12 +32,10 @@ public final class MappedFile {
 
     /// The whole regular file at `path`, read-only.
     public convenience init(path: FilePath) throws {
-        let fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
+        // A regular file only (a FIFO would block, a /proc file maps as empty).
+        let (fd, size) = try SafeFiles.openForReading(path)
         defer { try? fd.close() }
-        let st: Stat
-        do { st = try fd.stat() } catch { throw SystemError(path: path, errno: error, doing: "stat") }
-        guard st.type == .regular else { throw SystemError(path: path, message: "not a regular file") }
-        try self.init(fd, path: path, count: Int(st.size), access: .readOnly)
+        try self.init(fd, path: path, count: size, access: .readOnly)
     }
 
     /// `count` bytes of the open file `fd` from `offset` (a multiple of `pageSize`).

@@ -53,7 +53,9 @@ public final class OutputBuffer {
             let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw SystemError(path: nil, errno: Errno(rawValue: errno), doing: "write")
+                // Named here for the standard streams; BTSWriter names the files it opened.
+                let stream: FilePath? = fd == 1 ? "standard output" : fd == 2 ? "standard error" : nil
+                throw SystemError(path: stream, errno: Errno(rawValue: errno), doing: "write")
             }
             off += n
         }

@@ -29,7 +29,11 @@ final class BundledGuestTests: XCTestCase {
         let replay = try record(guest, "a", mode: "replay")
         XCTAssertEqual(first.status, Guest.successStatus)
         XCTAssertEqual(second.status, Guest.successStatus)
-        XCTAssertEqual(replay.status, Guest.successStatus)
+        // QEMU 10 replays the recorded shutdown event from its log on the main loop, racing
+        // the vCPU's isa-debug-exit write that sets the exit code: the replay exits with the
+        // guest's code or with 0 (measured: 0 in 3 of 6 replays of one recording). What the
+        // replay did is checked below, byte for byte.
+        XCTAssertTrue([Guest.successStatus, 0].contains(replay.status), "replay exit status \(replay.status)")
         XCTAssertEqual(replay.serial, first.serial)
         XCTAssertNotEqual(first.serial, second.serial)
         XCTAssertTrue(first.serial.hasPrefix("tt-guest \(guest.name == "guest64" ? 64 : 32)-bit: start\n"))

@@ -28,6 +28,29 @@ final class QEMUCommandLineTests: XCTestCase {
         ])
     }
 
+    /// A stored qemu.argv is accepted only as tt generates it: the program, any option
+    /// added, replaced or removed, is refused (tt runs it as root).
+    func testStoredCommandLineIsValidatedAgainstWhatTTGenerates() throws {
+        let machine = QEMUMachine(kernel: "kernel", initrd: "initrd", append: "console=ttyS0 quiet", memoryMB: 128)
+        let record = machine.recordArguments(plugin: "/old/libttplugin.so")
+        let parsed = try QEMUMachine(validatingRecorded: record, file: "qemu.argv")
+        XCTAssertEqual(parsed.recordArguments(plugin: "/old/libttplugin.so"), record)
+        XCTAssertEqual(parsed.recordArguments(plugin: "/new/libttplugin.so").first, QEMUMachine.binary)
+        var hostile: [[String]] = []
+        var shell = record; shell[0] = "sh"; hostile.append(shell)
+        var extra = record; extra.insert(contentsOf: ["-device", "loader,file=/etc/shadow"], at: 3); hostile.append(extra)
+        hostile.append(Array(record.dropLast()))
+        hostile.append(record + ["-S"])
+        var memory = record; memory[memory.firstIndex(of: "-m")! + 1] = "-x"; hostile.append(memory)
+        var plugin = record; plugin[plugin.count - 1] = "/tmp/evil.so"; hostile.append(plugin)
+        for argv in hostile {
+            XCTAssertThrowsError(try QEMUMachine(validatingRecorded: argv, file: "qemu.argv"), "\(argv)") { error in
+                XCTAssertTrue(String(describing: error).contains("qemu.argv"), "\(error)")
+                XCTAssertTrue(String(describing: error).contains("refusing to run it"), "\(error)")
+            }
+        }
+    }
+
     func testForeignCommandLineIsRefused() {
         XCTAssertThrowsError(try QEMUMachine.replayArguments(fromRecord: ["qemu-system-x86_64", "-kernel", "k"])) { error in
             XCTAssertTrue(String(describing: error).contains("not a tt recording's command line"), "\(error)")

@@ -1,4 +1,5 @@
 import XCTest
+import Foundation
 @testable import XenTT
 import TTSystem
 #if canImport(Glibc)
@@ -25,7 +26,7 @@ final class StateDirectoryTests: XCTestCase {
 
     func testPathsAndModes() throws {
         let base = NSTemporaryDirectory() + "tt-sd-\(getpid())"
-        defer { _ = try? StateDirectory(name: "x", explicit: base, base: "/").removeAll() }
+        defer { try? FileManager.default.removeItem(atPath: base) }
         let d = try StateDirectory(name: "rec", explicit: nil, base: base + "/deep/er")
         XCTAssertEqual(d.path.string, base + "/deep/er/rec")
         try d.create()
@@ -43,10 +44,61 @@ final class StateDirectoryTests: XCTestCase {
         XCTAssertTrue(try StateDirectory(name: "rec", explicit: "rel/dir", base: "/").path.isAbsolute)
     }
 
+    /// tt takes only directories that are its own, and removes only its own files.
+    func testOwnershipRules() throws {
+        let base = NSTemporaryDirectory() + "tt-own-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        XCTAssertEqual(mkdir(base, 0o755), 0)
+        func dir(_ n: String) throws -> StateDirectory { try StateDirectory(name: "x", explicit: base + "/" + n, base: "/") }
+        func mode(_ p: String) -> mode_t { var st = stat(); return lstat(p, &st) == 0 ? st.st_mode & 0o7777 : 0 }
+        // A regular file, a symlink and a non-empty foreign directory are refused (73), untouched.
+        XCTAssertTrue(FileManager.default.createFile(atPath: base + "/f", contents: Data("keep".utf8), attributes: [.posixPermissions: 0o644]))
+        XCTAssertEqual(symlink(base + "/f", base + "/l"), 0)
+        XCTAssertEqual(mkdir(base + "/v", 0o755), 0)
+        XCTAssertTrue(FileManager.default.createFile(atPath: base + "/v/keep", contents: nil))
+        for (n, why) in [("f", "a regular file, not a directory"), ("l", "a symbolic link"), ("v", "not a tt recording and is not empty")] {
+            XCTAssertThrowsError(try dir(n).create(), n) { error in
+                XCTAssertTrue("\(error)".contains(why), "\(n): \(error)")
+                XCTAssertEqual((error as? ExitStatusProviding)?.exitStatus, ExitStatus.cannotCreate, n)
+            }
+        }
+        XCTAssertEqual(mode(base + "/f"), 0o644)
+        XCTAssertEqual(mode(base + "/v"), 0o755)
+        XCTAssertThrowsError(try StateOwnership.remove(try dir("v"))) { XCTAssertTrue("\($0)".contains("not a tt recording"), "\($0)") }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: base + "/v/keep"))
+        // Group- or other-writable, or another owner's: refused with the reason.
+        XCTAssertEqual(mkdir(base + "/w", 0o700), 0)
+        XCTAssertEqual(chmod(base + "/w", 0o770), 0)
+        XCTAssertThrowsError(try dir("w").requireRecording()) { XCTAssertTrue("\($0)".contains("writable by its group"), "\($0)") }
+        XCTAssertThrowsError(try dir("w").lock()) { XCTAssertTrue("\($0)".contains("writable by its group"), "\($0)") }
+        if geteuid() == 0 {
+            XCTAssertEqual(mkdir(base + "/o", 0o700), 0)
+            XCTAssertEqual(chown(base + "/o", 1, 1), 0)
+            XCTAssertThrowsError(try dir("o").requireRecording()) { XCTAssertTrue("\($0)".contains("owned by uid 1, not by you"), "\($0)") }
+        }
+        // An empty directory is taken; removal unlinks tt's files only and keeps the rest.
+        XCTAssertEqual(mkdir(base + "/e", 0o755), 0)
+        let e = try dir("e")
+        try e.create()
+        XCTAssertEqual(mode(base + "/e"), 0o700)
+        try e.write("qemu.argv", "a\n")
+        XCTAssertTrue(FileManager.default.createFile(atPath: base + "/e/mine", contents: nil))
+        XCTAssertEqual(try StateOwnership.remove(e), ["mine"])
+        XCTAssertFalse(e.fileExists("qemu.argv"))
+        XCTAssertFalse(e.fileExists(StateOwnership.marker))
+        XCTAssertTrue(e.fileExists("mine"))
+        // Without other files the directory goes too.
+        let g = try dir("g")
+        try g.create()
+        try g.write("qemu.argv", "a\n")
+        XCTAssertEqual(try StateOwnership.remove(g), [])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/g"))
+    }
+
     func testLockIsExclusiveAndNamesTheHolder() throws {
         let base = NSTemporaryDirectory() + "tt-lock-\(getpid())"
         let d = try StateDirectory(name: "x", explicit: base, base: "/")
-        defer { try? d.removeAll() }
+        defer { try? StateOwnership.remove(d) }
         try d.create()
         var first: StateLock? = try d.lock()
         XCTAssertNotNil(first)

@@ -156,8 +156,17 @@ final class TraceTaskTests: XCTestCase {
     /// SIGINT while tracing: non-zero exit, no QEMU left, the records so far in OUT.partial
     /// (a prefix of the exact trace), no OUT, the replay log ended with an error entry.
     func testInterruptLeavesNoQEMUAndMarksOutputPartial() throws {
+        try interruptWhileTracing(SIGINT, tag: "-sig")
+    }
+
+    /// The same with SIGTERM, which exits 143 (128 + 15), not SIGINT's 130.
+    func testTerminateExits143() throws {
+        try interruptWhileTracing(SIGTERM, tag: "-term")
+    }
+
+    private func interruptWhileTracing(_ signal: Int32, tag: String) throws {
         let g = Guest.g32
-        let state = try record(g, tag: "-sig")
+        let state = try record(g, tag: tag)
         let out = state + "/sig.bts"
         // kmain's first execution to an end never reached: tracing runs to the replay's end.
         let started = try TT.start([TT.tt, "trace-task", "-x", "-s", state, "--start", "kmain", "--end", "debug_exit:999999999", "-o", out, g.name])
@@ -177,14 +186,14 @@ final class TraceTaskTests: XCTestCase {
             if !flowing { usleep(500) }
         }
         XCTAssertTrue(flowing, "tracing never started")
-        kill(started.pid, SIGINT)
+        kill(started.pid, signal)
         let r = TT.collect(started)
         // 130 when the stop took effect while tracing; 2 ("not reached") when QEMU ran to the end
         // of the recording before serving it: the replaying vCPU keeps QEMU's main loop (which
         // reads the gdb stub's interrupt) waiting until it yields, and the bundled guest's whole
         // run lasts a fraction of a second without yielding. Either way: non-zero, no QEMU,
         // OUT.partial.
-        XCTAssertTrue([130, 2].contains(r.status), "status \(r.status): " + r.out + r.err)
+        XCTAssertTrue([128 + signal, 2].contains(r.status), "status \(r.status): " + r.out + r.err)
         XCTAssertEqual(TT.processes(in: state), [], "a QEMU was left behind")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         XCTAssertTrue(r.err.contains("partial"), r.err)

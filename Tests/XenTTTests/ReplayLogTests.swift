@@ -1,4 +1,5 @@
 import XCTest
+import CCRC32C
 import SystemPackage
 import TTSystem
 @testable import XenTT
@@ -329,6 +330,30 @@ final class ReplayLogDamageTests: XCTestCase {
                 XCTAssertFalse(r.salvageReport.isEmpty)
                 XCTAssertEqual(r.salvageReport.skips.first?.start, UInt64(boundaries[damaged]))
             }
+        }
+    }
+
+    /// A checksum-valid entry whose index is wrong (a jump forward) is the one skipped:
+    /// the intact entries after it, which go on from the expected index, are all kept.
+    func testSalvageSkipsAWrongIndexNotTheEntriesAfterIt() throws {
+        let (bytes, m, boundaries) = try sample()
+        for damaged in [3, 20, m.count - 5] {
+            var bad = bytes
+            let at = boundaries[damaged]
+            let total = boundaries[damaged + 1] - at
+            bad.withUnsafeMutableBytes { p in
+                p.storeBytes(of: UInt64(damaged + 1000).littleEndian, toByteOffset: at + 24, as: UInt64.self)
+                let head = tt_crc32c_update(0, p.baseAddress! + at, 20)
+                p.storeBytes(of: tt_crc32c_update(head, p.baseAddress! + at + 24, total - 24).littleEndian,
+                             toByteOffset: at + 20, as: UInt32.self)
+            }
+            let r = try bad.withUnsafeBytes { try ReplayLogReader(bytes: $0, name: "idx", salvage: true) }
+            let got = try readModel(r)
+            var expected = m.enumerated().map { (UInt64($0.offset), $0.element) }
+            expected.remove(at: damaged)
+            XCTAssertTrue(got.elementsEqual(expected, by: { $0.0 == $1.0 && $0.1 == $1.1 }),
+                          "entry \(damaged) with index \(damaged + 1000): kept \(got.map { $0.0 })")
+            XCTAssertEqual(r.salvageReport.skips.map { $0.start }, [UInt64(at)])
         }
     }
 

@@ -24,25 +24,16 @@ final class LogBytes {
     init(path: FilePath) throws {
         name = path.string
         self.path = path
-        let fd: FileDescriptor
+        // A regular file only: a FIFO would block, a /proc file reads as empty.
+        let opened: (fd: FileDescriptor, size: Int)
         do {
-            fd = try FileDescriptor.open(path, .readOnly, options: [.closeOnExec])
-        } catch let e as Errno {
-            throw ReplayLogError.system(e, path: path, doing: "open")
+            opened = try SafeFiles.openForReading(path)
+        } catch let e as SystemError {
+            if let errno = e.errno { throw ReplayLogError.system(errno, path: path, doing: "open") }
+            throw ReplayLogError(.noInput, path: name, e.message)
         }
-        let st: Stat
-        do {
-            st = try fd.stat()
-        } catch {
-            try? fd.close()
-            throw ReplayLogError.system(error, path: path, doing: "stat")
-        }
-        guard st.type == .regular else {
-            try? fd.close()
-            throw ReplayLogError(.noInput, path: name, "not a regular file")
-        }
-        self.fd = fd
-        self.size = UInt64(st.size)
+        self.fd = opened.fd
+        self.size = UInt64(opened.size)
         self.memory = nil
     }
 

@@ -345,6 +345,8 @@ public struct ReplayLogError: Error, ExitStatusProviding, CustomStringConvertibl
         case noInput
         /// The caller asked for something the log refuses (overwrite, bad argument).
         case refused
+        /// An output (the sidecar index) cannot be created.
+        case cannotCreate
     }
 
     public let kind: Kind
@@ -367,6 +369,7 @@ public struct ReplayLogError: Error, ExitStatusProviding, CustomStringConvertibl
         case .io: return ExitStatus.ioError
         case .noInput: return ExitStatus.noInput
         case .refused: return ExitStatus.failure
+        case .cannotCreate: return ExitStatus.cannotCreate
         }
     }
 

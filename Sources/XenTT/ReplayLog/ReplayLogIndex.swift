@@ -226,17 +226,23 @@ public struct ReplayLogIndex: Equatable, Sendable {
     public func write(to path: FilePath) throws {
         let tmp = FilePath(path.string + ".tmp.\(getpid())")
         let bytes = encoded()
+        var created = false
         do {
-            let fd = try FileDescriptor.open(tmp, .writeOnly, options: [.create, .truncate, .closeOnExec],
-                                             permissions: [.ownerReadWrite])
+            // Never through a symlink planted at the temporary's name, never over a non-file.
+            try SafeFiles.requireReplaceable(path)
+            let fd = try SafeFiles.createTemporary(tmp)
+            created = true
             try fd.closeAfter {
                 _ = try fd.writeAll(bytes)
                 guard fsync(fd.rawValue) == 0 else { throw Errno(rawValue: errno) }
             }
-            guard rename(tmp.string, path.string) == 0 else { throw Errno(rawValue: errno) }
+            try SafeFiles.commit(tmp, to: path)
         } catch let e as Errno {
-            _ = unlink(tmp.string)
+            if created { _ = unlink(tmp.string) }
             throw ReplayLogError(.io, path: path.string, "writing the index: \(e.description)")
+        } catch let e as SystemError {
+            if created { _ = unlink(tmp.string) }
+            throw ReplayLogError(.cannotCreate, path: path.string, "writing the index: \(e)")
         }
     }
 }

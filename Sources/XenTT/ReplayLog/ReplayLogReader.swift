@@ -201,6 +201,17 @@ public final class ReplayLogReader {
                         skip(to: position + UInt64(e.slotCount * slotSize), what + " (an out-of-sequence entry)")
                         continue
                     }
+                    // A jump forward is either a gap (the entries after this one go on from
+                    // its index) or this entry's index is the wrong one (they go on from the
+                    // expected one): the next intact entry tells, so that one bad index does
+                    // not make every good entry after it "out of sequence".
+                    let following = position + UInt64(e.slotCount * slotSize)
+                    if following + UInt64(ReplayLogFormat.entryHeaderSize) <= bytes.size,
+                       case .entry(let n) = try decode(at: following), n.index == expectedIndex &+ 1 {
+                        skip(to: following, what + " (the entries after it go on from \(expectedIndex))")
+                        expectedIndex = n.index
+                        continue
+                    }
                     salvageReport.skips.append(.init(start: position, end: position, entry: expectedIndex,
                                                      reason: "entries \(expectedIndex)..<\(e.index) missing"))
                     expectedIndex = e.index

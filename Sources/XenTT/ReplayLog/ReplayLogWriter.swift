@@ -81,7 +81,7 @@ public final class ReplayLogWriter {
         entryCount = reader.expectedIndex
         byteCount = reader.position
         do {
-            fd = try FileDescriptor.open(path, .writeOnly, options: [.append, .closeOnExec])
+            fd = try FileDescriptor.open(path, .writeOnly, options: [.append, .closeOnExec, .noFollow])
         } catch let e as Errno {
             throw ReplayLogError.system(e, path: path, doing: "open")
         }

@@ -64,8 +64,9 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
     public init(parsing text: String) throws {
         func fail(_ problem: String) -> ParseError { ParseError(text: text, problem: problem) }
         guard !text.isEmpty else { throw fail("empty") }
-        guard text.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f }) else {
-            throw fail("contains spaces or control characters")
+        if let bad = text.unicodeScalars.first(where: { $0.value <= 0x20 || $0.value >= 0x7f }) {
+            throw fail(bad.value <= 0x20 || bad.value == 0x7f ? "contains spaces or control characters"
+                       : "contains '\(bad)' (symbols and numbers are ASCII)")
         }
         if text == "return" {
             place = .callReturn
@@ -88,6 +89,7 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
             head = body[..<hash]
             let count = body[body.index(after: hash)...]
             guard let n = Self.number(count), n >= 1 else {
+                if Self.isTooLarge(count) { throw fail("occurrence '\(count)' after '#' is larger than \(UInt64.max)") }
                 throw fail("occurrence '\(count)' after '#' must be a number ≥ 1")
             }
             condition = .occurrence(n)
@@ -99,10 +101,16 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
             if parts.count == 1 {
                 condition = .next
             } else {
-                guard let b = Self.number(parts[1]) else { throw fail("branch count '\(parts[1])' is not a number") }
+                guard let b = Self.number(parts[1]) else {
+                    if Self.isTooLarge(parts[1]) { throw fail("branch count '\(parts[1])' is larger than \(UInt64.max)") }
+                    throw fail("branch count '\(parts[1])' is not a number")
+                }
                 var cx: UInt64? = nil
                 if parts.count == 3 {
-                    guard let c = Self.number(parts[2]) else { throw fail("cx '\(parts[2])' is not a number") }
+                    guard let c = Self.number(parts[2]) else {
+                        if Self.isTooLarge(parts[2]) { throw fail("cx '\(parts[2])' is larger than \(UInt64.max)") }
+                        throw fail("cx '\(parts[2])' is not a number")
+                    }
                     cx = c
                 }
                 condition = .exact(brctr: b, cx: cx)
@@ -132,6 +140,13 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Decimal, or hex with 0x.
+    /// Digits only, but too many for 64 bits (so "not a number" would mislead).
+    static func isTooLarge(_ s: Substring) -> Bool {
+        let hex = s.hasPrefix("0x") || s.hasPrefix("0X")
+        let digits = hex ? s.dropFirst(2) : s
+        return number(s) == nil && !digits.isEmpty && digits.allSatisfy { hex ? $0.isHexDigit : $0.isASCII && $0.isNumber }
+    }
+
     static func number(_ s: Substring) -> UInt64? {
         if s.hasPrefix("0x") || s.hasPrefix("0X") {
             let digits = s.dropFirst(2)

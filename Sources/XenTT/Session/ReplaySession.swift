@@ -1,4 +1,7 @@
 import TTSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Errors of replay sessions, one line each, with the exit status they deserve.
 public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {

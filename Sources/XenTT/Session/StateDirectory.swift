@@ -14,6 +14,13 @@ public enum StateError: Error, CustomStringConvertible, ExitStatusProviding {
     case vmRunning(FilePath, vm: String)
     case noVM(FilePath)
     case badFile(FilePath, String)
+    /// The path cannot become (or be used as) a state directory: 73.
+    case refused(FilePath, String)
+    /// Owned by someone else or writable by others: tt, running as root, would act on
+    /// files another user controls.
+    case notOwned(FilePath, String)
+    /// QEMU did not end the recording cleanly; the reason is QEMU's own.
+    case incomplete(FilePath, String)
 
     public var description: String {
         switch self {
@@ -21,8 +28,12 @@ public enum StateError: Error, CustomStringConvertible, ExitStatusProviding {
         case .badPath(let p, let why): return "bad state directory '\(p)': \(why)"
         case .missing(let p): return "\(p): no recording here (run tt record first)"
         case .exists(let p): return "\(p): a recording already exists (use -f to replace it)"
-        case .busy(let p, let pid): return "\(p): in use by pid \(pid)"
+        case .busy(let p, let pid):
+            return pid > 0 ? "\(p): in use by pid \(pid)" : "\(p): in use by another tt command (it has not written its pid to lock yet)"
         case .vmRunning(let p, let vm): return "\(p): a VM of this state directory is running: \(vm)"
+        case .refused(let p, let why): return "\(p): \(why)"
+        case .notOwned(let p, let why): return "\(p): \(why); refusing to use it"
+        case .incomplete(let p, let why): return "\(p): the recording is incomplete (\(why)); record it again with tt record -f"
         case .noVM(let p): return "\(p): no replay VM is running (start one with tt replay)"
         case .badFile(let p, let why): return "\(p): \(why)"
         }
@@ -30,8 +41,10 @@ public enum StateError: Error, CustomStringConvertible, ExitStatusProviding {
 
     public var exitStatus: Int32 {
         switch self {
-        case .badName, .badPath, .badFile: return ExitStatus.dataError
+        case .badName, .badPath, .badFile, .incomplete: return ExitStatus.dataError
         case .missing, .noVM: return ExitStatus.noInput
+        case .refused: return ExitStatus.cannotCreate
+        case .notOwned: return ExitStatus.noInput
         default: return ExitStatus.failure
         }
     }
@@ -90,40 +103,58 @@ public struct StateDirectory: Sendable {
     }
 
     public func fileExists(_ name: String) -> Bool {
-        (try? file(name).stat(followTargetSymlink: false)) != nil
+        guard let dfd = try? openDirectory() else { return false }
+        defer { close(dfd) }
+        var st = stat()
+        return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0
     }
 
-    /// Create the directory (and missing parents) with mode 0700.
-    public func create() throws {
-        var prefix = FilePath("/")
-        for c in path.components {
-            prefix.append(c)
-            if Self.isDirectory(prefix) { continue }
-            if mkdir(prefix.string, 0o700) != 0 && errno != EEXIST {
-                throw SystemError(path: prefix, errno: Errno(rawValue: errno), doing: "mkdir")
-            }
+    /// The directory itself, never through a symlink: every file operation below is
+    /// relative to this descriptor (openat, renameat, unlinkat), so swapping the path for
+    /// a link after the checks cannot redirect a write.
+    func openDirectory() throws -> Int32 {
+        let fd = open(path.string, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ELOOP || errno == ENOTDIR { try StateOwnership.check(path) }
+            throw SystemError.last(path, doing: "open the state directory")
         }
-        guard chmod(path.string, 0o700) == 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "chmod") }
+        return fd
     }
+
+    /// Create the directory (missing parents too) with mode 0700 and tt's marker, or take
+    /// an existing one that is tt's (see StateOwnership).
+    public func create() throws { try StateOwnership.create(self) }
 
     public func requireRecording() throws {
-        guard exists, fileExists("qemu.argv") || fileExists("backend") else { throw StateError.missing(path) }
+        try StateOwnership.check(path)
+        guard StateOwnership.hasRecording(self) else { throw StateError.missing(path) }
+        if let why = readIfPresent(StateFile.incomplete) {
+            throw StateError.incomplete(path, why.trimmingWhitespace)
+        }
     }
 
-    /// Write a file atomically (temporary + rename), mode 0600.
+    /// Write a file atomically (temporary + rename), mode 0600. The temporary is created
+    /// with O_EXCL|O_NOFOLLOW: a link planted at its name fails the create.
     public func write(_ name: String, _ text: String) throws {
-        let tmp = file("." + name + ".tmp")
-        _ = unlink(tmp.string)
-        let fd = try FileDescriptor.open(tmp, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec, .noFollow],
-                                         permissions: [.ownerReadWrite])
+        let dfd = try openDirectory()
+        defer { close(dfd) }
+        let tmp = "." + name + ".tmp"
+        var st = stat()
+        if fstatat(dfd, tmp, &st, AT_SYMLINK_NOFOLLOW) == 0 && (st.st_mode & S_IFMT) == S_IFREG { _ = unlinkat(dfd, tmp, 0) }
+        let fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError.last(file(tmp), doing: "create", status: ExitStatus.cannotCreate) }
         do {
-            try fd.closeAfter { _ = try fd.writeAll(Array(text.utf8)) }
+            try FileDescriptor(rawValue: fd).closeAfter {
+                _ = try SystemError.naming(file(name), "write") { try FileDescriptor(rawValue: fd).writeAll(Array(text.utf8)) }
+            }
         } catch {
-            _ = unlink(tmp.string)
+            _ = unlinkat(dfd, tmp, 0)
             throw error
         }
-        guard rename(tmp.string, file(name).string) == 0 else {
-            throw SystemError(path: file(name), errno: Errno(rawValue: errno), doing: "rename")
+        guard renameat(dfd, tmp, dfd, name) == 0 else {
+            let e = SystemError.last(file(name), doing: "rename", status: ExitStatus.cannotCreate)
+            _ = unlinkat(dfd, tmp, 0)
+            throw e
         }
     }
 
@@ -150,37 +181,19 @@ public struct StateDirectory: Sendable {
         return lines
     }
 
-    public func remove(_ name: String) { _ = unlink(file(name).string) }
-
-    /// Remove the whole directory tree (tt record -D, -f). Only regular files, sockets
-    /// and subdirectories this tool made; never follows symlinks.
-    public func removeAll() throws {
-        try Self.removeTree(path)
-    }
-
-    private static func removeTree(_ p: FilePath) throws {
-        guard let dir = opendir(p.string) else {
-            if errno == ENOENT { return }
-            throw SystemError(path: p, errno: Errno(rawValue: errno), doing: "opendir")
-        }
-        var names: [String] = []
-        while let e = readdir(dir) {
-            let n = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            if n != "." && n != ".." { names.append(n) }
-        }
-        closedir(dir)
-        for n in names {
-            let child = p.appending(n)
-            if isDirectory(child) { try removeTree(child) } else if unlink(child.string) != 0 {
-                throw SystemError(path: child, errno: Errno(rawValue: errno), doing: "unlink")
-            }
-        }
-        if rmdir(p.string) != 0 { throw SystemError(path: p, errno: Errno(rawValue: errno), doing: "rmdir") }
+    /// Remove one of tt's files (never a directory, never through a link).
+    public func remove(_ name: String) {
+        guard let dfd = try? openDirectory() else { return }
+        _ = unlinkat(dfd, name, 0)
+        close(dfd)
     }
 
     /// Exclusive use of this state directory by this process for one command
     /// (released when the returned lock is dropped or the process dies).
-    public func lock() throws -> StateLock { try StateLock(directory: self) }
+    public func lock() throws -> StateLock {
+        try StateOwnership.check(path)
+        return try StateLock(directory: self)
+    }
 }
 
 /// flock(2) on `<state>/lock`, holding our pid. The kernel drops it when the holder
@@ -190,7 +203,11 @@ public final class StateLock {
 
     init(directory: StateDirectory) throws {
         let path = directory.file("lock")
-        fd = try FileDescriptor.open(path, .readWrite, options: [.create, .closeOnExec, .noFollow], permissions: [.ownerReadWrite])
+        let dfd = try directory.openDirectory()
+        defer { close(dfd) }
+        let raw = openat(dfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard raw >= 0 else { throw SystemError.last(path, doing: "open", status: ExitStatus.cannotCreate) }
+        fd = FileDescriptor(rawValue: raw)
         if flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
             let e = errno
             var holder: Int32 = 0

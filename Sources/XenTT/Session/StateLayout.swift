@@ -12,6 +12,12 @@ public enum StateFile {
     public static let lock = "lock"
     /// The replay log `tt trace-task` writes, and its default BTS output.
     public static let traceLog = "trace.ttlog", traceOutput = "trace.bts"
+    /// The trace log's index and the default output while it is being written.
+    public static let traceLogIndex = "trace.ttlog.idx", traceOutputPartial = "trace.bts.partial"
+    /// Written when tt creates a state directory: the directory is tt's (see StateOwnership).
+    public static let marker = ".tt-recording"
+    /// Present when the recording did not end cleanly; holds the recorder's reason.
+    public static let incomplete = "recording.incomplete"
     /// The timeline's checkpoints of the live replay (one line each, see `Timeline`).
     public static let checkpoints = "replay.snapshots"
 
@@ -34,6 +40,14 @@ public enum StateFile {
     /// Present in a live Xen session's directory (`tt record --backend xen --live`):
     /// nothing was recorded; the domain runs for real.
     public static let live = "live"
+
+    /// Every name above: what removing a recording (`tt record -D`, `-f`) may unlink, and
+    /// nothing else (see StateOwnership.remove).
+    public static let all = [backend, symfile, lock, traceLog, traceOutput, traceLogIndex, traceOutputPartial,
+                             marker, incomplete, checkpoints,
+                             argv, replayArgv, recording, snapshot, replaySnapshot, recordConsole, replayConsole,
+                             recordLog, replayLog, recordShm, replayShm, qmp, gdb, pid, recordPID, kernel, initrd, qemuVersion,
+                             recordConfig, recordJSON, replayConfig, replayJSON, domid, live]
 }
 
 /// The hypervisor a recording was made with; stored in `StateFile.backend`.

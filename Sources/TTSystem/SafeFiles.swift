@@ -1,0 +1,113 @@
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The one way tt opens the files a user names, as root: inputs must be regular files
+/// (a FIFO would block the open or the read forever, a /proc file reads as empty), and an
+/// output replaces only a regular file or nothing, through a temporary of its own that no
+/// symlink can redirect.
+public enum SafeFiles {
+    /// The kind of a file for error messages ("a FIFO", "a directory", ...).
+    public static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFREG: return "a regular file"
+        case S_IFDIR: return "a directory"
+        case S_IFLNK: return "a symbolic link"
+        case S_IFIFO: return "a FIFO"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        default: return "not a regular file"
+        }
+    }
+
+    /// lstat(2): nil when nothing is there.
+    public static func lstatIfPresent(_ path: FilePath, status: Int32? = nil) throws -> stat? {
+        var st = stat()
+        if lstat(path.string, &st) == 0 { return st }
+        if errno == ENOENT { return nil }
+        throw SystemError.last(path, doing: "lstat", status: status)
+    }
+
+    /// Open a regular file for reading. O_NONBLOCK for the open only, so a FIFO cannot
+    /// block it; the type is checked on the descriptor (no race with a rename). A regular
+    /// file of size 0 that still has bytes (/proc, /sys) is refused rather than read as
+    /// empty, because every reader here trusts the size.
+    public static func openForReading(_ path: FilePath) throws -> (fd: FileDescriptor, size: Int) {
+        let raw = path.withPlatformString { open($0, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY) }
+        guard raw >= 0 else { throw SystemError.last(path, doing: "open") }
+        let fd = FileDescriptor(rawValue: raw)
+        var st = stat()
+        guard fstat(raw, &st) == 0 else {
+            let e = SystemError.last(path, doing: "stat")
+            try? fd.close()
+            throw e
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            try? fd.close()
+            throw SystemError(path: path, message: "open: \(kind(st.st_mode)), not a regular file", status: ExitStatus.noInput)
+        }
+        if st.st_size == 0 {
+            // A pseudo-file (/proc, /sys) says size 0 but has contents: one byte tells.
+            var byte: UInt8 = 0
+            if pread(raw, &byte, 1, 0) == 1 {
+                try? fd.close()
+                throw SystemError(path: path, message: "open: a file whose size is unknown (a /proc or /sys file); copy it to a regular file first",
+                                  status: ExitStatus.noInput)
+            }
+        }
+        _ = fcntl(raw, F_SETFL, fcntl(raw, F_GETFL) & ~O_NONBLOCK)
+        return (fd, Int(st.st_size))
+    }
+
+    /// Refuse to replace `path` unless nothing is there or it is a regular file: a device
+    /// node, a FIFO, a directory or a symlink named as an output is never replaced or
+    /// written through. 73: the output cannot be created.
+    public static func requireReplaceable(_ path: FilePath) throws {
+        guard let st = try lstatIfPresent(path, status: ExitStatus.cannotCreate) else {
+            // Nothing there: the directory must exist and be one, or the create fails later
+            // with a bare ENOENT after the work is done.
+            var dir = path.removingLastComponent()
+            if dir.isEmpty { dir = "." }
+            var dst = stat()
+            guard stat(dir.string, &dst) == 0 else { throw SystemError.last(dir, doing: "output directory", status: ExitStatus.cannotCreate) }
+            guard (dst.st_mode & S_IFMT) == S_IFDIR else {
+                throw SystemError(path: dir, message: "output directory: \(kind(dst.st_mode)), not a directory", status: ExitStatus.cannotCreate)
+            }
+            guard access(dir.string, W_OK | X_OK) == 0 else { throw SystemError.last(dir, doing: "output directory", status: ExitStatus.cannotCreate) }
+            return
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw SystemError(path: path, message: "refusing to replace \(kind(st.st_mode)) with an output file; name a regular file or a new path",
+                              status: ExitStatus.cannotCreate)
+        }
+    }
+
+    /// Create `temporary` for writing, mode 0600: a stale one is removed only if it is a
+    /// regular file (tt's own leftover); then O_CREAT|O_EXCL|O_NOFOLLOW, so a symlink or
+    /// anything else put there in between makes the create fail instead of being followed.
+    public static func createTemporary(_ temporary: FilePath) throws -> FileDescriptor {
+        if let st = try lstatIfPresent(temporary) {
+            guard (st.st_mode & S_IFMT) == S_IFREG else {
+                throw SystemError(path: temporary, message: "refusing to remove \(kind(st.st_mode)) in the way of a temporary file",
+                                  status: ExitStatus.cannotCreate)
+            }
+            guard unlink(temporary.string) == 0 || errno == ENOENT else {
+                throw SystemError.last(temporary, doing: "unlink", status: ExitStatus.cannotCreate)
+            }
+        }
+        return try SystemError.naming(temporary, "create", status: ExitStatus.cannotCreate) {
+            try FileDescriptor.open(temporary, .writeOnly, options: [.create, .exclusiveCreate, .noFollow, .closeOnExec],
+                                    permissions: [.ownerReadWrite])
+        }
+    }
+
+    /// Rename a finished temporary over `path`, checking again that `path` may be replaced.
+    public static func commit(_ temporary: FilePath, to path: FilePath) throws {
+        try requireReplaceable(path)
+        guard rename(temporary.string, path.string) == 0 else {
+            throw SystemError.last(temporary, doing: "rename to \(path)", status: ExitStatus.cannotCreate)
+        }
+    }
+}
