@@ -120,9 +120,10 @@ struct Record: ParsableCommand {
             try dir.write(StateFile.symfile, request.symbols.string + "\n")
             outcome = try recorder.record(request, into: dir, cancellation: .onSignals())
         } catch {
-            // A failed recording leaves nothing behind (not even the lock file) in a
-            // directory this command created.
-            if created { try? StateOwnership.remove(dir) }
+            // A recording that failed before it began leaves nothing behind (not even the
+            // lock file) in a directory this command created; one the VM began is kept,
+            // marked incomplete, with the VM's own log of why.
+            if created && !dir.fileExists(StateFile.incomplete) { try? StateOwnership.remove(dir) }
             throw error
         }
         switch outcome {
