@@ -133,7 +133,11 @@ public struct QEMUMachine: Sendable {
             throw QEMUError("\(StateFile.argv) is not a tt recording's command line (found \(replaced) of 4 parts to adapt)",
                             status: ExitStatus.dataError)
         }
-        return out + ["-S", "-qmp", "unix:\(StateFile.qmp),server=on,wait=off", "-gdb", "unix:\(StateFile.gdb),server=on,wait=off"]
+        // The guest's end (isa-debug-exit, poweroff) pauses a replay instead of ending QEMU:
+        // a live replay stays usable there (replay-seek goes back), even when the command that
+        // was running it died and the vCPU ran on to the end.
+        return out + ["-S", "-qmp", "unix:\(StateFile.qmp),server=on,wait=off", "-gdb", "unix:\(StateFile.gdb),server=on,wait=off",
+                      "-action", "shutdown=pause"]
     }
 }
 

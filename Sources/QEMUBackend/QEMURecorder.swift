@@ -198,11 +198,13 @@ public final class QEMURecorder: Recorder {
     }
 
     /// Copy a console file to stdout as it grows, until `pid` exits or a signal comes.
-    public static func followConsole(_ file: FilePath, whileAlive pid: Int32, cancellation: Cancellation) {
+    /// `andWhile`: checked every 100 ms; following ends when it says false.
+    public static func followConsole(_ file: FilePath, whileAlive pid: Int32, cancellation: Cancellation,
+                                     andWhile running: () -> Bool = { true }) {
         var offset: off_t = 0
         while true {
             offset = copyNew(file, from: offset)
-            guard RunningProcess(pid: pid).isAlive else { break }
+            guard RunningProcess(pid: pid).isAlive, running() else { break }
             var p = pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)
             _ = poll(&p, 1, 100)
             if cancellation.isCancelled { break }

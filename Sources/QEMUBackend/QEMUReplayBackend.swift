@@ -44,7 +44,16 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     public func followConsole(until cancellation: Cancellation) throws {
         guard let pid = vmPID else { return }
-        QEMURecorder.followConsole(state.file(F.replayConsole), whileAlive: pid, cancellation: cancellation)
+        // The replay pauses at the guest's end (see replayArguments): follow until the vCPU
+        // has executed nothing for a second, which the plugin's instruction count tells
+        // without taking QMP from whoever drives the replay.
+        let counters = try PluginControlBlock.open(at: state.file(F.replayShm))
+        var last = counters.instructions, lastChange = monotonicMilliseconds()
+        QEMURecorder.followConsole(state.file(F.replayConsole), whileAlive: pid, cancellation: cancellation) {
+            let now = counters.instructions
+            if now != last { last = now; lastChange = monotonicMilliseconds() }
+            return monotonicMilliseconds() - lastChange < 1000
+        }
     }
 
     private func log(_ s: @autoclosure () -> String) {
@@ -285,8 +294,10 @@ public final class QEMUReplayBackend: ReplayBackend {
     }
 
     public func step() throws -> StopReason {
-        let (_, gdb, _) = try requireVM()
+        let (qmp, gdb, _) = try requireVM()
         cachedRegs = nil
+        // At the guest's end the stub would wait for a run that QEMU refuses to start.
+        if try qmp.guestEnded() { return .ended }
         do {
             let reply = try gdb.step()
             try drainRing()

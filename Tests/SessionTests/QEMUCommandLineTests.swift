@@ -15,8 +15,9 @@ final class QEMUCommandLineTests: XCTestCase {
         XCTAssertTrue(record.contains("none"), "-net none and friends")
 
         let replay = try QEMUMachine.replayArguments(fromRecord: record)
-        XCTAssertEqual(Array(replay.suffix(5)), ["-S", "-qmp", "unix:qmp.sock,server=on,wait=off", "-gdb", "unix:gdb.sock,server=on,wait=off"])
-        let body = Array(replay.dropLast(5))
+        XCTAssertEqual(Array(replay.suffix(7)), ["-S", "-qmp", "unix:qmp.sock,server=on,wait=off", "-gdb", "unix:gdb.sock,server=on,wait=off",
+                                                 "-action", "shutdown=pause"])
+        let body = Array(replay.dropLast(7))
         XCTAssertEqual(body.count, record.count)
         var changed: [String: String] = [:]
         for (r, p) in zip(record, body) where r != p { changed[r] = p }
