@@ -107,6 +107,7 @@ public struct QEMUMachine: Sendable {
         refuse(["drive", "blockdev", "hda", "hdb", "hdc", "hdd", "cdrom", "fda", "fdb", "mtdblock", "sd", "pflash"],
                "a disk outside QEMU's block replay is not recorded (and tt's snapshot drive is tt's); use --disk")
         refuse(["net", "netdev", "nic"], "network traffic is not recorded (tt records with -net none)")
+        refuse(["set"], "it changes options tt set")
         return table
     }()
 
@@ -121,6 +122,7 @@ public struct QEMUMachine: Sendable {
             if let why = refusedOptions[String(name)] { return why }
         }
         if arg.contains("snapdisk") || arg.contains("blkreplay") { return "it names tt's own drives" }
+        if arg.contains("vapic") { return "tt sets apic-common.vapic=off (loading a snapshot in a replay deadlocks otherwise)" }
         return nil
     }
 

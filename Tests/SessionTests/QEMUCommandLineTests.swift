@@ -64,7 +64,7 @@ final class QEMUCommandLineTests: XCTestCase {
         let refused = ["-icount", "--icount", "-icount=shift=0", "-plugin", "--plugin=x.so", "-gdb", "-s", "-qmp", "--qmp",
                        "-chardev", "-serial", "-smp", "--smp=2", "-accel", "-enable-kvm", "--enable-kvm", "-snapshot",
                        "-loadvm", "-S", "-daemonize", "-monitor", "-kernel", "-initrd", "-append", "-drive", "--blockdev",
-                       "-hda", "-cdrom", "-machine", "-M", "-cpu", "-m", "-netdev", "-no-shutdown",
+                       "-hda", "-cdrom", "-machine", "-M", "-cpu", "-m", "-netdev", "-no-shutdown", "-set", "apic-common.vapic=on",
                        "file=snapshot.qcow2,if=none,id=snapdisk", "ide-hd,drive=snapdisk", "driver=blkreplay", "a\nb", ""]
         for arg in refused {
             XCTAssertNotNil(QEMUMachine.refusal(ofQEMUArgument: arg), "'\(arg)' must be refused")
