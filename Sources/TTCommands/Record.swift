@@ -12,7 +12,9 @@ struct Record: ParsableCommand {
             With no --kernel, the bundled guest is recorded. Returns when the guest ends
             (or at once with --detach). The state directory holds everything needed to
             replay: the recording, the snapshot image, the exact QEMU argument vector
-            (qemu.argv) and the symbol file's path (symfile).
+            (qemu.argv) and the symbol file's path (symfile); with --disk, each image's
+            identity (disks: a replay refuses an image that changed) and the overlay the
+            recording wrote into (the image itself is never written).
             """)
 
     @Flag(name: .customShort("c"), help: "Show the guest console live.")
