@@ -27,9 +27,15 @@ public final class QEMURecorder: Recorder {
 
     public func record(_ request: RecordingRequest, into state: StateDirectory,
                        cancellation: Cancellation) throws -> RecordingOutcome {
+        guard request.disks.count <= StateFile.maxDisks else {
+            throw QEMUError("\(request.disks.count) disks: tt records at most \(StateFile.maxDisks) (--disk)", status: ExitStatus.usage)
+        }
         let machine = QEMUMachine(kernel: request.kernel, initrd: request.initrd, append: request.append,
-                                  memoryMB: request.memoryMB, arch: arch)
-        let pid = try Self.start(state, machine: machine, detached: request.detach, debug: request.debug)
+                                  memoryMB: request.memoryMB, arch: arch, cpu: request.cpu ?? QEMUMachine.defaultCPU,
+                                  diskCount: request.disks.count, extraArguments: request.qemuArguments)
+        // Each image's identity first: the replay refuses an image that changed after this.
+        let disks = try request.disks.map(DiskImage.inspect)
+        let pid = try Self.start(state, machine: machine, disks: disks, detached: request.detach, debug: request.debug)
         if request.detach { return .detached(vm: "QEMU (pid \(pid))") }
         let summary = try Self.wait(pid, state: state, console: request.console, cancellation: cancellation)
         if summary.signal != 0 { return .interrupted(signal: summary.signal) }
@@ -70,7 +76,9 @@ public final class QEMURecorder: Recorder {
             let ours = isOurQEMU(qemu, state)
             if ours, let owner, !RunningProcess(pid: owner).isAlive { RunningProcess(pid: qemu).terminate() }
             if !ours || owner.map({ !RunningProcess(pid: $0).isAlive }) == true {
-                for f in [StateFile.pid, StateFile.qmp, StateFile.gdb, StateFile.replaySnapshot] { state.remove(f) }
+                for f in [StateFile.pid, StateFile.qmp, StateFile.gdb, StateFile.replaySnapshot] + (0..<StateFile.maxDisks).map(StateFile.replayDiskOverlay) {
+                    state.remove(f)
+                }
             }
         }
     }
@@ -105,18 +113,21 @@ public final class QEMURecorder: Recorder {
 
     /// Set up the state directory and start QEMU recording. Returns QEMU's pid.
     /// `detached`: nobody waits; otherwise this process owns it (killed if we die).
-    static func start(_ state: StateDirectory, machine: QEMUMachine, detached: Bool, debug: Bool) throws -> Int32 {
+    static func start(_ state: StateDirectory, machine: QEMUMachine, disks: [DiskImage], detached: Bool, debug: Bool) throws -> Int32 {
         let plugin = try TTInstallation.plugin()
         try copyFile(from: machine.kernel, to: state.file(StateFile.kernel))
         if let initrd = machine.initrd { try copyFile(from: initrd, to: state.file(StateFile.initrd)) }
         try state.write(StateFile.backend, BackendKind.qemu.rawValue + "\n")
         // QEMU opens its outputs following symlinks: none of their names may be there.
-        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete] {
+        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete, StateFile.disks]
+            + (0..<StateFile.maxDisks).map(StateFile.diskOverlay) {
             state.remove(f)
         }
         let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
         defer { umask(oldMask) }
         try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", StateFile.snapshot, "64M"], in: state)
+        if !disks.isEmpty { try DiskImage.store(disks, in: state) }
+        for (n, disk) in disks.enumerated() { try disk.createOverlay(StateFile.diskOverlay(n), in: state, initSnapshot: false) }
         try state.write(StateFile.qemuVersion, try QEMUMachine.installedVersion() + "\n")
         _ = try PluginControlBlock.create(at: state.file(StateFile.recordShm), ringCapacity: 64)
         let argv = machine.recordArguments(plugin: plugin)
@@ -189,11 +200,11 @@ public final class QEMURecorder: Recorder {
         return true
     }
 
-    static func runToCompletion(_ argv: [String], in state: StateDirectory) throws {
-        let status = try Subprocess.run(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)),
+    static func runToCompletion(_ argv: [String], in state: StateDirectory, log: String = StateFile.recordLog) throws {
+        let status = try Subprocess.run(.init(argv, workingDirectory: state.path, output: .append(state.file(log)),
                                               error: .sameAsOutput, deathSignal: SIGKILL)).status
         guard status.isSuccess else {
-            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(StateFile.recordLog)) ?? "\(status)")")
+            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(log)) ?? "\(status)")")
         }
     }
 

@@ -70,8 +70,13 @@ public final class QEMUReplayBackend: ReplayBackend {
         for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
         let record = try state.readLines(F.argv)
         let machine = try QEMUMachine(validatingRecorded: record, file: state.file(F.argv))
-        let argv = try QEMUMachine.replayArguments(fromRecord: machine.recordArguments(plugin: try TTInstallation.plugin()))
+        let argv = machine.replayArguments(plugin: try TTInstallation.plugin())
+        let disks = try DiskImage.requireUnchanged(state)
+        guard disks.count == machine.diskCount else {
+            throw StateError.badFile(state.file(F.disks), "\(disks.count) disk images for the \(machine.diskCount) disks of \(F.argv)")
+        }
         try copyFile(from: state.file(F.snapshot), to: state.file(F.replaySnapshot))
+        for (n, disk) in disks.enumerated() { try disk.createOverlay(F.replayDiskOverlay(n), in: state, initSnapshot: true) }
         shm = try PluginControlBlock.create(at: state.file(F.replayShm))
         try state.writeLines(F.replayArgv, argv)
         state.remove(F.replayLog)
@@ -157,7 +162,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// The files of a replay VM that is gone (the recording's files stay; the session's
     /// timeline forgets the checkpoints, which lived in the replay's image).
     private func removeReplayFiles() {
-        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] { state.remove(f) }
+        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] + (0..<F.maxDisks).map(F.replayDiskOverlay) { state.remove(f) }
     }
 
     private func requireVM() throws -> (QMPClient, GDBRemoteClient, PluginControlBlock) {
