@@ -153,7 +153,8 @@ public final class QEMURecorder: Recorder {
         while true {
             if console { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
             if let s = RunningProcess(pid: pid).reap() { status = s; break }
-            if !RunningProcess(pid: pid).isAlive { break }
+            // Exited between the two looks: it is our child, so waiting gives its status at once.
+            if !RunningProcess(pid: pid).isAlive { status = RunningProcess(pid: pid).wait(); break }
             var fds = [pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 2, 100)

@@ -84,7 +84,7 @@ final class SessionIntegrationTests: XCTestCase {
         XCTAssertEqual(IT.mode(Self.state32 + "/qmp.sock"), 0o600)
         XCTAssertEqual(IT.mode(Self.state32 + "/gdb.sock"), 0o600)
         let first = try IT.tt(["run-until", "--registers", "g32", "fib#3"], state: Self.state32).out
-        let w1 = IT.parseWhere(String(first.split(separator: "\n")[0]))!
+        let w1 = try XCTUnwrap(IT.parseWhere(String(first.split(separator: "\n").first ?? "")))
         XCTAssertEqual(w1.ip, fib)
         try IT.tt(["replay", "-K", "g32"], state: Self.state32)
         try IT.tt(["replay", "-p", "g32"], state: Self.state32)
@@ -284,7 +284,7 @@ final class SessionIntegrationTests: XCTestCase {
         let table = try String(contentsOfFile: Self.state32 + "/replay.snapshots", encoding: .utf8)
         XCTAssertTrue(table.hasPrefix("\(tenth.icount) \(tenth.brctr) "), table)
         let r = try IT.tt(["run-until", "-d", "g32", fresh.location], state: Self.state32)
-        XCTAssertEqual(IT.parseWhere(String(r.out.split(separator: "\n")[0])), fresh)
+        XCTAssertEqual(IT.parseWhere(String(r.out.split(separator: "\n").first ?? "")), fresh)
         XCTAssertTrue(r.err.contains("replay-seek to icount \(tenth.icount)"), r.err)
     }
 
@@ -422,12 +422,12 @@ final class SessionIntegrationTests: XCTestCase {
             try IT.tt(["replay", "-K", "g64"], state: state)
         }
         XCTAssertEqual(outs[0], outs[1])
-        XCTAssertEqual(IT.parseWhere(String(outs[0].split(separator: "\n")[0]))?.ip, fib)
+        XCTAssertEqual(IT.parseWhere(String(outs[0].split(separator: "\n").first ?? ""))?.ip, fib)
         // A window against gdb stepping, in long mode.
         let table = try IT.instructionTable(IT.guest("guest64.elf"))
         try IT.tt(["replay", "-p", "g64"], state: state)
         let r = try IT.tt(["run-until", "g64", "copy_block#3"], state: state)
-        let start = try XCTUnwrap(IT.parseWhere(String(r.out.split(separator: "\n")[0])))
+        let start = try XCTUnwrap(IT.parseWhere(String(r.out.split(separator: "\n").first ?? "")))
         let pcs = try IT.gdbStep(socket: state + "/gdb.sock", count: 400)
         let executed = try IT.executed(pcs, table: table, handlers: try IT.handlerEntries(IT.guest("guest64.elf")))
         let oracle = try IT.transfers(steppedPCs: pcs, table: table)
@@ -435,6 +435,6 @@ final class SessionIntegrationTests: XCTestCase {
         try IT.tt(["replay", "-p", "g64"], state: state)
         _ = try IT.tt(["run-until", "g64", start.location], state: state)
         let end = try IT.tt(["run-until", "g64", "0x\(String(pcs.last!, radix: 16)):\(start.brctr + UInt64(oracle.count))"], state: state)
-        XCTAssertEqual(IT.parseWhere(String(end.out.split(separator: "\n")[0]))?.icount, start.icount + UInt64(executed.count - 1))
+        XCTAssertEqual(IT.parseWhere(String(end.out.split(separator: "\n").first ?? ""))?.icount, start.icount + UInt64(executed.count - 1))
     }
 }
