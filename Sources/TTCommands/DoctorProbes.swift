@@ -62,6 +62,9 @@ public enum DoctorProbes {
     public static let pluginFileName = "libttplugin.so"
     /// A symbol only a QEMU built with TCG plugin support exports.
     static let pluginAPISymbol = "qemu_plugin_register_vcpu_tb_trans_cb"
+    /// What tt's plugin calls beyond that: QEMU 10's plugin API (v4) reads registers and
+    /// guest memory (Debian 12's own QEMU 7.2 exports neither).
+    static let pluginAPIv4Symbols = ["qemu_plugin_read_register", "qemu_plugin_read_memory_vaddr"]
 
     public struct QEMUReport {
         public var checks: [DoctorCheck]
@@ -77,14 +80,20 @@ public enum DoctorProbes {
             checks.append(DoctorCheck(name: "qemu", ok: true, detail: "\(qemu) (\(version))"))
             do {
                 let symbols = try ELFInspection.definedDynamicSymbols(path: qemu)
-                if symbols.contains(pluginAPISymbol) {
+                let missing = pluginAPIv4Symbols.filter { !symbols.contains($0) }
+                if symbols.contains(pluginAPISymbol) && missing.isEmpty {
                     let count = symbols.filter { $0.hasPrefix("qemu_plugin_") }.count
                     checks.append(DoctorCheck(name: "qemu plugin API", ok: true, detail: "\(count) qemu_plugin_* symbols exported"))
+                } else if symbols.contains(pluginAPISymbol) {
+                    usable = false
+                    checks.append(DoctorCheck(name: "qemu plugin API", ok: false,
+                        detail: "\(qemu)'s plugin API lacks \(missing.joined(separator: ", ")), which tt's plugin needs (QEMU 10, plugin API v4)",
+                        advice: "install QEMU 10: on Debian 12, apt-get install -t bookworm-backports qemu-system-x86 qemu-utils (scripts/setup does it)"))
                 } else {
                     usable = false
                     checks.append(DoctorCheck(name: "qemu plugin API", ok: false,
                         detail: "\(qemu) exports no qemu_plugin_* symbols (built without --enable-plugins)",
-                        advice: "install Debian's qemu-system-x86 (7.2 has plugin support)"))
+                        advice: "install QEMU 10: on Debian 12, apt-get install -t bookworm-backports qemu-system-x86 qemu-utils (scripts/setup does it)"))
                 }
             } catch {
                 usable = false

@@ -20,11 +20,15 @@ final class DoctorTests: XCTestCase {
     }
 
     /// Compiles a program at `path` that prints `version` for --version; `exportPluginAPI`
-    /// makes it export the symbol a plugin-enabled QEMU exports.
-    private func makeProgram(at path: FilePath, version: String, exportPluginAPI: Bool) throws {
+    /// makes it export the symbols a plugin-enabled QEMU exports (QEMU 10's, plugin API v4,
+    /// or with `pluginAPIv4: false` only those Debian 12's QEMU 7.2 has).
+    private func makeProgram(at path: FilePath, version: String, exportPluginAPI: Bool, pluginAPIv4: Bool = true) throws {
         let source = root.appending("prog.c")
         var c = "#include <stdio.h>\nint main(void){ puts(\"\(version)\"); return 0; }\n"
         if exportPluginAPI { c += "void qemu_plugin_register_vcpu_tb_trans_cb(void) {}\nvoid qemu_plugin_outs(void) {}\n" }
+        if exportPluginAPI && pluginAPIv4 {
+            c += "void qemu_plugin_read_register(void) {}\nvoid qemu_plugin_read_memory_vaddr(void) {}\n"
+        }
         try c.write(toFile: source.string, atomically: true, encoding: .utf8)
         let gcc = try TestProcesses.run(["/usr/bin/gcc", "-rdynamic", "-o", path.string, source.string])
         XCTAssertEqual(gcc.status, 0, "gcc failed")
@@ -57,6 +61,19 @@ final class DoctorTests: XCTestCase {
         XCTAssertTrue(qemu.detail.contains("QEMU emulator version 9.9.9"), qemu.detail)
         XCTAssertEqual(report.checks.first { $0.name == "qemu plugin API" }?.ok, true)
         XCTAssertEqual(report.checks.first { $0.name == "tt plugin" }?.detail, root.appending("opt/tt/libttplugin.so").string)
+    }
+
+    /// Debian 12's own QEMU 7.2 has plugins but not the v4 API tt's plugin calls: said, with
+    /// where QEMU 10 comes from.
+    func testQEMUWithAnOlderPluginAPIIsNotABackend() throws {
+        try makeProgram(at: root.appending("usr/bin/qemu-system-x86_64"), version: "QEMU emulator version 7.2.22",
+                        exportPluginAPI: true, pluginAPIv4: false)
+        let report = DoctorReport.gather(env())
+        XCTAssertEqual(report.backends, [])
+        let api = try XCTUnwrap(report.checks.first { $0.name == "qemu plugin API" })
+        XCTAssertFalse(api.ok)
+        XCTAssertTrue(api.detail.contains("lacks qemu_plugin_read_register, qemu_plugin_read_memory_vaddr"), api.detail)
+        XCTAssertTrue(api.advice?.contains("bookworm-backports") == true, api.advice ?? "")
     }
 
     func testQEMUWithoutPluginAPIIsNotABackend() throws {
