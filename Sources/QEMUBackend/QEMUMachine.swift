@@ -21,7 +21,8 @@ public struct QEMUError: Error, CustomStringConvertible, ExitStatusProviding {
 /// Record and replay command lines must match exactly (a mismatch makes replay hang
 /// silently), so the recording's argument vector is kept in `qemu.argv` and the replay's
 /// is derived from it by replacing only host-side plumbing: `rr=record` → `rr=replay`,
-/// the snapshot image (a per-replay copy), the serial log file and the plugin's control
+/// the snapshot image (a per-replay copy), the serial log file (or the interactive
+/// console's socket chardev, which becomes a file chardev) and the plugin's control
 /// file; then `-S` and the QMP and gdb sockets are appended. QEMU runs with the state
 /// directory as its working directory, so every state file is named relatively.
 public struct QEMUMachine: Sendable {
@@ -32,14 +33,28 @@ public struct QEMUMachine: Sendable {
     public var append: String?
     public var memoryMB: Int
     public var arch: Arch
+    /// The serial port is interactive (`tt record -c`): a unix socket QEMU listens on and
+    /// tt record connects to (QEMU waits for it before the guest starts, so no output is
+    /// lost), declared as a chardev so that record/replay logs its input. Otherwise the
+    /// serial port is an output-only file.
+    public var interactiveConsole: Bool
 
-    public init(kernel: FilePath, initrd: FilePath? = nil, append: String? = nil, memoryMB: Int = 64, arch: Arch = .i386) {
+    public init(kernel: FilePath, initrd: FilePath? = nil, append: String? = nil, memoryMB: Int = 64, arch: Arch = .i386,
+                interactiveConsole: Bool = false) {
         self.kernel = kernel
         self.initrd = initrd
         self.append = append
         self.memoryMB = memoryMB
         self.arch = arch
+        self.interactiveConsole = interactiveConsole
     }
+
+    /// The interactive console's chardev in the recording. The replay declares the same
+    /// chardev (id and order must match: record/replay numbers the registered chardevs)
+    /// as a file: a replay takes the input from the recording, never from the backend,
+    /// and writes the output to `console.replay` as without -c.
+    static let recordConsoleChardev = "socket,id=console,path=\(StateFile.consoleSocket),server=on,wait=on"
+    static let replayConsoleChardev = "file,id=console,path=\(StateFile.replayConsole)"
 
     public static let binary = "qemu-system-x86_64"
     /// How long tt waits for an answer from QEMU's QMP or gdb socket while the vCPU is
@@ -77,9 +92,10 @@ public struct QEMUMachine: Sendable {
                  "-kernel", StateFile.kernel]
         if initrd != nil { a += ["-initrd", StateFile.initrd] }
         if let append { a += ["-append", append] }
-        a += ["-display", "none", "-no-reboot", "-net", "none", "-monitor", "none",
-              "-serial", "file:" + StateFile.recordConsole,
-              "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        a += ["-display", "none", "-no-reboot", "-net", "none", "-monitor", "none"]
+        a += interactiveConsole ? ["-chardev", Self.recordConsoleChardev, "-serial", "chardev:console"]
+                                : ["-serial", "file:" + StateFile.recordConsole]
+        a += ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
               "-icount", "shift=auto,rr=record,rrfile=\(StateFile.recording),rrsnapshot=init",
               "-drive", "file=\(StateFile.snapshot),if=none,id=snapdisk",
               "-global", "apic-common.vapic=off",
@@ -100,7 +116,7 @@ public struct QEMUMachine: Sendable {
             throw QEMUError("\(file): not a tt recording's command line (no valid -m); refusing to run it", status: ExitStatus.dataError)
         }
         self.init(kernel: FilePath(StateFile.kernel), initrd: argv.contains("-initrd") ? FilePath(StateFile.initrd) : nil,
-                  append: value(after: "-append"), memoryMB: mb)
+                  append: value(after: "-append"), memoryMB: mb, interactiveConsole: argv.contains("-chardev"))
         let recordedPlugin = value(after: "-plugin") ?? ""
         let expected = recordArguments(plugin: FilePath(String(recordedPlugin.dropLast(",shm=\(StateFile.recordShm)".count))))
         guard recordedPlugin.hasSuffix(",shm=" + StateFile.recordShm), argv == expected else {
@@ -124,6 +140,8 @@ public struct QEMUMachine: Sendable {
                 a = "file=\(StateFile.replaySnapshot),if=none,id=snapdisk"; replaced += 1
             } else if a == "file:" + StateFile.recordConsole {
                 a = "file:" + StateFile.replayConsole; replaced += 1
+            } else if a == recordConsoleChardev {
+                a = replayConsoleChardev; replaced += 1
             } else if a.hasSuffix(",shm=" + StateFile.recordShm) {
                 a = String(a.dropLast(StateFile.recordShm.count)) + StateFile.replayShm; replaced += 1
             }

@@ -23,21 +23,28 @@ public final class QEMURecorder: Recorder {
         var signal: Int32
         /// Why QEMU did not end the recording cleanly (nil: it did, or a signal stopped it).
         var incomplete: String?
+        /// How the recording was ended before the guest did: Ctrl-A x, or a SIGTERM to QEMU
+        /// (tt record -S); QEMU then closes the recording cleanly.
+        var stoppedBy: String?
     }
 
     public func record(_ request: RecordingRequest, into state: StateDirectory,
                        cancellation: Cancellation) throws -> RecordingOutcome {
+        // -c on a foreground recording: the console is interactive (a detached one has nobody
+        // to type).
+        let interactive = request.console && !request.detach
         let machine = QEMUMachine(kernel: request.kernel, initrd: request.initrd, append: request.append,
-                                  memoryMB: request.memoryMB, arch: arch)
+                                  memoryMB: request.memoryMB, arch: arch, interactiveConsole: interactive)
         let pid = try Self.start(state, machine: machine, detached: request.detach, debug: request.debug)
         if request.detach { return .detached(vm: "QEMU (pid \(pid))") }
-        let summary = try Self.wait(pid, state: state, console: request.console, cancellation: cancellation)
+        let summary = try Self.wait(pid, state: state, console: request.console, interactive: interactive, cancellation: cancellation)
         if summary.signal != 0 { return .interrupted(signal: summary.signal) }
         if let why = summary.incomplete {
             throw QEMUError("recording \(state.name) in \(state.path) is incomplete: \(why)")
         }
         // isa-debug-exit makes QEMU exit with (value << 1) | 1.
-        let exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"
+        var exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"
+        if let by = summary.stoppedBy { exit = "stopped by \(by)" }
         return .finished(summary: "\(summary.instructions) instructions, \(summary.branches) taken branches, \(exit)")
     }
 
@@ -111,7 +118,8 @@ public final class QEMURecorder: Recorder {
         if let initrd = machine.initrd { try copyFile(from: initrd, to: state.file(StateFile.initrd)) }
         try state.write(StateFile.backend, BackendKind.qemu.rawValue + "\n")
         // QEMU opens its outputs following symlinks: none of their names may be there.
-        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete] {
+        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete,
+                  StateFile.consoleSocket] {
             state.remove(f)
         }
         let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
@@ -133,37 +141,86 @@ public final class QEMURecorder: Recorder {
     /// Wait for the recording QEMU to end. On SIGINT/SIGTERM/SIGHUP it is stopped
     /// (the recording so far stays) and the signal is reported in the summary.
     /// `console`: copy the guest's serial output to stdout as it appears.
-    static func wait(_ pid: Int32, state: StateDirectory, console: Bool, cancellation: Cancellation) throws -> Summary {
+    /// `interactive`: the console is QEMU's socket (see `InteractiveConsole`): stdin goes to
+    /// the guest (a terminal in raw mode, restored however this ends), Ctrl-A x stops QEMU
+    /// as tt record -S does.
+    static func wait(_ pid: Int32, state: StateDirectory, console: Bool, interactive: Bool = false,
+                     cancellation: Cancellation) throws -> Summary {
         let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
+        var link: InteractiveConsole? = nil
+        if interactive {
+            do {
+                link = try InteractiveConsole.connect(state, qemu: pid, cancellation: cancellation)
+            } catch {
+                _ = RunningProcess(pid: pid).terminate()
+                state.remove(StateFile.recordPID)
+                try? state.write(StateFile.incomplete, "\(error)\n")
+                throw error
+            }
+        }
+        let terminal = link != nil ? RawTerminal(fd: 0) : nil
+        defer { terminal?.restore() }
+        if terminal != nil { fputs("tt: recording \(state.name) with its console here; Ctrl-A x ends it, Ctrl-A h helps\n", stderr) }
         var consoleOffset: off_t = 0
         var signal: Int32 = 0
         var status: Subprocess.TerminationStatus? = nil
-        while true {
-            if console { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
+        var stoppedBy: String? = nil
+        loop: while true {
+            if console && link == nil { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
             if let s = RunningProcess(pid: pid).reap() { status = s; break }
-            if !RunningProcess(pid: pid).isAlive { break }
+            // Its leader may show as a zombie while its other threads finish: our child,
+            // waited for until its status is there.
+            if !RunningProcess(pid: pid).isAlive { status = RunningProcess(pid: pid).wait(); break }
             var fds = [pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)]
-            _ = poll(&fds, 2, 100)
+                + (link?.pollDescriptors() ?? [])
+            _ = poll(&fds, nfds_t(fds.count), 100)
             if cancellation.isCancelled {
                 signal = cancellation.signal == 0 ? SIGINT : cancellation.signal
                 RunningProcess(pid: pid).terminate()
                 status = nil
                 break
             }
+            guard let link else { continue }
+            link.pumpOutput()
+            link.flushInput()
+            let typed = fds.contains { $0.fd == 0 && $0.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 }
+            for action in typed ? link.pumpInput() : [] {
+                switch action {
+                case .help: fputs("\n" + ConsoleEscape.help + "\n", stderr)
+                case .stop:
+                    stoppedBy = "Ctrl-A x"
+                    status = RunningProcess(pid: pid).terminate()
+                    break loop
+                case .send: break
+                }
+            }
         }
-        if console { _ = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
+        if console && link == nil { _ = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
+        link?.pumpOutput()
+        terminal?.restore()
         state.remove(StateFile.recordPID)
+        state.remove(StateFile.consoleSocket)
         let shm = try? PluginControlBlock.open(at: state.file(StateFile.recordShm))
         var exit: Int32? = nil
         if case .exited(let code)? = status { exit = code }
         var summary = Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
+        if stoppedBy == nil, let line = terminationLine(state) { stoppedBy = "a signal to QEMU (\(line))" }
+        summary.stoppedBy = stoppedBy
         if signal == 0, let why = incompleteness(summary, status: status, state: state) {
             summary.incomplete = why
             try state.write(StateFile.incomplete, why + "\n")
         }
         return summary
+    }
+
+    /// QEMU's "terminating on signal N from pid P" in the recording's log: it was stopped
+    /// (tt record -S, Ctrl-A x) and closed the recording cleanly.
+    static func terminationLine(_ state: StateDirectory) -> String? {
+        (state.readIfPresent(StateFile.recordLog) ?? "").split(separator: "\n")
+            .last { $0.contains("terminating on signal") }
+            .map { String($0.drop { $0 != ":" }.dropFirst()).trimmingWhitespace }
     }
 
     /// Why a recording QEMU ended is not a clean end, or nil. The exit status alone cannot
@@ -173,7 +230,10 @@ public final class QEMURecorder: Recorder {
     static func incompleteness(_ summary: Summary, status: Subprocess.TerminationStatus?, state: StateDirectory) -> String? {
         let messages = (state.readIfPresent(StateFile.recordLog) ?? "")
             .split(separator: "\n").map { String($0).trimmingWhitespace }
-            .filter { !$0.isEmpty && !$0.contains("warning:") }
+            // Warnings and notes are not failures, nor is a stop by a signal (tt record -S,
+            // Ctrl-A x: QEMU closes the recording on SIGTERM) nor the console socket's
+            // "info: QEMU waiting for connection".
+            .filter { !$0.isEmpty && !$0.contains("warning:") && !$0.contains("info:") && !$0.contains("terminating on signal") }
         if let last = messages.last { return "QEMU: \(last)" }
         guard let status else { return "QEMU ended without an exit status" }
         if case .signaled(let signal) = status { return "QEMU was killed by signal \(signal)" }
