@@ -249,6 +249,28 @@ public final class QEMURecorder: Recorder {
         return true
     }
 
+    /// Stop a foreground recording, whose tt record holds the state directory's lock
+    /// (`lockHolder`): its QEMU is stopped as `stop` stops a detached one (SIGTERM: QEMU
+    /// closes the recording), then its tt record, seeing QEMU end, finishes the recording
+    /// and exits. Returns the lock once that tt record released it; nil when `lockHolder`
+    /// is not the tt record of a recording in progress here.
+    public static func stopForeground(_ state: StateDirectory, lockHolder: Int32) throws -> StateLock? {
+        guard lockHolder > 0, let (qemu, owner) = readOwnedPID(state, StateFile.recordPID), owner == lockHolder,
+              isOurQEMU(qemu, state) else { return nil }
+        RunningProcess(pid: qemu).terminate()
+        let deadline = monotonicMilliseconds() + Int(QEMUMachine.answerTimeoutMS)
+        while true {
+            do {
+                return try state.lock()
+            } catch StateError.busy {
+                guard monotonicMilliseconds() < deadline else {
+                    throw QEMUError("\(state.path): QEMU stopped, but tt record (pid \(owner)) did not finish the recording within \(QEMUMachine.answerTimeoutMS / 1000) s")
+                }
+                usleep(20_000)
+            }
+        }
+    }
+
     static func runToCompletion(_ argv: [String], in state: StateDirectory) throws {
         let status = try Subprocess.run(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)),
                                               error: .sameAsOutput, deathSignal: SIGKILL)).status

@@ -13,9 +13,21 @@ struct Record: ParsableCommand {
             (or at once with --detach). The state directory holds everything needed to
             replay: the recording, the snapshot image, the exact QEMU argument vector
             (qemu.argv) and the symbol file's path (symfile).
+
+            With -c (QEMU, not --detach) the guest's serial console is interactive: what
+            you type goes to the guest (the terminal is in raw mode until tt record ends;
+            Ctrl-C goes to the guest too), and its input is part of the recording, so a
+            replay sees the same keys at the same instruction. Ctrl-A then x ends the
+            recording (QEMU is stopped as by -S and the recording stays complete and
+            replayable), Ctrl-A Ctrl-A sends one Ctrl-A, Ctrl-A h prints this list. When
+            standard input is not a terminal its bytes are forwarded the same way. The
+            output is also kept in console.record.
+
+            -S stops a recording in progress from another terminal, a detached one or a
+            foreground one (its tt record then ends as if the guest had).
             """)
 
-    @Flag(name: .customShort("c"), help: "Show the guest console live.")
+    @Flag(name: .customShort("c"), help: "Interactive guest console (QEMU): the serial port on this terminal, input recorded; Ctrl-A x ends the recording, Ctrl-A h helps. With --detach: output only, nothing is shown.")
     var console = false
     @Flag(name: .customShort("d"), help: "Debug output.")
     var debug = false
@@ -66,10 +78,23 @@ struct Record: ParsableCommand {
             let dir = try state.resolve()
             guard dir.exists else { throw StateError.missing(dir.path) }
             guard StateOwnership.isRecording(dir) else { throw StateError.missing(dir.path) }
-            let lock = try dir.lock()
+            // A foreground recording's tt record holds the lock: its QEMU is stopped and that
+            // tt record finishes the recording and exits (then the lock is ours).
+            var stoppedForeground = false
+            let lock: StateLock
+            do {
+                lock = try dir.lock()
+            } catch StateError.busy(let path, let holder) {
+                guard try BackendKind(recordedIn: dir) == .qemu, let l = try QEMURecorder.stopForeground(dir, lockHolder: holder) else {
+                    throw StateError.busy(path, pid: holder)
+                }
+                lock = l
+                stoppedForeground = true
+            }
             defer { withExtendedLifetime(lock) {} }
             // The recording's own backend stops it, whatever --backend says.
             let stopped = try SessionBackends.recorder(try BackendKind(recordedIn: dir), arch: archValue).stopRecording(in: dir)
+                || stoppedForeground
             if destroy {
                 // A replay VM of the recording goes with it.
                 if dir.fileExists(StateFile.backend) || dir.fileExists(StateFile.argv) {

@@ -1,0 +1,205 @@
+import Foundation
+import SystemPackage
+import TTSystem
+import TestProcesses
+import XCTest
+
+/// tt record -c (the interactive console) and tt record -S on a foreground recording, with
+/// the real QEMU. Oracles: QEMU's own recording log (its character-device input events),
+/// the files QEMU writes, the terminal's settings read with tcgetattr.
+final class ConsoleTests: XCTestCase {
+    var base = ""
+
+    override func setUpWithError() throws {
+        base = NSTemporaryDirectory() + "tt-console-\(getpid())-\(name.filter { $0.isLetter })"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        for dir in ["cons", "fg", "pty"] { _ = try? IT.run([IT.tt, "replay", "-K", "-s", base + "/" + dir, "x"]) }
+        try? FileManager.default.removeItem(atPath: base)
+        super.tearDown()
+    }
+
+    func read(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
+
+    /// The bytes of QEMU's character-device input events in a recording log, in order: in
+    /// QEMU 10's format an event is the byte 0x07 (asynchronous character read), the
+    /// chardev's index (0: the one serial port), a 32-bit big-endian length and the bytes.
+    /// The guest's UART takes one byte per read while it does not read them, so each event
+    /// holds one byte.
+    static func charInputEvents(_ log: Data) -> [UInt8] {
+        let d = [UInt8](log)
+        var out: [UInt8] = []
+        var i = 0
+        while i + 7 <= d.count {
+            if d[i] == 0x07, d[i + 1] == 0, d[i + 2] == 0, d[i + 3] == 0, d[i + 4] == 0, d[i + 5] == 1 {
+                out.append(d[i + 6]); i += 7
+            } else {
+                i += 1
+            }
+        }
+        return out
+    }
+
+    /// A multiboot guest that never ends: it prints "tt-loop: alive" to COM1 over and over.
+    func loopGuest() throws -> String {
+        let source = base + "/loop.S", elf = base + "/loop.elf"
+        try """
+            .text
+            .globl _start
+            .align 4
+        mb: .long 0x1BADB002, 0, -0x1BADB002
+        _start:
+            cli
+        again:
+            mov $msg, %esi
+        1:  lodsb
+            test %al, %al
+            jz 2f
+            mov $0x3f8, %dx
+            out %al, %dx
+            jmp 1b
+        2:  mov $20000000, %ecx
+        3:  dec %ecx
+            jnz 3b
+            jmp again
+        msg: .asciz "tt-loop: alive\\n"
+
+        """.write(toFile: source, atomically: true, encoding: .utf8)
+        let r = try IT.run(["gcc", "-m32", "-nostdlib", "-static", "-no-pie", "-Wl,-Ttext=0x100000", "-Wl,-e,_start",
+                            "-Wl,--build-id=none", "-o", elf, source])
+        XCTAssertEqual(r.status, 0, "gcc: \(r.err)")
+        return elf
+    }
+
+    /// Wait until `file` contains `text` (false after `timeout` seconds).
+    func waitFor(_ text: String, in file: String, timeout: TimeInterval = 60) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let d = try? read(file), String(decoding: d, as: UTF8.self).contains(text) { return true }
+            usleep(50_000)
+        }
+        return false
+    }
+
+    /// (a) The bundled guest recorded with -c and its input from a file (not a terminal):
+    /// the typed bytes, escapes resolved, are QEMU's logged input; the output shown is
+    /// console.record; the replay's console output is byte-identical to the recording's.
+    func testInteractiveRecordingLogsInputAndReplaysIdentically() throws {
+        let state = base + "/cons"
+        let input = base + "/typed"
+        // "#tt-input:a", Ctrl-A Ctrl-A (one Ctrl-A for the guest), "b".
+        try Data(Array("#tt-input:a".utf8) + [0x01, 0x01] + Array("b".utf8)).write(to: URL(fileURLWithPath: input))
+        let r = try TestProcesses.run([IT.tt, "record", "-c", "-s", state, "cons"], input: input, timeout: 120)
+        XCTAssertEqual(r.status, 0, r.err + r.out)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state + "/recording.incomplete"))
+        let record = try read(state + "/console.record")
+        let text = String(decoding: record, as: UTF8.self)
+        XCTAssertTrue(text.hasPrefix("tt-guest 32-bit: start"), text)
+        XCTAssertTrue(text.contains("tt-guest: done"), text)
+        // What tt showed is what it kept, followed by its own summary line.
+        XCTAssertTrue(r.out.hasPrefix(text), r.out)
+        XCTAssertTrue(r.out.dropFirst(text.count).hasPrefix("tt: recorded cons:"), r.out)
+        // QEMU logged the guest's input: exactly the typed bytes, the escape resolved.
+        let logged = Self.charInputEvents(try read(state + "/recording.rr"))
+        XCTAssertEqual(logged, Array("#tt-input:a".utf8) + [0x01] + Array("b".utf8))
+        XCTAssertTrue(try String(contentsOfFile: state + "/qemu.argv", encoding: .utf8).contains("chardev:console"))
+
+        let replay = try IT.tt(["replay", "-c", "cons"], state: state)
+        XCTAssertEqual(try read(state + "/console.replay"), record, "replay console differs")
+        XCTAssertTrue(replay.out.contains(text), replay.out)
+    }
+
+    /// (b) tt record -S from another process stops a foreground recording (whose tt record
+    /// holds the lock): that tt record ends with status 0, the recording is complete and a
+    /// full replay gives the same console output.
+    func testStopOfAForegroundRecordingLeavesItReplayable() throws {
+        let elf = try loopGuest()
+        let state = base + "/fg"
+        let child = try IT.start([IT.tt, "record", "-c", "-s", state, "--kernel", elf, "fg"])
+        XCTAssertTrue(waitFor("tt-loop: alive", in: state + "/console.record"), "the guest never printed")
+        // Without -S the directory is refused as in use.
+        let busy = try IT.tt(["record", "-f", "fg"], state: state, expect: nil)
+        XCTAssertNotEqual(busy.status, 0)
+        XCTAssertTrue(busy.err.contains("pid \(child.pid)"), busy.err)
+
+        let stop = try IT.tt(["record", "-S", "fg"], state: state)
+        XCTAssertTrue(stop.out.contains("stopped"), stop.out)
+        // -S returns once the recording's tt record has finished it (and released the lock).
+        let recorded = TestProcesses.collect(child, timeout: 10)
+        XCTAssertEqual(recorded.status, 0, recorded.err + recorded.out)
+        XCTAssertTrue(recorded.out.contains("stopped by a signal to QEMU"), recorded.out)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state + "/recording.incomplete"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state + "/record.pid"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state + "/console.sock"))
+
+        try IT.tt(["replay", "-c", "fg"], state: state)
+        let record = try read(state + "/console.record")
+        XCTAssertTrue(String(decoding: record, as: UTF8.self).hasPrefix("tt-loop: alive\n"))
+        XCTAssertEqual(try read(state + "/console.replay"), record, "replay console differs")
+        let again = try IT.tt(["record", "-S", "fg"], state: state)
+        XCTAssertTrue(again.out.contains("no recording of fg in progress"), again.out)
+    }
+
+    /// (d) On a terminal: raw while recording (no echo, no line editing, no signals from
+    /// keys), and exactly the settings it had once Ctrl-A x ended the recording, which
+    /// stays complete.
+    func testTerminalIsRawWhileRecordingAndRestoredAfterCtrlAX() throws {
+        let elf = try loopGuest()
+        let state = base + "/pty"
+        var master: Int32 = -1, slave: Int32 = -1
+        XCTAssertEqual(openpty(&master, &slave, nil, nil, nil), 0)
+        defer { close(master) }
+        var before = termios()
+        XCTAssertEqual(tcgetattr(slave, &before), 0)
+        XCTAssertNotEqual(before.c_lflag & tcflag_t(ICANON), 0, "a new pty is in canonical mode")
+        var c = Subprocess.Configuration([IT.tt, "record", "-c", "-s", state, "--kernel", elf, "pty"],
+                                         output: .fileDescriptor(FileDescriptor(rawValue: slave)),
+                                         error: .fileDescriptor(FileDescriptor(rawValue: slave)))
+        c.input = .fileDescriptor(FileDescriptor(rawValue: slave))
+        let pid = try Subprocess.spawn(c).pid
+        defer { RunningProcess(pid: pid).terminate() }
+        close(slave)
+        var shown: [UInt8] = []
+        func drain(_ ms: Int32) {
+            var p = pollfd(fd: master, events: Int16(POLLIN), revents: 0)
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while poll(&p, 1, ms) > 0 {
+                let n = Glibc.read(master, &buf, buf.count)
+                if n <= 0 { return }
+                shown += buf[0..<n]
+            }
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while !String(decoding: shown, as: UTF8.self).contains("tt-loop: alive"), Date() < deadline { drain(100) }
+        XCTAssertTrue(String(decoding: shown, as: UTF8.self).contains("Ctrl-A x ends it"), String(decoding: shown, as: UTF8.self))
+        var during = termios()
+        XCTAssertEqual(tcgetattr(master, &during), 0)
+        XCTAssertEqual(during.c_lflag & tcflag_t(ICANON | ECHO | ISIG), 0, "raw while recording")
+        // Ctrl-A h prints the help; Ctrl-A x ends the recording.
+        XCTAssertEqual(write(master, [0x01, 0x68] as [UInt8], 2), 2)
+        drain(500)
+        XCTAssertTrue(String(decoding: shown, as: UTF8.self).contains("end the recording"), String(decoding: shown, as: UTF8.self))
+        XCTAssertEqual(write(master, [0x01, 0x78] as [UInt8], 2), 2)
+        var status: Int32 = -1
+        let end = Date().addingTimeInterval(60)
+        while Date() < end {
+            drain(50)
+            if let s = RunningProcess(pid: pid).reap() { status = s.shellStatus; break }
+        }
+        drain(50)
+        XCTAssertEqual(status, 0, String(decoding: shown, as: UTF8.self))
+        XCTAssertTrue(String(decoding: shown, as: UTF8.self).contains("stopped by Ctrl-A x"), String(decoding: shown, as: UTF8.self))
+        var after = termios()
+        XCTAssertEqual(tcgetattr(master, &after), 0)
+        XCTAssertEqual(after.c_iflag, before.c_iflag)
+        XCTAssertEqual(after.c_oflag, before.c_oflag)
+        XCTAssertEqual(after.c_cflag, before.c_cflag)
+        XCTAssertEqual(after.c_lflag, before.c_lflag)
+        XCTAssertTrue(withUnsafeBytes(of: after.c_cc) { a in withUnsafeBytes(of: before.c_cc) { b in a.elementsEqual(b) } })
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state + "/recording.incomplete"))
+        try IT.tt(["replay", "-c", "pty"], state: state)
+        XCTAssertEqual(try read(state + "/console.replay"), try read(state + "/console.record"))
+    }
+}
