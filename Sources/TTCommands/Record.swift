@@ -27,7 +27,7 @@ struct Record: ParsableCommand {
             foreground one (its tt record then ends as if the guest had).
             """)
 
-    @Flag(name: .customShort("c"), help: "Interactive guest console (QEMU): the serial port on this terminal, input recorded; Ctrl-A x ends the recording, Ctrl-A h helps. With --detach: output only, nothing is shown.")
+    @Flag(name: .customShort("c"), help: "Interactive guest console (QEMU): the serial port on this terminal, input recorded; Ctrl-A x ends the recording, Ctrl-A h helps (not with --detach).")
     var console = false
     @Flag(name: .customShort("d"), help: "Debug output.")
     var debug = false

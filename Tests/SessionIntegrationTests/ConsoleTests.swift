@@ -162,10 +162,12 @@ final class ConsoleTests: XCTestCase {
         defer { RunningProcess(pid: pid).terminate() }
         close(slave)
         var shown: [UInt8] = []
-        func drain(_ ms: Int32) {
+        /// Read what tt shows for `ms` milliseconds at most (less once it closed the terminal).
+        func drain(_ ms: Int) {
             var p = pollfd(fd: master, events: Int16(POLLIN), revents: 0)
             var buf = [UInt8](repeating: 0, count: 4096)
-            while poll(&p, 1, ms) > 0 {
+            let until = Date().addingTimeInterval(Double(ms) / 1000)
+            while Date() < until, poll(&p, 1, Int32(max(1, until.timeIntervalSinceNow * 1000))) > 0 {
                 let n = Glibc.read(master, &buf, buf.count)
                 if n <= 0 { return }
                 shown += buf[0..<n]
