@@ -142,19 +142,27 @@ final class ConsoleTests: XCTestCase {
         XCTAssertTrue(again.out.contains("no recording of fg in progress"), again.out)
     }
 
-    /// (d) On a terminal: raw while recording (no echo, no line editing, no signals from
-    /// keys), and exactly the settings it had once Ctrl-A x ended the recording, which
-    /// stays complete.
-    func testTerminalIsRawWhileRecordingAndRestoredAfterCtrlAX() throws {
-        let elf = try loopGuest()
-        let state = base + "/pty"
+    /// What a `tt record -c` on a pseudo-terminal showed and how it ended, and whether the
+    /// terminal's settings after it are exactly those before.
+    struct PTYRun {
+        var status: Int32 = -1
+        var shown = ""
+        var rawWhileRecording = false
+        var restored = false
+    }
+
+    /// Run `tt record -c` with a pseudo-terminal as its stdin, stdout and stderr; once the
+    /// guest printed `ready`, `end` is called with tt's pid and the terminal's master side.
+    func recordOnATerminal(_ args: [String], state: String, ready: String,
+                           end: (_ pid: pid_t, _ master: Int32, _ drain: (Int) -> Void) -> Void) throws -> PTYRun {
+        var run = PTYRun()
         var master: Int32 = -1, slave: Int32 = -1
         XCTAssertEqual(openpty(&master, &slave, nil, nil, nil), 0)
         defer { close(master) }
         var before = termios()
         XCTAssertEqual(tcgetattr(slave, &before), 0)
         XCTAssertNotEqual(before.c_lflag & tcflag_t(ICANON), 0, "a new pty is in canonical mode")
-        var c = Subprocess.Configuration([IT.tt, "record", "-c", "-s", state, "--kernel", elf, "pty"],
+        var c = Subprocess.Configuration([IT.tt, "record", "-c", "-s", state] + args,
                                          output: .fileDescriptor(FileDescriptor(rawValue: slave)),
                                          error: .fileDescriptor(FileDescriptor(rawValue: slave)))
         c.input = .fileDescriptor(FileDescriptor(rawValue: slave))
@@ -174,34 +182,62 @@ final class ConsoleTests: XCTestCase {
             }
         }
         let deadline = Date().addingTimeInterval(60)
-        while !String(decoding: shown, as: UTF8.self).contains("tt-loop: alive"), Date() < deadline { drain(100) }
-        XCTAssertTrue(String(decoding: shown, as: UTF8.self).contains("Ctrl-A x ends it"), String(decoding: shown, as: UTF8.self))
+        while !String(decoding: shown, as: UTF8.self).contains(ready), Date() < deadline { drain(100) }
         var during = termios()
         XCTAssertEqual(tcgetattr(master, &during), 0)
-        XCTAssertEqual(during.c_lflag & tcflag_t(ICANON | ECHO | ISIG), 0, "raw while recording")
-        // Ctrl-A h prints the help; Ctrl-A x ends the recording.
-        XCTAssertEqual(write(master, [0x01, 0x68] as [UInt8], 2), 2)
-        drain(500)
-        XCTAssertTrue(String(decoding: shown, as: UTF8.self).contains("end the recording"), String(decoding: shown, as: UTF8.self))
-        XCTAssertEqual(write(master, [0x01, 0x78] as [UInt8], 2), 2)
-        var status: Int32 = -1
-        let end = Date().addingTimeInterval(60)
-        while Date() < end {
+        run.rawWhileRecording = during.c_lflag & tcflag_t(ICANON | ECHO | ISIG) == 0
+        end(pid, master, drain)
+        let until = Date().addingTimeInterval(60)
+        while Date() < until {
             drain(50)
-            if let s = RunningProcess(pid: pid).reap() { status = s.shellStatus; break }
+            if let s = RunningProcess(pid: pid).reap() { run.status = s.shellStatus; break }
         }
         drain(50)
-        XCTAssertEqual(status, 0, String(decoding: shown, as: UTF8.self))
-        XCTAssertTrue(String(decoding: shown, as: UTF8.self).contains("stopped by Ctrl-A x"), String(decoding: shown, as: UTF8.self))
+        run.shown = String(decoding: shown, as: UTF8.self)
         var after = termios()
         XCTAssertEqual(tcgetattr(master, &after), 0)
-        XCTAssertEqual(after.c_iflag, before.c_iflag)
-        XCTAssertEqual(after.c_oflag, before.c_oflag)
-        XCTAssertEqual(after.c_cflag, before.c_cflag)
-        XCTAssertEqual(after.c_lflag, before.c_lflag)
-        XCTAssertTrue(withUnsafeBytes(of: after.c_cc) { a in withUnsafeBytes(of: before.c_cc) { b in a.elementsEqual(b) } })
+        run.restored = after.c_iflag == before.c_iflag && after.c_oflag == before.c_oflag
+            && after.c_cflag == before.c_cflag && after.c_lflag == before.c_lflag
+            && withUnsafeBytes(of: after.c_cc) { a in withUnsafeBytes(of: before.c_cc) { b in a.elementsEqual(b) } }
+        return run
+    }
+
+    /// (d) On a terminal: raw while recording (no echo, no line editing, no signals from
+    /// keys), and exactly the settings it had once Ctrl-A x ended the recording, which
+    /// stays complete; Ctrl-A h shows the keys.
+    func testTerminalIsRawWhileRecordingAndRestoredAfterCtrlAX() throws {
+        let elf = try loopGuest()
+        let state = base + "/pty"
+        let run = try recordOnATerminal(["--kernel", elf, "pty"], state: state, ready: "tt-loop: alive") { _, master, drain in
+            XCTAssertEqual(write(master, [0x01, 0x68] as [UInt8], 2), 2)
+            drain(500)
+            XCTAssertEqual(write(master, [0x01, 0x78] as [UInt8], 2), 2)
+        }
+        XCTAssertTrue(run.shown.contains("Ctrl-A x ends it"), run.shown)
+        XCTAssertTrue(run.shown.contains("end the recording"), "Ctrl-A h: " + run.shown)
+        XCTAssertTrue(run.rawWhileRecording)
+        XCTAssertEqual(run.status, 0, run.shown)
+        XCTAssertTrue(run.shown.contains("stopped by Ctrl-A x"), run.shown)
+        XCTAssertTrue(run.restored, "terminal settings differ after tt record")
         XCTAssertFalse(FileManager.default.fileExists(atPath: state + "/recording.incomplete"))
         try IT.tt(["replay", "-c", "pty"], state: state)
         XCTAssertEqual(try read(state + "/console.replay"), try read(state + "/console.record"))
+    }
+
+    /// The terminal is restored too when tt record is stopped by SIGTERM (status 143), and
+    /// when the guest powers off by itself (the bundled guest; status 0).
+    func testTerminalIsRestoredOnSIGTERMAndGuestEnd() throws {
+        let elf = try loopGuest()
+        let killed = try recordOnATerminal(["--kernel", elf, "pty"], state: base + "/pty", ready: "tt-loop: alive") { pid, _, _ in
+            kill(pid, SIGTERM)
+        }
+        XCTAssertTrue(killed.rawWhileRecording)
+        XCTAssertEqual(killed.status, 128 + SIGTERM, killed.shown)
+        XCTAssertTrue(killed.restored, "terminal settings differ after SIGTERM")
+
+        let ended = try recordOnATerminal(["cons"], state: base + "/cons", ready: "tt: recorded cons") { _, _, _ in }
+        XCTAssertEqual(ended.status, 0, ended.shown)
+        XCTAssertTrue(ended.shown.contains("tt-guest: done"), ended.shown)
+        XCTAssertTrue(ended.restored, "terminal settings differ after the guest's end")
     }
 }
