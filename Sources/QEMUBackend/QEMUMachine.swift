@@ -19,12 +19,14 @@ public struct QEMUError: Error, CustomStringConvertible, ExitStatusProviding {
 /// What to record, and the QEMU command lines made from it.
 ///
 /// Record and replay command lines must match exactly (a mismatch makes replay hang
-/// silently), so the recording's argument vector is kept in `qemu.argv` and the replay's
-/// is derived from it by replacing only host-side plumbing: `rr=record` → `rr=replay`,
-/// the snapshot image (a per-replay copy), the serial log file (or the interactive
-/// console's socket chardev, which becomes a file chardev) and the plugin's control
-/// file; then `-S` and the QMP and gdb sockets are appended. QEMU runs with the state
-/// directory as its working directory, so every state file is named relatively.
+/// silently), so the recording's argument vector is kept in `qemu.argv`; a replay runs
+/// only after that vector is found to be exactly what `recordArguments` makes for the
+/// machine it describes, and its own vector is the same one with only host-side plumbing
+/// renamed: `rr=record` → `rr=replay`, the snapshot image (a per-replay copy), the disks'
+/// overlays (fresh per replay), the serial log file (the interactive console's socket
+/// chardev becomes a file chardev) and the plugin's control file; then `-S` and the QMP
+/// and gdb sockets are appended. QEMU runs with the state directory as
+/// its working directory, so every state file is named relatively.
 public struct QEMUMachine: Sendable {
     public enum Arch: String, Sendable, CaseIterable { case i386, x86_64 }
 
@@ -33,19 +35,33 @@ public struct QEMUMachine: Sendable {
     public var append: String?
     public var memoryMB: Int
     public var arch: Arch
+    /// QEMU's CPU model (`-cpu`), `tt record --cpu`.
+    public var cpu: String
+    /// How many `--disk` images the guest has: disk N is `StateFile.diskOverlay(N)` through
+    /// QEMU's block-replay driver (the images themselves are in `StateFile.disks`).
+    public var diskCount: Int
+    /// `tt record --qemu-arg`: arguments for what tt does not model, each passing
+    /// `refusal(ofQEMUArgument:)`; they come after tt's own, before the plugin.
+    public var extraArguments: [String]
     /// The serial port is interactive (`tt record -c`): a unix socket QEMU listens on and
     /// tt record connects to (QEMU waits for it before the guest starts, so no output is
     /// lost), declared as a chardev so that record/replay logs its input. Otherwise the
     /// serial port is an output-only file.
     public var interactiveConsole: Bool
 
+    public static let defaultCPU = "qemu64"
+
     public init(kernel: FilePath, initrd: FilePath? = nil, append: String? = nil, memoryMB: Int = 64, arch: Arch = .i386,
+                cpu: String = QEMUMachine.defaultCPU, diskCount: Int = 0, extraArguments: [String] = [],
                 interactiveConsole: Bool = false) {
         self.kernel = kernel
         self.initrd = initrd
         self.append = append
         self.memoryMB = memoryMB
         self.arch = arch
+        self.cpu = cpu
+        self.diskCount = diskCount
+        self.extraArguments = extraArguments
         self.interactiveConsole = interactiveConsole
     }
 
@@ -85,73 +101,153 @@ public struct QEMUMachine: Sendable {
         }
     }
 
+    // MARK: VM options
+
+    /// QEMU options `--qemu-arg` must not give (matched as `-opt`, `--opt` and `-opt=value`),
+    /// with the reason: they would break record/replay, take over what tt controls, or have
+    /// an option of tt's own. Everything else is passed through.
+    static let refusedOptions: [String: String] = {
+        var table: [String: String] = [:]
+        func refuse(_ names: [String], _ why: String) { for n in names { table[n] = why } }
+        refuse(["icount"], "tt sets -icount itself: it is the record/replay")
+        refuse(["plugin"], "tt loads its own plugin")
+        refuse(["gdb", "s"], "tt owns the gdb stub of the replay")
+        refuse(["qmp", "qmp-pretty", "chardev", "mon", "monitor", "nographic", "serial", "readconfig"],
+               "tt owns QEMU's monitor, control sockets and serial console")
+        refuse(["smp"], "QEMU's record/replay does not support SMP (tt records with -smp 1)")
+        refuse(["accel", "enable-kvm", "machine", "M"], "record/replay needs TCG on tt's machine (-machine pc)")
+        refuse(["snapshot", "loadvm", "incoming"], "the recording starts from tt's own snapshot")
+        refuse(["S", "daemonize", "no-shutdown", "action", "pidfile", "D"], "tt controls how the VM starts, runs and ends")
+        refuse(["kernel", "initrd", "append", "cpu", "m"], "tt has its own option for it (--kernel, --initrd, --append, --cpu, -M)")
+        refuse(["drive", "blockdev", "hda", "hdb", "hdc", "hdd", "cdrom", "fda", "fdb", "mtdblock", "sd", "pflash"],
+               "a disk outside QEMU's block replay is not recorded (and tt's snapshot drive is tt's); use --disk")
+        refuse(["net", "netdev", "nic"], "network traffic is not recorded (tt records with -net none)")
+        refuse(["set"], "it changes options tt set")
+        return table
+    }()
+
+    /// Why `--qemu-arg ARG` is refused, or nil when QEMU may be given it.
+    public static func refusal(ofQEMUArgument arg: String) -> String? {
+        if arg.isEmpty { return "an empty argument" }
+        if arg.contains("\n") { return "it contains a newline" }
+        if arg.hasPrefix("-") {
+            var name = Substring(arg.dropFirst())
+            if name.hasPrefix("-") { name = name.dropFirst() }
+            if let eq = name.firstIndex(of: "=") { name = name[..<eq] }
+            if let why = refusedOptions[String(name)] { return why }
+        }
+        if arg.contains("snapdisk") || arg.contains("blkreplay") { return "it names tt's own drives" }
+        if arg.contains("vapic") { return "tt sets apic-common.vapic=off (loading a snapshot in a replay deadlocks otherwise)" }
+        return nil
+    }
+
+    /// Why `--cpu MODEL` is refused, or nil.
+    public static func refusal(ofCPU cpu: String) -> String? {
+        if cpu.isEmpty || cpu.hasPrefix("-") { return "not a CPU model (see qemu-system-x86_64 -cpu help)" }
+        if cpu.contains("\n") { return "it contains a newline" }
+        return nil
+    }
+
+    /// Why `--smp N` is refused, or nil.
+    public static func refusal(ofSMP n: Int) -> String? {
+        if n < 1 { return "a VM needs at least one CPU" }
+        if n > 1 { return "QEMU's record/replay does not support SMP; only --smp 1 can be recorded" }
+        return nil
+    }
+
+    // MARK: argument vectors
+
     /// The recording's argument vector. The kernel and initrd are copies inside the
     /// state directory, so a rebuilt guest cannot break an old recording.
-    public func recordArguments(plugin: FilePath) -> [String] {
-        var a = [Self.binary, "-machine", "pc", "-cpu", "qemu64", "-smp", "1", "-m", String(memoryMB),
+    public func recordArguments(plugin: FilePath) -> [String] { arguments(plugin: plugin, replay: false) }
+
+    /// The replay's argument vector: the recording's with the host-side plumbing renamed,
+    /// started paused (`-S`) with tt's QMP and gdb sockets. The guest's end (isa-debug-exit,
+    /// poweroff) pauses a replay instead of ending QEMU: a live replay stays usable there
+    /// (replay-seek goes back), even when the command that was running it died and the vCPU
+    /// ran on to the end.
+    public func replayArguments(plugin: FilePath) -> [String] {
+        arguments(plugin: plugin, replay: true)
+            + ["-S", "-qmp", "unix:\(StateFile.qmp),server=on,wait=off", "-gdb", "unix:\(StateFile.gdb),server=on,wait=off",
+               "-action", "shutdown=pause"]
+    }
+
+    private func arguments(plugin: FilePath, replay: Bool) -> [String] {
+        var a = [Self.binary, "-machine", "pc", "-cpu", cpu, "-smp", "1", "-m", String(memoryMB),
                  "-kernel", StateFile.kernel]
         if initrd != nil { a += ["-initrd", StateFile.initrd] }
         if let append { a += ["-append", append] }
         a += ["-display", "none", "-no-reboot", "-net", "none", "-monitor", "none"]
-        a += interactiveConsole ? ["-chardev", Self.recordConsoleChardev, "-serial", "chardev:console"]
-                                : ["-serial", "file:" + StateFile.recordConsole]
+        if interactiveConsole {
+            a += ["-chardev", replay ? Self.replayConsoleChardev : Self.recordConsoleChardev, "-serial", "chardev:console"]
+        } else {
+            a += ["-serial", "file:" + (replay ? StateFile.replayConsole : StateFile.recordConsole)]
+        }
         a += ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-              "-icount", "shift=auto,rr=record,rrfile=\(StateFile.recording),rrsnapshot=init",
-              "-drive", "file=\(StateFile.snapshot),if=none,id=snapdisk",
-              "-global", "apic-common.vapic=off",
-              "-plugin", plugin.string + ",shm=" + StateFile.recordShm]
+              "-icount", "shift=auto,rr=\(replay ? "replay" : "record"),rrfile=\(StateFile.recording),rrsnapshot=init",
+              "-drive", "file=\(replay ? StateFile.replaySnapshot : StateFile.snapshot),if=none,id=snapdisk"]
+        for n in 0..<diskCount { a += Self.diskArguments(n, overlay: replay ? StateFile.replayDiskOverlay(n) : StateFile.diskOverlay(n)) }
+        a += ["-global", "apic-common.vapic=off"]
+        a += extraArguments
+        a += ["-plugin", plugin.string + ",shm=" + (replay ? StateFile.replayShm : StateFile.recordShm)]
         return a
+    }
+
+    /// Disk N: its overlay, QEMU's block-replay driver over it, and an IDE disk.
+    private static func diskArguments(_ n: Int, overlay: String) -> [String] {
+        ["-drive", "file=\(overlay),if=none,id=img\(n)-orig",
+         "-drive", "driver=blkreplay,if=none,image=img\(n)-orig,id=img\(n)",
+         "-device", "ide-hd,drive=img\(n)"]
     }
 
     /// The machine a stored `qemu.argv` describes — accepted only when the vector is
     /// exactly what `recordArguments` makes for it, so that the state directory never
     /// chooses the program that runs (as root), its options or what QEMU loads: the
-    /// program is `binary` from PATH and the plugin is tt's own, whatever the file says.
+    /// program is `binary` from PATH and the plugin is tt's own, whatever the file says;
+    /// the CPU model and `--qemu-arg` arguments pass the same checks as on tt record's
+    /// command line.
     public init(validatingRecorded argv: [String], file: FilePath) throws {
+        func refuse(_ why: String) -> QEMUError {
+            QEMUError("\(file): \(why); not a tt recording's command line, refusing to run it", status: ExitStatus.dataError)
+        }
         func value(after flag: String) -> String? {
             guard let i = argv.firstIndex(of: flag), i + 1 < argv.count else { return nil }
             return argv[i + 1]
         }
-        guard let m = value(after: "-m"), let mb = Int(m), (1...65536).contains(mb) else {
-            throw QEMUError("\(file): not a tt recording's command line (no valid -m); refusing to run it", status: ExitStatus.dataError)
+        guard let m = value(after: "-m"), let mb = Int(m), (1...65536).contains(mb) else { throw refuse("no valid -m") }
+        guard let cpu = value(after: "-cpu") else { throw refuse("no -cpu") }
+        if let why = Self.refusal(ofCPU: cpu) { throw refuse("-cpu \(cpu): \(why)") }
+        // Disks: consecutive after tt's snapshot drive.
+        var disks = 0
+        if let snap = argv.firstIndex(of: "file=\(StateFile.snapshot),if=none,id=snapdisk") {
+            var i = snap + 1
+            while disks < StateFile.maxDisks, i + 6 <= argv.count,
+                  Array(argv[i..<i + 6]) == Self.diskArguments(disks, overlay: StateFile.diskOverlay(disks)) {
+                disks += 1; i += 6
+            }
         }
         self.init(kernel: FilePath(StateFile.kernel), initrd: argv.contains("-initrd") ? FilePath(StateFile.initrd) : nil,
-                  append: value(after: "-append"), memoryMB: mb, interactiveConsole: argv.contains("-chardev"))
-        let recordedPlugin = value(after: "-plugin") ?? ""
-        let expected = recordArguments(plugin: FilePath(String(recordedPlugin.dropLast(",shm=\(StateFile.recordShm)".count))))
-        guard recordedPlugin.hasSuffix(",shm=" + StateFile.recordShm), argv == expected else {
+                  append: value(after: "-append"), memoryMB: mb, cpu: cpu, diskCount: disks,
+                  interactiveConsole: argv.contains("-chardev"))
+        // tt's own part is the vector without the extra arguments: they are what lies
+        // between it and the plugin.
+        let recordedPlugin = argv.last ?? ""
+        guard recordedPlugin.hasSuffix(",shm=" + StateFile.recordShm) else { throw refuse("the last argument is not tt's plugin") }
+        let plugin = FilePath(String(recordedPlugin.dropLast(",shm=\(StateFile.recordShm)".count)))
+        let own = recordArguments(plugin: plugin)
+        if argv.count > own.count {
+            extraArguments = Array(argv[(own.count - 2)..<(argv.count - 2)])
+            for arg in extraArguments {
+                if let why = Self.refusal(ofQEMUArgument: arg) { throw refuse("'\(arg)' is refused: \(why)") }
+            }
+        }
+        let expected = recordArguments(plugin: plugin)
+        guard argv == expected else {
             let at = (0..<min(argv.count, expected.count)).first { argv[$0] != expected[$0] } ?? min(argv.count, expected.count)
             let found = at < argv.count ? "'\(argv[at])'" : "nothing"
             let wanted = at < expected.count ? "'\(expected[at])'" : "nothing"
-            throw QEMUError("\(file): line \(at + 1) is \(found) where tt records \(wanted); not a tt recording's command line, refusing to run it",
-                            status: ExitStatus.dataError)
+            throw refuse("line \(at + 1) is \(found) where tt records \(wanted)")
         }
-    }
-
-    /// The replay's argument vector, derived from the recording's.
-    public static func replayArguments(fromRecord record: [String]) throws -> [String] {
-        var out: [String] = []
-        var replaced = 0
-        for arg in record {
-            var a = arg
-            if a.hasPrefix("shift=") && a.contains("rr=record") {
-                a = a.replacing("rr=record", with: "rr=replay", maxReplacements: 1); replaced += 1
-            } else if a == "file=\(StateFile.snapshot),if=none,id=snapdisk" {
-                a = "file=\(StateFile.replaySnapshot),if=none,id=snapdisk"; replaced += 1
-            } else if a == "file:" + StateFile.recordConsole {
-                a = "file:" + StateFile.replayConsole; replaced += 1
-            } else if a == recordConsoleChardev {
-                a = replayConsoleChardev; replaced += 1
-            } else if a.hasSuffix(",shm=" + StateFile.recordShm) {
-                a = String(a.dropLast(StateFile.recordShm.count)) + StateFile.replayShm; replaced += 1
-            }
-            out.append(a)
-        }
-        guard replaced == 4 else {
-            throw QEMUError("\(StateFile.argv) is not a tt recording's command line (found \(replaced) of 4 parts to adapt)",
-                            status: ExitStatus.dataError)
-        }
-        return out + ["-S", "-qmp", "unix:\(StateFile.qmp),server=on,wait=off", "-gdb", "unix:\(StateFile.gdb),server=on,wait=off"]
     }
 }
 

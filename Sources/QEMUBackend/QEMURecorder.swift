@@ -33,9 +33,16 @@ public final class QEMURecorder: Recorder {
         // -c on a foreground recording: the console is interactive (a detached one has nobody
         // to type).
         let interactive = request.console && !request.detach
+        guard request.disks.count <= StateFile.maxDisks else {
+            throw QEMUError("\(request.disks.count) disks: tt records at most \(StateFile.maxDisks) (--disk)", status: ExitStatus.usage)
+        }
         let machine = QEMUMachine(kernel: request.kernel, initrd: request.initrd, append: request.append,
-                                  memoryMB: request.memoryMB, arch: arch, interactiveConsole: interactive)
-        let pid = try Self.start(state, machine: machine, detached: request.detach, debug: request.debug)
+                                  memoryMB: request.memoryMB, arch: arch, cpu: request.cpu ?? QEMUMachine.defaultCPU,
+                                  diskCount: request.disks.count, extraArguments: request.qemuArguments,
+                                  interactiveConsole: interactive)
+        // Each image's identity first: the replay refuses an image that changed after this.
+        let disks = try request.disks.map(DiskImage.inspect)
+        let pid = try Self.start(state, machine: machine, disks: disks, detached: request.detach, debug: request.debug)
         if request.detach { return .detached(vm: "QEMU (pid \(pid))") }
         let summary = try Self.wait(pid, state: state, console: request.console, interactive: interactive, cancellation: cancellation)
         if summary.signal != 0 { return .interrupted(signal: summary.signal) }
@@ -77,7 +84,9 @@ public final class QEMURecorder: Recorder {
             let ours = isOurQEMU(qemu, state)
             if ours, let owner, !RunningProcess(pid: owner).isAlive { RunningProcess(pid: qemu).terminate() }
             if !ours || owner.map({ !RunningProcess(pid: $0).isAlive }) == true {
-                for f in [StateFile.pid, StateFile.qmp, StateFile.gdb, StateFile.replaySnapshot] { state.remove(f) }
+                for f in [StateFile.pid, StateFile.qmp, StateFile.gdb, StateFile.replaySnapshot] + (0..<StateFile.maxDisks).map(StateFile.replayDiskOverlay) {
+                    state.remove(f)
+                }
             }
         }
     }
@@ -112,19 +121,22 @@ public final class QEMURecorder: Recorder {
 
     /// Set up the state directory and start QEMU recording. Returns QEMU's pid.
     /// `detached`: nobody waits; otherwise this process owns it (killed if we die).
-    static func start(_ state: StateDirectory, machine: QEMUMachine, detached: Bool, debug: Bool) throws -> Int32 {
+    static func start(_ state: StateDirectory, machine: QEMUMachine, disks: [DiskImage], detached: Bool, debug: Bool) throws -> Int32 {
         let plugin = try TTInstallation.plugin()
         try copyFile(from: machine.kernel, to: state.file(StateFile.kernel))
         if let initrd = machine.initrd { try copyFile(from: initrd, to: state.file(StateFile.initrd)) }
         try state.write(StateFile.backend, BackendKind.qemu.rawValue + "\n")
         // QEMU opens its outputs following symlinks: none of their names may be there.
-        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete,
-                  StateFile.consoleSocket] {
+        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete, StateFile.disks,
+                  StateFile.consoleSocket]
+            + (0..<StateFile.maxDisks).map(StateFile.diskOverlay) {
             state.remove(f)
         }
         let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
         defer { umask(oldMask) }
         try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", StateFile.snapshot, "64M"], in: state)
+        if !disks.isEmpty { try DiskImage.store(disks, in: state) }
+        for (n, disk) in disks.enumerated() { try disk.createOverlay(StateFile.diskOverlay(n), in: state, initSnapshot: false) }
         try state.write(StateFile.qemuVersion, try QEMUMachine.installedVersion() + "\n")
         _ = try PluginControlBlock.create(at: state.file(StateFile.recordShm), ringCapacity: 64)
         let argv = machine.recordArguments(plugin: plugin)
@@ -169,8 +181,7 @@ public final class QEMURecorder: Recorder {
         loop: while true {
             if console && link == nil { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
             if let s = RunningProcess(pid: pid).reap() { status = s; break }
-            // Its leader may show as a zombie while its other threads finish: our child,
-            // waited for until its status is there.
+            // Exited between the two looks: it is our child, so waiting gives its status at once.
             if !RunningProcess(pid: pid).isAlive { status = RunningProcess(pid: pid).wait(); break }
             var fds = [pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)]
@@ -271,20 +282,22 @@ public final class QEMURecorder: Recorder {
         }
     }
 
-    static func runToCompletion(_ argv: [String], in state: StateDirectory) throws {
-        let status = try Subprocess.run(.init(argv, workingDirectory: state.path, output: .append(state.file(StateFile.recordLog)),
+    static func runToCompletion(_ argv: [String], in state: StateDirectory, log: String = StateFile.recordLog) throws {
+        let status = try Subprocess.run(.init(argv, workingDirectory: state.path, output: .append(state.file(log)),
                                               error: .sameAsOutput, deathSignal: SIGKILL)).status
         guard status.isSuccess else {
-            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(StateFile.recordLog)) ?? "\(status)")")
+            throw QEMUError("\(argv[0]) failed: \(lastLine(of: state.file(log)) ?? "\(status)")")
         }
     }
 
     /// Copy a console file to stdout as it grows, until `pid` exits or a signal comes.
-    public static func followConsole(_ file: FilePath, whileAlive pid: Int32, cancellation: Cancellation) {
+    /// `andWhile`: checked every 100 ms; following ends when it says false.
+    public static func followConsole(_ file: FilePath, whileAlive pid: Int32, cancellation: Cancellation,
+                                     andWhile running: () -> Bool = { true }) {
         var offset: off_t = 0
         while true {
             offset = copyNew(file, from: offset)
-            guard RunningProcess(pid: pid).isAlive else { break }
+            guard RunningProcess(pid: pid).isAlive, running() else { break }
             var p = pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)
             _ = poll(&p, 1, 100)
             if cancellation.isCancelled { break }

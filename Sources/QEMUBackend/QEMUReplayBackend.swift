@@ -44,7 +44,16 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     public func followConsole(until cancellation: Cancellation) throws {
         guard let pid = vmPID else { return }
-        QEMURecorder.followConsole(state.file(F.replayConsole), whileAlive: pid, cancellation: cancellation)
+        // The replay pauses at the guest's end (see replayArguments): follow until the vCPU
+        // has executed nothing for a second, which the plugin's instruction count tells
+        // without taking QMP from whoever drives the replay.
+        let counters = try PluginControlBlock.open(at: state.file(F.replayShm))
+        var last = counters.instructions, lastChange = monotonicMilliseconds()
+        QEMURecorder.followConsole(state.file(F.replayConsole), whileAlive: pid, cancellation: cancellation) {
+            let now = counters.instructions
+            if now != last { last = now; lastChange = monotonicMilliseconds() }
+            return monotonicMilliseconds() - lastChange < 1000
+        }
     }
 
     private func log(_ s: @autoclosure () -> String) {
@@ -61,8 +70,13 @@ public final class QEMUReplayBackend: ReplayBackend {
         for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
         let record = try state.readLines(F.argv)
         let machine = try QEMUMachine(validatingRecorded: record, file: state.file(F.argv))
-        let argv = try QEMUMachine.replayArguments(fromRecord: machine.recordArguments(plugin: try TTInstallation.plugin()))
+        let argv = machine.replayArguments(plugin: try TTInstallation.plugin())
+        let disks = try DiskImage.requireUnchanged(state)
+        guard disks.count == machine.diskCount else {
+            throw StateError.badFile(state.file(F.disks), "\(disks.count) disk images for the \(machine.diskCount) disks of \(F.argv)")
+        }
         try copyFile(from: state.file(F.snapshot), to: state.file(F.replaySnapshot))
+        for (n, disk) in disks.enumerated() { try disk.createOverlay(F.replayDiskOverlay(n), in: state, initSnapshot: true) }
         shm = try PluginControlBlock.create(at: state.file(F.replayShm))
         try state.writeLines(F.replayArgv, argv)
         state.remove(F.replayLog)
@@ -148,7 +162,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// The files of a replay VM that is gone (the recording's files stay; the session's
     /// timeline forgets the checkpoints, which lived in the replay's image).
     private func removeReplayFiles() {
-        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] { state.remove(f) }
+        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] + (0..<F.maxDisks).map(F.replayDiskOverlay) { state.remove(f) }
     }
 
     private func requireVM() throws -> (QMPClient, GDBRemoteClient, PluginControlBlock) {
@@ -285,8 +299,10 @@ public final class QEMUReplayBackend: ReplayBackend {
     }
 
     public func step() throws -> StopReason {
-        let (_, gdb, _) = try requireVM()
+        let (qmp, gdb, _) = try requireVM()
         cachedRegs = nil
+        // At the guest's end the stub would wait for a run that QEMU refuses to start.
+        if try qmp.guestEnded() { return .ended }
         do {
             let reply = try gdb.step()
             try drainRing()

@@ -91,6 +91,13 @@ final class QMPClient {
     func discardEvents() { pendingEvents.removeAll() }
 
     /// Whether the vCPU runs, from query-status.
+    /// The guest has ended (QEMU's run state "shutdown": the replay VM is paused there, and
+    /// only a replay-seek makes it run again).
+    func guestEnded() throws -> Bool {
+        let status = try execute("query-status") as? [String: Any]
+        return status?["status"] as? String == "shutdown"
+    }
+
     func isRunning() throws -> Bool {
         let status = try execute("query-status") as? [String: Any]
         return status?["running"] as? Bool ?? false

@@ -44,19 +44,35 @@ public enum CommandMain {
         do {
             command = try root.parseAsRoot(arguments)
         } catch {
-            let code = root.exitCode(for: error)
-            let message = root.fullMessage(for: error)
-            if !message.isEmpty {
-                if code == .success { print(message) } else { printError(message) }
-            }
-            return code.rawValue
+            return argumentParserReport(error, root)
         }
         do {
             try command.run()
             return ExitStatus.success
+        } catch let error where isArgumentParserRequest(error) {
+            // `tt help CMD` and `CMD --help` parse into argument-parser's own help command,
+            // whose run throws the help request: rendered by argument-parser, as its main does.
+            return argumentParserReport(error, root)
         } catch {
             return reportAndExit(error, program: programName).rawValue
         }
+    }
+
+    /// Help, usage and parse errors as argument-parser prints them (help on stdout, 0).
+    private static func argumentParserReport(_ error: Error, _ root: ParsableCommand.Type) -> Int32 {
+        let code = root.exitCode(for: error)
+        let message = root.fullMessage(for: error)
+        if !message.isEmpty {
+            if code == .success { print(message) } else { printError(message) }
+        }
+        return code.rawValue
+    }
+
+    /// An error of argument-parser's own (its help, version or parse requests), not a
+    /// command's: ValidationError and ExitCode, which commands throw, are reported as theirs.
+    private static func isArgumentParserRequest(_ error: Error) -> Bool {
+        !(error is ValidationError) && !(error is ExitCode)
+            && String(reflecting: type(of: error)).hasPrefix("ArgumentParser.")
     }
 
     /// Run and exit with the command's status.

@@ -12,14 +12,16 @@ struct Record: ParsableCommand {
             With no --kernel, the bundled guest is recorded. Returns when the guest ends
             (or at once with --detach). The state directory holds everything needed to
             replay: the recording, the snapshot image, the exact QEMU argument vector
-            (qemu.argv) and the symbol file's path (symfile).
+            (qemu.argv) and the symbol file's path (symfile); with --disk, each image's
+            identity (disks: a replay refuses an image that changed) and the overlay the
+            recording wrote into (the image itself is never written).
 
             With -c (QEMU, not --detach) the guest's serial console is interactive: what
             you type goes to the guest (the terminal is in raw mode until tt record ends;
             Ctrl-C goes to the guest too), and its input is part of the recording, so a
             replay sees the same keys at the same instruction. Ctrl-A then x ends the
             recording (QEMU is stopped as by -S and the recording stays complete and
-            replayable), Ctrl-A Ctrl-A sends one Ctrl-A, Ctrl-A h prints this list. When
+            replayable), Ctrl-A Ctrl-A sends one Ctrl-A, Ctrl-A h prints the keys. When
             standard input is not a terminal its bytes are forwarded the same way. The
             output is also kept in console.record.
 
@@ -33,7 +35,7 @@ struct Record: ParsableCommand {
     var debug = false
     @Flag(name: .customShort("f"), help: "Replace an existing recording.")
     var force = false
-    @Flag(name: .customShort("S"), help: "Stop a recording in progress, keeping its state.")
+    @Flag(name: .customShort("S"), help: "Stop a recording in progress (detached, or foreground from another terminal), keeping its state.")
     var stop = false
     @Flag(name: .customShort("D"), help: "Stop a recording in progress and remove its state directory.")
     var destroy = false
@@ -45,6 +47,18 @@ struct Record: ParsableCommand {
     var initrd: String?
     @Option(help: "Kernel command line.")
     var append: String?
+    @Option(help: ArgumentHelp("QEMU's CPU model (qemu-system-x86_64 -cpu help).", valueName: "model"))
+    var cpu: String = QEMUMachine.defaultCPU
+    @Option(help: ArgumentHelp("Virtual CPUs: QEMU's record/replay supports only 1.", valueName: "n"))
+    var smp = 1
+    @Option(name: .customLong("disk"), help: ArgumentHelp(
+        "A disk image (raw or qcow2; repeatable, at most \(StateFile.maxDisks)): an IDE disk the recording reads and writes through an overlay, never the image itself; replays need it unchanged.",
+        valueName: "image"))
+    var disks: [String] = []
+    @Option(name: .customLong("qemu-arg"), parsing: .unconditionalSingleValue, help: ArgumentHelp(
+        "An argument passed to QEMU as it is, for what tt does not model (repeatable; one per argument, e.g. --qemu-arg -name --qemu-arg foo). Options that would break record/replay or tt's control of QEMU are refused.",
+        valueName: "arg"))
+    var qemuArguments: [String] = []
     @Option(help: "Symbol file of the guest kernel (default: the kernel itself).")
     var symbols: String?
     @Flag(help: "Return at once; the recording runs until the guest ends or tt record -S.")
@@ -67,11 +81,23 @@ struct Record: ParsableCommand {
         if live && backend != .xen { throw ValidationError("--live needs --backend xen") }
     }
 
+    /// The VM options a recording cannot have, refused with one line (64) before anything
+    /// else is looked at: the same checks a replay applies to the stored qemu.argv.
+    func refuseUnrecordableVMOptions() throws {
+        if let why = QEMUMachine.refusal(ofSMP: smp) { throw ValidationError("--smp \(smp): \(why)") }
+        if let why = QEMUMachine.refusal(ofCPU: cpu) { throw ValidationError("--cpu \(cpu): \(why)") }
+        for arg in qemuArguments {
+            if let why = QEMUMachine.refusal(ofQEMUArgument: arg) { throw ValidationError("--qemu-arg \(arg): refused: \(why)") }
+        }
+        if disks.count > StateFile.maxDisks { throw ValidationError("--disk: at most \(StateFile.maxDisks) disks") }
+    }
+
     /// The one recording flow, for every backend: -S/-D on a recording in progress; the
     /// state directory (refused if it holds a recording, unless -f); the symbol file's
     /// absolute path; then the backend's recorder.
     func run() throws {
         let archValue = QEMUMachine.Arch(rawValue: arch)!
+        try refuseUnrecordableVMOptions()
         // The one-line refusal comes before anything else is looked at.
         if backend == .xen { try XenSessions.requireAvailable() }
         if stop || destroy {
@@ -108,6 +134,9 @@ struct Record: ParsableCommand {
             return
         }
         let kind: BackendKind = backend.usesXen ? .xen : .qemu
+        if kind == .xen && (cpu != QEMUMachine.defaultCPU || !disks.isEmpty || !qemuArguments.isEmpty) {
+            throw ValidationError("--cpu, --disk and --qemu-arg need the QEMU backend (--backend qemu)")
+        }
         // First, before any state is touched: can this backend record here at all?
         let recorder = kind == .xen
             ? try XenRecorder(guestType: XenGuestType(rawValue: guestType)!, live: live)
@@ -126,7 +155,8 @@ struct Record: ParsableCommand {
         if let kernel {
             request = RecordingRequest(kernel: try absolute(kernel), initrd: try initrd.map(absolute), append: append,
                                        symbols: try absolute(symbols ?? kernel), memoryMB: memory,
-                                       detach: detach, console: console, debug: debug)
+                                       detach: detach, console: console, debug: debug,
+                                       cpu: cpu, disks: try disks.map(absolute), qemuArguments: qemuArguments)
         } else {
             guard kind == .qemu else {
                 throw ValidationError("--backend xen needs --kernel (a PV or PVH guest kernel; the bundled guest boots under QEMU only)")
@@ -134,7 +164,8 @@ struct Record: ParsableCommand {
             let guest = try TTInstallation.bundledGuest(archValue)
             request = RecordingRequest(kernel: guest.kernel, initrd: try initrd.map(absolute), append: append,
                                        symbols: try symbols.map(absolute) ?? guest.symbols, memoryMB: memory,
-                                       detach: detach, console: console, debug: debug)
+                                       detach: detach, console: console, debug: debug,
+                                       cpu: cpu, disks: try disks.map(absolute), qemuArguments: qemuArguments)
         }
         let created = !dir.exists
         try dir.create()

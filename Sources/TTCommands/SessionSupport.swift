@@ -75,7 +75,9 @@ final class SessionScope {
 
     init(_ options: StateOptions, debug: Bool, choice: BackendChoice? = nil) throws {
         state = try options.resolve()
-        try state.requireRecording()
+        // Whether it can be replayed is the backend's boot to check: tt replay -K and a
+        // live replay's commands work on an incomplete recording too.
+        try state.requireRecording(complete: false)
         lock = try state.lock()
         let backend = try SessionBackends.backend(for: state, debug: debug, choice: choice)
         backend.cleanUpAfterDeadOwners()

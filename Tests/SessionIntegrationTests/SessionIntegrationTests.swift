@@ -84,7 +84,7 @@ final class SessionIntegrationTests: XCTestCase {
         XCTAssertEqual(IT.mode(Self.state32 + "/qmp.sock"), 0o600)
         XCTAssertEqual(IT.mode(Self.state32 + "/gdb.sock"), 0o600)
         let first = try IT.tt(["run-until", "--registers", "g32", "fib#3"], state: Self.state32).out
-        let w1 = IT.parseWhere(String(first.split(separator: "\n")[0]))!
+        let w1 = try XCTUnwrap(IT.parseWhere(String(first.split(separator: "\n").first ?? "")))
         XCTAssertEqual(w1.ip, fib)
         try IT.tt(["replay", "-K", "g32"], state: Self.state32)
         try IT.tt(["replay", "-p", "g32"], state: Self.state32)
@@ -284,7 +284,7 @@ final class SessionIntegrationTests: XCTestCase {
         let table = try String(contentsOfFile: Self.state32 + "/replay.snapshots", encoding: .utf8)
         XCTAssertTrue(table.hasPrefix("\(tenth.icount) \(tenth.brctr) "), table)
         let r = try IT.tt(["run-until", "-d", "g32", fresh.location], state: Self.state32)
-        XCTAssertEqual(IT.parseWhere(String(r.out.split(separator: "\n")[0])), fresh)
+        XCTAssertEqual(IT.parseWhere(String(r.out.split(separator: "\n").first ?? "")), fresh)
         XCTAssertTrue(r.err.contains("replay-seek to icount \(tenth.icount)"), r.err)
     }
 
@@ -292,7 +292,37 @@ final class SessionIntegrationTests: XCTestCase {
         try IT.tt(["replay", "-p", "g32"], state: Self.state32)
         let r = try IT.tt(["run-until", "g32", "fib:999999999"], state: Self.state32, expect: 2)
         XCTAssertTrue(r.err.contains("not reached; replay ended at 0x"), r.err)
-        XCTAssertNil(IT.pid(in: Self.state32).flatMap { IT.alive($0) ? $0 : nil }, "QEMU is gone after the replay ended")
+        // The live replay stays at the guest's end, paused: asked again to go forward it says
+        // so at once (no hang), and it still goes back to an earlier point, which lands where
+        // a fresh replay does.
+        let pid = try XCTUnwrap(IT.pid(in: Self.state32))
+        XCTAssertTrue(IT.alive(pid), "the live replay survives the guest's end")
+        let again = try IT.tt(["run-until", "g32", "fib:999999999"], state: Self.state32, expect: 2)
+        XCTAssertTrue(again.err.contains("not reached; replay ended at 0x"), again.err)
+        let back = try where32(["run-until", "g32", "copy_block#3"])
+        try IT.tt(["replay", "-K", "g32"], state: Self.state32)
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        XCTAssertEqual(try where32(["run-until", "g32", "copy_block#3"]), back)
+        try IT.tt(["replay", "-K", "g32"], state: Self.state32)
+    }
+
+    /// A command driving a live replay that dies mid-run (SIGKILL) leaves the vCPU running to
+    /// the guest's end; the live replay is still there and usable afterwards.
+    func testALiveReplayOutlivesAKilledDriver() throws {
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        let pid = try XCTUnwrap(IT.pid(in: Self.state32))
+        let driver = try IT.start([IT.tt, "run-until", "-s", Self.state32, "g32", "fib:999999999"])
+        defer { unlink(driver.out); unlink(driver.err) }
+        usleep(300_000)
+        kill(driver.pid, SIGKILL)
+        _ = IT.wait(driver.pid)
+        usleep(1_000_000) // the vCPU runs on to the guest's end meanwhile
+        XCTAssertTrue(IT.alive(pid), "the live replay's QEMU is still there")
+        let here = try where32(["run-until", "g32", "copy_block#2"])
+        try IT.tt(["replay", "-K", "g32"], state: Self.state32)
+        try IT.tt(["replay", "-p", "g32"], state: Self.state32)
+        XCTAssertEqual(try where32(["run-until", "g32", "copy_block#2"]), here)
+        try IT.tt(["replay", "-K", "g32"], state: Self.state32)
     }
 
     func testKillAndRestart() throws {
@@ -364,8 +394,13 @@ final class SessionIntegrationTests: XCTestCase {
         let pid = try XCTUnwrap(waitForRecordPID(state))
         kill(child.pid, SIGKILL)
         _ = IT.wait(child.pid)
-        _ = try IT.run([IT.tt, "replay", "-K", "-s", state, "sig"])
+        let reap = try IT.run([IT.tt, "replay", "-K", "-s", state, "sig"])
         XCTAssertFalse(IT.alive(pid), "QEMU of a dead tt record reaped by the next command")
+        XCTAssertEqual(reap.status, 0, reap.err)
+        // ... and that recording is never taken for a whole one.
+        let replay = try IT.run([IT.tt, "replay", "-p", "-s", state, "sig"])
+        XCTAssertEqual(replay.status, 65, replay.err)
+        XCTAssertTrue(replay.err.contains("incomplete") && replay.err.contains("died before the recording ended"), replay.err)
     }
 
     private func waitForRecordPID(_ state: String) -> Int32? {
@@ -387,12 +422,12 @@ final class SessionIntegrationTests: XCTestCase {
             try IT.tt(["replay", "-K", "g64"], state: state)
         }
         XCTAssertEqual(outs[0], outs[1])
-        XCTAssertEqual(IT.parseWhere(String(outs[0].split(separator: "\n")[0]))?.ip, fib)
+        XCTAssertEqual(IT.parseWhere(String(outs[0].split(separator: "\n").first ?? ""))?.ip, fib)
         // A window against gdb stepping, in long mode.
         let table = try IT.instructionTable(IT.guest("guest64.elf"))
         try IT.tt(["replay", "-p", "g64"], state: state)
         let r = try IT.tt(["run-until", "g64", "copy_block#3"], state: state)
-        let start = try XCTUnwrap(IT.parseWhere(String(r.out.split(separator: "\n")[0])))
+        let start = try XCTUnwrap(IT.parseWhere(String(r.out.split(separator: "\n").first ?? "")))
         let pcs = try IT.gdbStep(socket: state + "/gdb.sock", count: 400)
         let executed = try IT.executed(pcs, table: table, handlers: try IT.handlerEntries(IT.guest("guest64.elf")))
         let oracle = try IT.transfers(steppedPCs: pcs, table: table)
@@ -400,6 +435,6 @@ final class SessionIntegrationTests: XCTestCase {
         try IT.tt(["replay", "-p", "g64"], state: state)
         _ = try IT.tt(["run-until", "g64", start.location], state: state)
         let end = try IT.tt(["run-until", "g64", "0x\(String(pcs.last!, radix: 16)):\(start.brctr + UInt64(oracle.count))"], state: state)
-        XCTAssertEqual(IT.parseWhere(String(end.out.split(separator: "\n")[0]))?.icount, start.icount + UInt64(executed.count - 1))
+        XCTAssertEqual(IT.parseWhere(String(end.out.split(separator: "\n").first ?? ""))?.icount, start.icount + UInt64(executed.count - 1))
     }
 }

@@ -2,6 +2,7 @@ import XCTest
 @testable import XenTT
 @testable import QEMUBackend
 import SystemPackage
+import Foundation
 
 final class QEMUCommandLineTests: XCTestCase {
     func testReplayArgumentsChangeOnlyHostPlumbing() throws {
@@ -14,9 +15,10 @@ final class QEMUCommandLineTests: XCTestCase {
         XCTAssertTrue(record.contains("apic-common.vapic=off"))
         XCTAssertTrue(record.contains("none"), "-net none and friends")
 
-        let replay = try QEMUMachine.replayArguments(fromRecord: record)
-        XCTAssertEqual(Array(replay.suffix(5)), ["-S", "-qmp", "unix:qmp.sock,server=on,wait=off", "-gdb", "unix:gdb.sock,server=on,wait=off"])
-        let body = Array(replay.dropLast(5))
+        let replay = try QEMUMachine(validatingRecorded: record, file: "qemu.argv").replayArguments(plugin: "/lib/libttplugin.so")
+        XCTAssertEqual(Array(replay.suffix(7)), ["-S", "-qmp", "unix:qmp.sock,server=on,wait=off", "-gdb", "unix:gdb.sock,server=on,wait=off",
+                                                 "-action", "shutdown=pause"])
+        let body = Array(replay.dropLast(7))
         XCTAssertEqual(body.count, record.count)
         var changed: [String: String] = [:]
         for (r, p) in zip(record, body) where r != p { changed[r] = p }
@@ -52,9 +54,113 @@ final class QEMUCommandLineTests: XCTestCase {
     }
 
     func testForeignCommandLineIsRefused() {
-        XCTAssertThrowsError(try QEMUMachine.replayArguments(fromRecord: ["qemu-system-x86_64", "-kernel", "k"])) { error in
+        XCTAssertThrowsError(try QEMUMachine(validatingRecorded: ["qemu-system-x86_64", "-kernel", "k"], file: "qemu.argv")) { error in
             XCTAssertTrue(String(describing: error).contains("not a tt recording's command line"), "\(error)")
         }
+    }
+
+    /// --qemu-arg: what would break record/replay or tt's control of QEMU is refused, in
+    /// every spelling QEMU takes; anything else passes.
+    func testQEMUArgumentRefusals() {
+        let refused = ["-icount", "--icount", "-icount=shift=0", "-plugin", "--plugin=x.so", "-gdb", "-s", "-qmp", "--qmp",
+                       "-chardev", "-serial", "-smp", "--smp=2", "-accel", "-enable-kvm", "--enable-kvm", "-snapshot",
+                       "-loadvm", "-S", "-daemonize", "-monitor", "-kernel", "-initrd", "-append", "-drive", "--blockdev",
+                       "-hda", "-cdrom", "-machine", "-M", "-cpu", "-m", "-netdev", "-no-shutdown", "-set", "apic-common.vapic=on",
+                       "file=snapshot.qcow2,if=none,id=snapdisk", "ide-hd,drive=snapdisk", "driver=blkreplay", "a\nb", ""]
+        for arg in refused {
+            XCTAssertNotNil(QEMUMachine.refusal(ofQEMUArgument: arg), "'\(arg)' must be refused")
+        }
+        for arg in ["-name", "foo", "--name=foo", "-rtc", "base=2020-01-01T00:00:00", "-sandbox", "on", "-Sx", "-device", "pcspk",
+                    "-global", "isa-fdc.driveA=", "-L", "/usr/share/qemu"] {
+            XCTAssertNil(QEMUMachine.refusal(ofQEMUArgument: arg), "'\(arg)' must be passed")
+        }
+        XCTAssertNil(QEMUMachine.refusal(ofSMP: 1))
+        XCTAssertTrue(QEMUMachine.refusal(ofSMP: 2)?.contains("SMP") == true)
+        XCTAssertNotNil(QEMUMachine.refusal(ofSMP: 0))
+        XCTAssertNil(QEMUMachine.refusal(ofCPU: "max"))
+        XCTAssertNil(QEMUMachine.refusal(ofCPU: "Nehalem,+avx"))
+        XCTAssertNotNil(QEMUMachine.refusal(ofCPU: "-device"))
+        XCTAssertNotNil(QEMUMachine.refusal(ofCPU: ""))
+    }
+
+    /// A recording with a CPU model, disks and extra arguments validates back to the same
+    /// machine and argument vector; its replay renames only the host plumbing (the disks'
+    /// overlays among it); anything tt would not generate around those options is refused.
+    func testVMOptionsRoundTripAndValidation() throws {
+        let machine = QEMUMachine(kernel: "kernel", append: "console=ttyS0", memoryMB: 96, cpu: "max",
+                                  diskCount: 2, extraArguments: ["-name", "foo", "-rtc", "base=2020-01-01T00:00:00"])
+        let record = machine.recordArguments(plugin: "/p/libttplugin.so")
+        XCTAssertEqual(record[record.firstIndex(of: "-cpu")! + 1], "max")
+        XCTAssertEqual(Array(record.suffix(6)), ["-name", "foo", "-rtc", "base=2020-01-01T00:00:00", "-plugin", "/p/libttplugin.so,shm=record.shm"])
+        for n in 0..<2 {
+            XCTAssertTrue(record.contains("file=disk\(n).qcow2,if=none,id=img\(n)-orig"))
+            XCTAssertTrue(record.contains("driver=blkreplay,if=none,image=img\(n)-orig,id=img\(n)"))
+            XCTAssertTrue(record.contains("ide-hd,drive=img\(n)"))
+        }
+        let parsed = try QEMUMachine(validatingRecorded: record, file: "qemu.argv")
+        XCTAssertEqual(parsed.cpu, "max")
+        XCTAssertEqual(parsed.diskCount, 2)
+        XCTAssertEqual(parsed.extraArguments, ["-name", "foo", "-rtc", "base=2020-01-01T00:00:00"])
+        XCTAssertEqual(parsed.recordArguments(plugin: "/p/libttplugin.so"), record)
+
+        let replay = parsed.replayArguments(plugin: "/p/libttplugin.so")
+        let body = Array(replay.dropLast(7))
+        XCTAssertEqual(body.count, record.count)
+        var changed: [String: String] = [:]
+        for (r, p) in zip(record, body) where r != p { changed[r] = p }
+        XCTAssertEqual(changed, [
+            "shift=auto,rr=record,rrfile=recording.rr,rrsnapshot=init": "shift=auto,rr=replay,rrfile=recording.rr,rrsnapshot=init",
+            "file=snapshot.qcow2,if=none,id=snapdisk": "file=replay.qcow2,if=none,id=snapdisk",
+            "file=disk0.qcow2,if=none,id=img0-orig": "file=replay-disk0.qcow2,if=none,id=img0-orig",
+            "file=disk1.qcow2,if=none,id=img1-orig": "file=replay-disk1.qcow2,if=none,id=img1-orig",
+            "file:console.record": "file:console.replay",
+            "/p/libttplugin.so,shm=record.shm": "/p/libttplugin.so,shm=replay.shm",
+        ])
+
+        let plugin = record.count - 2
+        var hostile: [[String]] = []
+        var icount = record; icount.insert(contentsOf: ["-icount", "shift=0"], at: plugin); hostile.append(icount)
+        var drive = record; drive.insert(contentsOf: ["-drive", "file=/dev/sda"], at: plugin); hostile.append(drive)
+        var paused = record; paused.insert("-S", at: plugin); hostile.append(paused)
+        var cpu = record; cpu[cpu.firstIndex(of: "-cpu")! + 1] = "-device"; hostile.append(cpu)
+        var overlay = record; overlay[overlay.firstIndex(of: "file=disk1.qcow2,if=none,id=img1-orig")!] = "file=/etc/shadow,if=none,id=img1-orig"
+        hostile.append(overlay)
+        var raw = record; raw[raw.firstIndex(of: "driver=blkreplay,if=none,image=img0-orig,id=img0")!] = "file=x.img,if=none,id=img0"
+        hostile.append(raw)
+        var smp = record; smp[smp.firstIndex(of: "-smp")! + 1] = "2"; hostile.append(smp)
+        // Too many disks: more than tt records.
+        hostile.append(QEMUMachine(kernel: "kernel", diskCount: 5).recordArguments(plugin: "/p/libttplugin.so"))
+        for argv in hostile {
+            XCTAssertThrowsError(try QEMUMachine(validatingRecorded: argv, file: "qemu.argv"), "\(argv)") { error in
+                XCTAssertTrue(String(describing: error).contains("refusing to run it"), "\(error)")
+            }
+        }
+    }
+
+    /// The disk identity line survives the state file, and a change in the bytes (not a
+    /// new mtime alone) is what a replay refuses.
+    func testDiskIdentity() throws {
+        let dir = FilePath(NSTemporaryDirectory()).appending("tt-disk-\(getpid())")
+        try? FileManager.default.removeItem(atPath: dir.string)
+        try FileManager.default.createDirectory(atPath: dir.string, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir.string) }
+        let image = dir.appending("my disk.img")
+        XCTAssertTrue(FileManager.default.createFile(atPath: image.string, contents: Data(repeating: 0x5a, count: 4096)))
+        let before = try DiskImage.inspect(image)
+        XCTAssertEqual(before.format, "raw")
+        XCTAssertEqual(before.size, 4096)
+        // sha256 of 4096 bytes 0x5a, computed independently (python3 hashlib).
+        XCTAssertEqual(before.sha256, "f302957da5220938a7e3e51a8718c79b9e00dc13ab2119e8cfc978f041720382")
+        XCTAssertEqual(DiskImage(line: Substring(before.line)), before)
+        XCTAssertNil(DiskImage(line: "raw 1 2.3 abc relative/path"))
+
+        let touched = DiskImage(path: image, format: "raw", size: 4096, mtime: (1, 0), sha256: before.sha256)
+        XCTAssertNil(before.change(to: touched), "a new mtime alone is not a change")
+        var bytes = Data(repeating: 0x5a, count: 4096); bytes[100] = 0
+        XCTAssertTrue(FileManager.default.createFile(atPath: image.string, contents: bytes))
+        let after = try DiskImage.inspect(image)
+        XCTAssertTrue(before.change(to: after)?.contains("content differs") == true, "\(String(describing: before.change(to: after)))")
+        XCTAssertThrowsError(try DiskImage.inspect(dir)) // a directory is no image
     }
 
     /// tt record -c: the serial port is a socket chardev in the recording and the same
@@ -80,7 +186,7 @@ final class QEMUCommandLineTests: XCTestCase {
         var serialDevice = record; serialDevice[i + 1] = "serial,id=console,path=/dev/ttyS0"
         XCTAssertThrowsError(try QEMUMachine(validatingRecorded: serialDevice, file: "qemu.argv"))
 
-        let replay = try QEMUMachine.replayArguments(fromRecord: record)
+        let replay = try QEMUMachine(validatingRecorded: record, file: "qemu.argv").replayArguments(plugin: "/p.so")
         var changed: [String: String] = [:]
         for (r, p) in zip(record, replay) where r != p { changed[r] = p }
         XCTAssertEqual(changed, [

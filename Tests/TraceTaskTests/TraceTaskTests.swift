@@ -211,9 +211,12 @@ final class TraceTaskTests: XCTestCase {
                              "--print-limit", "0", g.name], expect: nil)
         XCTAssertTrue([0, 2].contains(run.status), run.err)
         let full = try TT.records(run.status == 0 ? fullOut : fullOut + ".partial")
-        XCTAssertLessThanOrEqual(partial.count, full.records.count)
+        // Where QEMU 10 serves the recorded shutdown varies by some iterations of the guest's
+        // spin after its port write (measured: 76,799 and 76,897 records from kmain): both
+        // runs must agree on every record they both have.
+        let common = min(partial.count, full.records.count)
         XCTAssertGreaterThan(full.records.count, 70_000)
-        XCTAssertEqual(Array(full.records.prefix(partial.count)), partial)
+        XCTAssertEqual(Array(full.records.prefix(common)), Array(partial.prefix(common)))
     }
 
     /// A live replay serves the same window again, and a window that starts before where it

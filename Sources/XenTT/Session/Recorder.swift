@@ -15,9 +15,17 @@ public struct RecordingRequest: Sendable {
     /// Copy the guest's console to standard output while waiting.
     public var console: Bool
     public var debug: Bool
+    /// QEMU only: the CPU model (nil: the backend's default), disk images (absolute) and
+    /// arguments passed to QEMU as they are (`tt record --cpu/--disk/--qemu-arg`).
+    public var cpu: String?
+    public var disks: [FilePath]
+    public var qemuArguments: [String]
 
     public init(kernel: FilePath, initrd: FilePath?, append: String?, symbols: FilePath, memoryMB: Int,
-                detach: Bool, console: Bool, debug: Bool) {
+                detach: Bool, console: Bool, debug: Bool, cpu: String? = nil, disks: [FilePath] = [], qemuArguments: [String] = []) {
+        self.cpu = cpu
+        self.disks = disks
+        self.qemuArguments = qemuArguments
         self.kernel = kernel
         self.initrd = initrd
         self.append = append

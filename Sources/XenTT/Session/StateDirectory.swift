@@ -125,10 +125,12 @@ public struct StateDirectory: Sendable {
     /// an existing one that is tt's (see StateOwnership).
     public func create() throws { try StateOwnership.create(self) }
 
-    public func requireRecording() throws {
+    /// A recording is here (and is the caller's). `complete`: and it may be replayed — an
+    /// incomplete one is refused; without it (a command that only kills or inspects) it is taken.
+    public func requireRecording(complete: Bool = true) throws {
         try StateOwnership.check(path)
         guard StateOwnership.hasRecording(self) else { throw StateError.missing(path) }
-        if let why = readIfPresent(StateFile.incomplete) {
+        if complete, let why = readIfPresent(StateFile.incomplete) {
             throw StateError.incomplete(path, why.trimmingWhitespace)
         }
     }

@@ -34,6 +34,15 @@ public enum StateFile {
     /// The first line of `qemu-system-x86_64 --version` of the QEMU that recorded: a replay
     /// runs only on that same QEMU (record/replay streams and plugin semantics differ).
     public static let qemuVersion = "qemu.version"
+    /// `tt record --disk`: each image's identity (format, size, mtime, SHA-256, absolute
+    /// path), one line per disk in --disk order; a replay refuses an image that changed.
+    public static let disks = "disks"
+    /// At most this many --disk images (the pc machine's IDE buses take four disks).
+    public static let maxDisks = 4
+    /// Disk N's overlay of the recording (qcow2 over the user's image, which it never
+    /// writes), and the fresh one each replay makes (the recording wrote into the first).
+    public static func diskOverlay(_ n: Int) -> String { "disk\(n).qcow2" }
+    public static func replayDiskOverlay(_ n: Int) -> String { "replay-disk\(n).qcow2" }
 
     // Xen recordings.
     public static let recordConfig = "record.cfg", recordJSON = "record.json"
@@ -49,6 +58,7 @@ public enum StateFile {
                              marker, incomplete, checkpoints,
                              argv, replayArgv, recording, snapshot, replaySnapshot, recordConsole, replayConsole,
                              recordLog, replayLog, recordShm, replayShm, qmp, gdb, consoleSocket, pid, recordPID, kernel, initrd, qemuVersion,
+                             disks] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0)] } + [
                              recordConfig, recordJSON, replayConfig, replayJSON, domid, live]
 }
 
