@@ -108,6 +108,10 @@ final class ConsoleTests: XCTestCase {
 
         let replay = try IT.tt(["replay", "-c", "cons"], state: state)
         XCTAssertEqual(try read(state + "/console.replay"), record, "replay console differs")
+        // The replay declared the same chardev, as a file: its input came from the log.
+        let replayArgv = try String(contentsOfFile: state + "/replay.argv", encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertTrue(replayArgv.contains("file,id=console,path=console.replay"), "\(replayArgv)")
+        XCTAssertTrue(replayArgv.contains("chardev:console"), "\(replayArgv)")
         XCTAssertTrue(replay.out.contains(text), replay.out)
     }
 
