@@ -79,6 +79,8 @@ public final class QEMURecorder: Recorder {
                 try? state.write(StateFile.incomplete, "tt record (pid \(owner)) died before the recording ended\n")
                 state.remove(StateFile.recordPID)
             }
+            // Its interactive console's socket goes with it.
+            if let owner, !RunningProcess(pid: owner).isAlive { state.remove(StateFile.consoleSocket) }
         }
         if let (qemu, owner) = readOwnedPID(state, StateFile.pid) {
             let ours = isOurQEMU(qemu, state)
