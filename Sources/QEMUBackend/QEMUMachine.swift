@@ -23,8 +23,9 @@ public struct QEMUError: Error, CustomStringConvertible, ExitStatusProviding {
 /// only after that vector is found to be exactly what `recordArguments` makes for the
 /// machine it describes, and its own vector is the same one with only host-side plumbing
 /// renamed: `rr=record` → `rr=replay`, the snapshot image (a per-replay copy), the disks'
-/// overlays (fresh per replay), the serial log file and the plugin's control file; then
-/// `-S` and the QMP and gdb sockets are appended. QEMU runs with the state directory as
+/// overlays (fresh per replay), the serial log file (the interactive console's socket
+/// chardev becomes a file chardev) and the plugin's control file; then `-S` and the QMP
+/// and gdb sockets are appended. QEMU runs with the state directory as
 /// its working directory, so every state file is named relatively.
 public struct QEMUMachine: Sendable {
     public enum Arch: String, Sendable, CaseIterable { case i386, x86_64 }
@@ -42,11 +43,17 @@ public struct QEMUMachine: Sendable {
     /// `tt record --qemu-arg`: arguments for what tt does not model, each passing
     /// `refusal(ofQEMUArgument:)`; they come after tt's own, before the plugin.
     public var extraArguments: [String]
+    /// The serial port is interactive (`tt record -c`): a unix socket QEMU listens on and
+    /// tt record connects to (QEMU waits for it before the guest starts, so no output is
+    /// lost), declared as a chardev so that record/replay logs its input. Otherwise the
+    /// serial port is an output-only file.
+    public var interactiveConsole: Bool
 
     public static let defaultCPU = "qemu64"
 
     public init(kernel: FilePath, initrd: FilePath? = nil, append: String? = nil, memoryMB: Int = 64, arch: Arch = .i386,
-                cpu: String = QEMUMachine.defaultCPU, diskCount: Int = 0, extraArguments: [String] = []) {
+                cpu: String = QEMUMachine.defaultCPU, diskCount: Int = 0, extraArguments: [String] = [],
+                interactiveConsole: Bool = false) {
         self.kernel = kernel
         self.initrd = initrd
         self.append = append
@@ -55,7 +62,15 @@ public struct QEMUMachine: Sendable {
         self.cpu = cpu
         self.diskCount = diskCount
         self.extraArguments = extraArguments
+        self.interactiveConsole = interactiveConsole
     }
+
+    /// The interactive console's chardev in the recording. The replay declares the same
+    /// chardev (id and order must match: record/replay numbers the registered chardevs)
+    /// as a file: a replay takes the input from the recording, never from the backend,
+    /// and writes the output to `console.replay` as without -c.
+    static let recordConsoleChardev = "socket,id=console,path=\(StateFile.consoleSocket),server=on,wait=on"
+    static let replayConsoleChardev = "file,id=console,path=\(StateFile.replayConsole)"
 
     public static let binary = "qemu-system-x86_64"
     /// How long tt waits for an answer from QEMU's QMP or gdb socket while the vCPU is
@@ -162,9 +177,13 @@ public struct QEMUMachine: Sendable {
                  "-kernel", StateFile.kernel]
         if initrd != nil { a += ["-initrd", StateFile.initrd] }
         if let append { a += ["-append", append] }
-        a += ["-display", "none", "-no-reboot", "-net", "none", "-monitor", "none",
-              "-serial", "file:" + (replay ? StateFile.replayConsole : StateFile.recordConsole),
-              "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        a += ["-display", "none", "-no-reboot", "-net", "none", "-monitor", "none"]
+        if interactiveConsole {
+            a += ["-chardev", replay ? Self.replayConsoleChardev : Self.recordConsoleChardev, "-serial", "chardev:console"]
+        } else {
+            a += ["-serial", "file:" + (replay ? StateFile.replayConsole : StateFile.recordConsole)]
+        }
+        a += ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
               "-icount", "shift=auto,rr=\(replay ? "replay" : "record"),rrfile=\(StateFile.recording),rrsnapshot=init",
               "-drive", "file=\(replay ? StateFile.replaySnapshot : StateFile.snapshot),if=none,id=snapdisk"]
         for n in 0..<diskCount { a += Self.diskArguments(n, overlay: replay ? StateFile.replayDiskOverlay(n) : StateFile.diskOverlay(n)) }
@@ -208,7 +227,8 @@ public struct QEMUMachine: Sendable {
             }
         }
         self.init(kernel: FilePath(StateFile.kernel), initrd: argv.contains("-initrd") ? FilePath(StateFile.initrd) : nil,
-                  append: value(after: "-append"), memoryMB: mb, cpu: cpu, diskCount: disks)
+                  append: value(after: "-append"), memoryMB: mb, cpu: cpu, diskCount: disks,
+                  interactiveConsole: argv.contains("-chardev"))
         // tt's own part is the vector without the extra arguments: they are what lies
         // between it and the plugin.
         let recordedPlugin = argv.last ?? ""

@@ -23,27 +23,35 @@ public final class QEMURecorder: Recorder {
         var signal: Int32
         /// Why QEMU did not end the recording cleanly (nil: it did, or a signal stopped it).
         var incomplete: String?
+        /// How the recording was ended before the guest did: Ctrl-A x, or a SIGTERM to QEMU
+        /// (tt record -S); QEMU then closes the recording cleanly.
+        var stoppedBy: String?
     }
 
     public func record(_ request: RecordingRequest, into state: StateDirectory,
                        cancellation: Cancellation) throws -> RecordingOutcome {
+        // -c on a foreground recording: the console is interactive (a detached one has nobody
+        // to type).
+        let interactive = request.console && !request.detach
         guard request.disks.count <= StateFile.maxDisks else {
             throw QEMUError("\(request.disks.count) disks: tt records at most \(StateFile.maxDisks) (--disk)", status: ExitStatus.usage)
         }
         let machine = QEMUMachine(kernel: request.kernel, initrd: request.initrd, append: request.append,
                                   memoryMB: request.memoryMB, arch: arch, cpu: request.cpu ?? QEMUMachine.defaultCPU,
-                                  diskCount: request.disks.count, extraArguments: request.qemuArguments)
+                                  diskCount: request.disks.count, extraArguments: request.qemuArguments,
+                                  interactiveConsole: interactive)
         // Each image's identity first: the replay refuses an image that changed after this.
         let disks = try request.disks.map(DiskImage.inspect)
         let pid = try Self.start(state, machine: machine, disks: disks, detached: request.detach, debug: request.debug)
         if request.detach { return .detached(vm: "QEMU (pid \(pid))") }
-        let summary = try Self.wait(pid, state: state, console: request.console, cancellation: cancellation)
+        let summary = try Self.wait(pid, state: state, console: request.console, interactive: interactive, cancellation: cancellation)
         if summary.signal != 0 { return .interrupted(signal: summary.signal) }
         if let why = summary.incomplete {
             throw QEMUError("recording \(state.name) in \(state.path) is incomplete: \(why)")
         }
         // isa-debug-exit makes QEMU exit with (value << 1) | 1.
-        let exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"
+        var exit = summary.exitStatus.map { $0 & 1 == 1 ? "guest exit code \($0 >> 1) (QEMU status \($0))" : "QEMU exit status \($0)" } ?? "QEMU killed"
+        if let by = summary.stoppedBy { exit = "stopped by \(by)" }
         return .finished(summary: "\(summary.instructions) instructions, \(summary.branches) taken branches, \(exit)")
     }
 
@@ -71,6 +79,8 @@ public final class QEMURecorder: Recorder {
                 try? state.write(StateFile.incomplete, "tt record (pid \(owner)) died before the recording ended\n")
                 state.remove(StateFile.recordPID)
             }
+            // Its interactive console's socket goes with it.
+            if let owner, !RunningProcess(pid: owner).isAlive { state.remove(StateFile.consoleSocket) }
         }
         if let (qemu, owner) = readOwnedPID(state, StateFile.pid) {
             let ours = isOurQEMU(qemu, state)
@@ -119,7 +129,8 @@ public final class QEMURecorder: Recorder {
         if let initrd = machine.initrd { try copyFile(from: initrd, to: state.file(StateFile.initrd)) }
         try state.write(StateFile.backend, BackendKind.qemu.rawValue + "\n")
         // QEMU opens its outputs following symlinks: none of their names may be there.
-        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete, StateFile.disks]
+        for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete, StateFile.disks,
+                  StateFile.consoleSocket]
             + (0..<StateFile.maxDisks).map(StateFile.diskOverlay) {
             state.remove(f)
         }
@@ -144,38 +155,85 @@ public final class QEMURecorder: Recorder {
     /// Wait for the recording QEMU to end. On SIGINT/SIGTERM/SIGHUP it is stopped
     /// (the recording so far stays) and the signal is reported in the summary.
     /// `console`: copy the guest's serial output to stdout as it appears.
-    static func wait(_ pid: Int32, state: StateDirectory, console: Bool, cancellation: Cancellation) throws -> Summary {
+    /// `interactive`: the console is QEMU's socket (see `InteractiveConsole`): stdin goes to
+    /// the guest (a terminal in raw mode, restored however this ends), Ctrl-A x stops QEMU
+    /// as tt record -S does.
+    static func wait(_ pid: Int32, state: StateDirectory, console: Bool, interactive: Bool = false,
+                     cancellation: Cancellation) throws -> Summary {
         let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
+        var link: InteractiveConsole? = nil
+        if interactive {
+            do {
+                link = try InteractiveConsole.connect(state, qemu: pid, cancellation: cancellation)
+            } catch {
+                _ = RunningProcess(pid: pid).terminate()
+                state.remove(StateFile.recordPID)
+                try? state.write(StateFile.incomplete, "\(error)\n")
+                throw error
+            }
+        }
+        let terminal = link != nil ? RawTerminal(fd: 0) : nil
+        defer { terminal?.restore() }
+        if terminal != nil { fputs("tt: recording \(state.name) with its console here; Ctrl-A x ends it, Ctrl-A h helps\n", stderr) }
         var consoleOffset: off_t = 0
         var signal: Int32 = 0
         var status: Subprocess.TerminationStatus? = nil
-        while true {
-            if console { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
+        var stoppedBy: String? = nil
+        loop: while true {
+            if console && link == nil { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
             if let s = RunningProcess(pid: pid).reap() { status = s; break }
             // Exited between the two looks: it is our child, so waiting gives its status at once.
             if !RunningProcess(pid: pid).isAlive { status = RunningProcess(pid: pid).wait(); break }
             var fds = [pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)]
-            _ = poll(&fds, 2, 100)
+                + (link?.pollDescriptors() ?? [])
+            _ = poll(&fds, nfds_t(fds.count), 100)
             if cancellation.isCancelled {
                 signal = cancellation.signal == 0 ? SIGINT : cancellation.signal
                 RunningProcess(pid: pid).terminate()
                 status = nil
                 break
             }
+            guard let link else { continue }
+            link.pumpOutput()
+            link.flushInput()
+            let typed = fds.contains { $0.fd == 0 && $0.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 }
+            for action in typed ? link.pumpInput() : [] {
+                switch action {
+                case .help: fputs("\n" + ConsoleEscape.help + "\n", stderr)
+                case .stop:
+                    stoppedBy = "Ctrl-A x"
+                    status = RunningProcess(pid: pid).terminate()
+                    break loop
+                case .send: break
+                }
+            }
         }
-        if console { _ = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
+        if console && link == nil { _ = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
+        link?.pumpOutput()
+        terminal?.restore()
         state.remove(StateFile.recordPID)
+        state.remove(StateFile.consoleSocket)
         let shm = try? PluginControlBlock.open(at: state.file(StateFile.recordShm))
         var exit: Int32? = nil
         if case .exited(let code)? = status { exit = code }
         var summary = Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)
+        if stoppedBy == nil, let line = terminationLine(state) { stoppedBy = "a signal to QEMU (\(line))" }
+        summary.stoppedBy = stoppedBy
         if signal == 0, let why = incompleteness(summary, status: status, state: state) {
             summary.incomplete = why
             try state.write(StateFile.incomplete, why + "\n")
         }
         return summary
+    }
+
+    /// QEMU's "terminating on signal N from pid P" in the recording's log: it was stopped
+    /// (tt record -S, Ctrl-A x) and closed the recording cleanly.
+    static func terminationLine(_ state: StateDirectory) -> String? {
+        (state.readIfPresent(StateFile.recordLog) ?? "").split(separator: "\n")
+            .last { $0.contains("terminating on signal") }
+            .map { String($0.drop { $0 != ":" }.dropFirst()).trimmingWhitespace }
     }
 
     /// Why a recording QEMU ended is not a clean end, or nil. The exit status alone cannot
@@ -185,7 +243,10 @@ public final class QEMURecorder: Recorder {
     static func incompleteness(_ summary: Summary, status: Subprocess.TerminationStatus?, state: StateDirectory) -> String? {
         let messages = (state.readIfPresent(StateFile.recordLog) ?? "")
             .split(separator: "\n").map { String($0).trimmingWhitespace }
-            .filter { !$0.isEmpty && !$0.contains("warning:") }
+            // Warnings and notes are not failures, nor is a stop by a signal (tt record -S,
+            // Ctrl-A x: QEMU closes the recording on SIGTERM) nor the console socket's
+            // "info: QEMU waiting for connection".
+            .filter { !$0.isEmpty && !$0.contains("warning:") && !$0.contains("info:") && !$0.contains("terminating on signal") }
         if let last = messages.last { return "QEMU: \(last)" }
         guard let status else { return "QEMU ended without an exit status" }
         if case .signaled(let signal) = status { return "QEMU was killed by signal \(signal)" }
@@ -199,6 +260,28 @@ public final class QEMURecorder: Recorder {
         RunningProcess(pid: pid).terminate()
         state.remove(StateFile.recordPID)
         return true
+    }
+
+    /// Stop a foreground recording, whose tt record holds the state directory's lock
+    /// (`lockHolder`): its QEMU is stopped as `stop` stops a detached one (SIGTERM: QEMU
+    /// closes the recording), then its tt record, seeing QEMU end, finishes the recording
+    /// and exits. Returns the lock once that tt record released it; nil when `lockHolder`
+    /// is not the tt record of a recording in progress here.
+    public static func stopForeground(_ state: StateDirectory, lockHolder: Int32) throws -> StateLock? {
+        guard lockHolder > 0, let (qemu, owner) = readOwnedPID(state, StateFile.recordPID), owner == lockHolder,
+              isOurQEMU(qemu, state) else { return nil }
+        RunningProcess(pid: qemu).terminate()
+        let deadline = monotonicMilliseconds() + Int(QEMUMachine.answerTimeoutMS)
+        while true {
+            do {
+                return try state.lock()
+            } catch StateError.busy {
+                guard monotonicMilliseconds() < deadline else {
+                    throw QEMUError("\(state.path): QEMU stopped, but tt record (pid \(owner)) did not finish the recording within \(QEMUMachine.answerTimeoutMS / 1000) s")
+                }
+                usleep(20_000)
+            }
+        }
     }
 
     static func runToCompletion(_ argv: [String], in state: StateDirectory, log: String = StateFile.recordLog) throws {

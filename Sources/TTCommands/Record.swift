@@ -15,15 +15,27 @@ struct Record: ParsableCommand {
             (qemu.argv) and the symbol file's path (symfile); with --disk, each image's
             identity (disks: a replay refuses an image that changed) and the overlay the
             recording wrote into (the image itself is never written).
+
+            With -c (QEMU, not --detach) the guest's serial console is interactive: what
+            you type goes to the guest (the terminal is in raw mode until tt record ends;
+            Ctrl-C goes to the guest too), and its input is part of the recording, so a
+            replay sees the same keys at the same instruction. Ctrl-A then x ends the
+            recording (QEMU is stopped as by -S and the recording stays complete and
+            replayable), Ctrl-A Ctrl-A sends one Ctrl-A, Ctrl-A h prints the keys. When
+            standard input is not a terminal its bytes are forwarded the same way. The
+            output is also kept in console.record.
+
+            -S stops a recording in progress from another terminal, a detached one or a
+            foreground one (its tt record then ends as if the guest had).
             """)
 
-    @Flag(name: .customShort("c"), help: "Show the guest console live.")
+    @Flag(name: .customShort("c"), help: "Interactive guest console (QEMU): the serial port on this terminal, input recorded; Ctrl-A x ends the recording, Ctrl-A h helps (not with --detach).")
     var console = false
     @Flag(name: .customShort("d"), help: "Debug output.")
     var debug = false
     @Flag(name: .customShort("f"), help: "Replace an existing recording.")
     var force = false
-    @Flag(name: .customShort("S"), help: "Stop a recording in progress, keeping its state.")
+    @Flag(name: .customShort("S"), help: "Stop a recording in progress (detached, or foreground from another terminal), keeping its state.")
     var stop = false
     @Flag(name: .customShort("D"), help: "Stop a recording in progress and remove its state directory.")
     var destroy = false
@@ -92,10 +104,23 @@ struct Record: ParsableCommand {
             let dir = try state.resolve()
             guard dir.exists else { throw StateError.missing(dir.path) }
             guard StateOwnership.isRecording(dir) else { throw StateError.missing(dir.path) }
-            let lock = try dir.lock()
+            // A foreground recording's tt record holds the lock: its QEMU is stopped and that
+            // tt record finishes the recording and exits (then the lock is ours).
+            var stoppedForeground = false
+            let lock: StateLock
+            do {
+                lock = try dir.lock()
+            } catch StateError.busy(let path, let holder) {
+                guard try BackendKind(recordedIn: dir) == .qemu, let l = try QEMURecorder.stopForeground(dir, lockHolder: holder) else {
+                    throw StateError.busy(path, pid: holder)
+                }
+                lock = l
+                stoppedForeground = true
+            }
             defer { withExtendedLifetime(lock) {} }
             // The recording's own backend stops it, whatever --backend says.
             let stopped = try SessionBackends.recorder(try BackendKind(recordedIn: dir), arch: archValue).stopRecording(in: dir)
+                || stoppedForeground
             if destroy {
                 // A replay VM of the recording goes with it.
                 if dir.fileExists(StateFile.backend) || dir.fileExists(StateFile.argv) {

@@ -162,4 +162,101 @@ final class QEMUCommandLineTests: XCTestCase {
         XCTAssertTrue(before.change(to: after)?.contains("content differs") == true, "\(String(describing: before.change(to: after)))")
         XCTAssertThrowsError(try DiskImage.inspect(dir)) // a directory is no image
     }
+
+    /// tt record -c: the serial port is a socket chardev in the recording and the same
+    /// chardev, as a file, in the replay; nothing else differs from the file console's.
+    func testInteractiveConsoleCommandLines() throws {
+        let plain = QEMUMachine(kernel: "kernel", memoryMB: 64).recordArguments(plugin: "/p.so")
+        let machine = QEMUMachine(kernel: "kernel", memoryMB: 64, interactiveConsole: true)
+        let record = machine.recordArguments(plugin: "/p.so")
+        let i = try XCTUnwrap(record.firstIndex(of: "-chardev"))
+        XCTAssertEqual(Array(record[i..<i + 4]),
+                       ["-chardev", "socket,id=console,path=console.sock,server=on,wait=on", "-serial", "chardev:console"])
+        XCTAssertFalse(record.contains("file:console.record"))
+        var withoutConsole = record; withoutConsole.removeSubrange(i..<i + 4)
+        var plainWithout = plain; let j = try XCTUnwrap(plain.firstIndex(of: "-serial")); plainWithout.removeSubrange(j..<j + 2)
+        XCTAssertEqual(withoutConsole, plainWithout)
+
+        let parsed = try QEMUMachine(validatingRecorded: record, file: "qemu.argv")
+        XCTAssertTrue(parsed.interactiveConsole)
+        XCTAssertFalse(try QEMUMachine(validatingRecorded: plain, file: "qemu.argv").interactiveConsole)
+        // Another chardev (a different socket, a host device) is refused.
+        var other = record; other[i + 1] = "socket,id=console,path=/tmp/x.sock,server=on,wait=on"
+        XCTAssertThrowsError(try QEMUMachine(validatingRecorded: other, file: "qemu.argv"))
+        var serialDevice = record; serialDevice[i + 1] = "serial,id=console,path=/dev/ttyS0"
+        XCTAssertThrowsError(try QEMUMachine(validatingRecorded: serialDevice, file: "qemu.argv"))
+
+        let replay = try QEMUMachine(validatingRecorded: record, file: "qemu.argv").replayArguments(plugin: "/p.so")
+        var changed: [String: String] = [:]
+        for (r, p) in zip(record, replay) where r != p { changed[r] = p }
+        XCTAssertEqual(changed, [
+            "shift=auto,rr=record,rrfile=recording.rr,rrsnapshot=init": "shift=auto,rr=replay,rrfile=recording.rr,rrsnapshot=init",
+            "file=snapshot.qcow2,if=none,id=snapdisk": "file=replay.qcow2,if=none,id=snapdisk",
+            "socket,id=console,path=console.sock,server=on,wait=on": "file,id=console,path=console.replay",
+            "/p.so,shm=record.shm": "/p.so,shm=replay.shm",
+        ])
+        XCTAssertEqual(replay[replay.firstIndex(of: "-serial")! + 1], "chardev:console")
+    }
+}
+
+/// The escape sequences of tt record -c, against what they must mean (QEMU's Ctrl-A keys).
+final class ConsoleEscapeTests: XCTestCase {
+    typealias A = ConsoleEscape.Action
+
+    func testPlainBytesPassThrough() {
+        var e = ConsoleEscape()
+        XCTAssertEqual(e.feed(Array("ls -l\r".utf8)), [.send(Array("ls -l\r".utf8))])
+        XCTAssertEqual(e.feed([0x03, 0x1b, 0x7f]), [.send([0x03, 0x1b, 0x7f])], "Ctrl-C, ESC, DEL go to the guest")
+        XCTAssertEqual(e.feed([]), [])
+    }
+
+    func testCtrlAX() {
+        var e = ConsoleEscape()
+        XCTAssertEqual(e.feed([0x61, 0x01, 0x78, 0x62]), [.send([0x61]), .stop, .send([0x62])])
+        XCTAssertFalse(e.pendingEscape)
+    }
+
+    func testCtrlACtrlASendsOneCtrlA() {
+        var e = ConsoleEscape()
+        XCTAssertEqual(e.feed([0x01, 0x01]), [.send([0x01])])
+        XCTAssertEqual(e.feed([0x01, 0x01, 0x01, 0x01, 0x7a]), [.send([0x01, 0x01, 0x7a])])
+        XCTAssertEqual(e.feed([0x01, 0x01, 0x78]), [.send([0x01, 0x78])], "an escaped Ctrl-A does not start a new escape")
+    }
+
+    func testHelpAndUnknownKeys() {
+        var e = ConsoleEscape()
+        XCTAssertEqual(e.feed([0x01, 0x68]), [.help])
+        XCTAssertEqual(e.feed([0x01, 0x3f]), [.help])
+        XCTAssertEqual(e.feed([0x61, 0x01, 0x71, 0x62]), [.send([0x61, 0x62])], "Ctrl-A q: both dropped")
+        XCTAssertEqual(e.feed([0x01, 0x58]), [], "X is not x")
+    }
+
+    func testSequencesSplitAcrossReads() {
+        var e = ConsoleEscape()
+        XCTAssertEqual(e.feed([0x61, 0x01]), [.send([0x61])])
+        XCTAssertTrue(e.pendingEscape)
+        XCTAssertEqual(e.feed([0x78]), [.stop])
+        XCTAssertEqual(e.feed([0x01]), [])
+        XCTAssertEqual(e.feed([0x01]), [.send([0x01])])
+        XCTAssertEqual(e.feed([0x01]), [])
+        XCTAssertEqual(e.feed([0x68, 0x62]), [.help, .send([0x62])])
+        // Every split of one stream gives the same actions, merged, as the whole stream.
+        let stream: [UInt8] = [0x61, 0x01, 0x01, 0x62, 0x01, 0x68, 0x63, 0x01, 0x78, 0x64]
+        var whole = ConsoleEscape()
+        let expected: [A] = [.send([0x61, 0x01, 0x62]), .help, .send([0x63]), .stop, .send([0x64])]
+        XCTAssertEqual(whole.feed(stream), expected)
+        for cut in 0...stream.count {
+            var split = ConsoleEscape()
+            let actions = split.feed(stream[..<cut]) + split.feed(stream[cut...])
+            XCTAssertEqual(Self.merged(actions), expected, "cut at \(cut)")
+        }
+    }
+
+    static func merged(_ actions: [A]) -> [A] {
+        var out: [A] = []
+        for a in actions {
+            if case .send(let b) = a, case .send(let prev)? = out.last { out[out.count - 1] = .send(prev + b) } else { out.append(a) }
+        }
+        return out
+    }
 }

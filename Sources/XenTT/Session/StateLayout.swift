@@ -28,6 +28,8 @@ public enum StateFile {
     public static let recordLog = "record.log", replayLog = "replay.log"
     public static let recordShm = "record.shm", replayShm = "replay.shm"
     public static let qmp = "qmp.sock", gdb = "gdb.sock", pid = "pid", recordPID = "record.pid"
+    /// The interactive console's socket (`tt record -c`): QEMU listens, tt record connects.
+    public static let consoleSocket = "console.sock"
     public static let kernel = "kernel", initrd = "initrd"
     /// The first line of `qemu-system-x86_64 --version` of the QEMU that recorded: a replay
     /// runs only on that same QEMU (record/replay streams and plugin semantics differ).
@@ -55,7 +57,7 @@ public enum StateFile {
     public static let all = [backend, symfile, lock, traceLog, traceOutput, traceLogIndex, traceOutputPartial,
                              marker, incomplete, checkpoints,
                              argv, replayArgv, recording, snapshot, replaySnapshot, recordConsole, replayConsole,
-                             recordLog, replayLog, recordShm, replayShm, qmp, gdb, pid, recordPID, kernel, initrd, qemuVersion,
+                             recordLog, replayLog, recordShm, replayShm, qmp, gdb, consoleSocket, pid, recordPID, kernel, initrd, qemuVersion,
                              disks] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0)] } + [
                              recordConfig, recordJSON, replayConfig, replayJSON, domid, live]
 }
