@@ -29,7 +29,7 @@ public final class QEMURecorder: Recorder {
     }
 
     public func record(_ request: RecordingRequest, into state: StateDirectory,
-                       cancellation: Cancellation) throws -> RecordingOutcome {
+                       cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> RecordingOutcome {
         // -c on a foreground recording: the console is interactive (a detached one has nobody
         // to type).
         let interactive = request.console && !request.detach
@@ -44,7 +44,9 @@ public final class QEMURecorder: Recorder {
         let disks = try request.disks.map(DiskImage.inspect)
         let pid = try Self.start(state, machine: machine, disks: disks, detached: request.detach, debug: request.debug)
         if request.detach { return .detached(vm: "QEMU (pid \(pid))") }
-        let summary = try Self.wait(pid, state: state, console: request.console, interactive: interactive, cancellation: cancellation)
+        // The console, when shown, has the terminal: no progress line across it.
+        let summary = try Self.wait(pid, state: state, console: request.console, interactive: interactive, cancellation: cancellation,
+                                    progress: request.console ? nil : progress)
         if summary.signal != 0 { return .interrupted(signal: summary.signal) }
         if let why = summary.incomplete {
             throw QEMUError("recording \(state.name) in \(state.path) is incomplete: \(why)")
@@ -159,7 +161,7 @@ public final class QEMURecorder: Recorder {
     /// the guest (a terminal in raw mode, restored however this ends), Ctrl-A x stops QEMU
     /// as tt record -S does.
     static func wait(_ pid: Int32, state: StateDirectory, console: Bool, interactive: Bool = false,
-                     cancellation: Cancellation) throws -> Summary {
+                     cancellation: Cancellation, progress: ((UInt64) -> Void)? = nil) throws -> Summary {
         let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
         defer { if exitFD >= 0 { close(exitFD) } }
         var link: InteractiveConsole? = nil
@@ -180,8 +182,15 @@ public final class QEMURecorder: Recorder {
         var signal: Int32 = 0
         var status: Subprocess.TerminationStatus? = nil
         var stoppedBy: String? = nil
+        // The plugin's instruction count, read from its control block (the recording's own).
+        let counters = progress == nil ? nil : try? PluginControlBlock.open(at: state.file(StateFile.recordShm))
+        var lastProgress = 0
         loop: while true {
             if console && link == nil { consoleOffset = copyNew(state.file(StateFile.recordConsole), from: consoleOffset) }
+            if let progress, let counters, monotonicMilliseconds() - lastProgress >= 200 {
+                lastProgress = monotonicMilliseconds()
+                progress(counters.instructions)
+            }
             if let s = RunningProcess(pid: pid).reap() { status = s; break }
             // Exited between the two looks: it is our child, so waiting gives its status at once.
             if !RunningProcess(pid: pid).isAlive { status = RunningProcess(pid: pid).wait(); break }

@@ -174,7 +174,10 @@ struct Record: ParsableCommand {
         let outcome: RecordingOutcome
         do {
             try dir.write(StateFile.symfile, request.symbols.string + "\n")
-            outcome = try recorder.record(request, into: dir, cancellation: .onSignals())
+            let progress = ProgressLine()
+            defer { progress.end() }
+            outcome = try recorder.record(request, into: dir, cancellation: .onSignals(),
+                                          progress: progress.reporter("recording \(dir.name)", counting: .instructions))
         } catch {
             // A recording that failed before it began leaves nothing behind (not even the
             // lock file) in a directory this command created; one the VM began is kept,

@@ -180,13 +180,24 @@ final class ProgressLine {
     private var phase = ""
     private var first: UInt64?
 
-    /// The reporter for one phase ("running to fib#3"), or nil when stderr is not a terminal.
-    func reporter(_ phase: String, target: UInt64? = nil) -> ((UInt64) -> Void)? {
-        guard enabled else { return nil }
-        return { [self] brctr in show(phase, brctr, target) }
+    /// What a count is: the live branch count of a replay, or a recording's instructions.
+    enum Count {
+        case brctr, instructions
+        var label: (prefix: String, suffix: String, rate: String) {
+            switch self {
+            case .brctr: return ("brctr ", "", "branches/s")
+            case .instructions: return ("", " instructions", "instructions/s")
+            }
+        }
     }
 
-    private func show(_ phase: String, _ brctr: UInt64, _ target: UInt64?) {
+    /// The reporter for one phase ("running to fib#3"), or nil when stderr is not a terminal.
+    func reporter(_ phase: String, target: UInt64? = nil, counting count: Count = .brctr) -> ((UInt64) -> Void)? {
+        guard enabled else { return nil }
+        return { [self] n in show(phase, n, target, count.label) }
+    }
+
+    private func show(_ phase: String, _ brctr: UInt64, _ target: UInt64?, _ label: (prefix: String, suffix: String, rate: String)) {
         if phase != self.phase || first == nil || brctr < first! {
             self.phase = phase
             first = brctr
@@ -194,12 +205,13 @@ final class ProgressLine {
         }
         let elapsed = max(monotonicSeconds() - started, 0.001)
         let rate = Double(brctr - first!) / elapsed
-        var line = "tt: \(phase): brctr \(brctr)"
+        var line = "tt: \(phase): \(label.prefix)\(brctr)\(label.suffix)"
         if let target, target > brctr {
             line += " / \(target) (\(Int(Double(brctr) * 100 / Double(max(target, 1))))%)"
             if rate > 0 { line += ", \(Int(Double(target - brctr) / rate)) s left" }
         }
-        if rate > 0 { line += ", \(Self.human(rate)) branches/s" }
+        if rate > 0 { line += ", \(Self.human(rate)) \(label.rate)" }
+        if target == nil { line += ", \(Int(elapsed)) s so far" }
         fputs("\r\u{1b}[K" + line, stderr)
     }
 

@@ -140,8 +140,9 @@ public final class XenRecorder: Recorder {
         self.live = live
     }
 
+    /// No progress: a Xen recording has no instruction count to show.
     public func record(_ request: RecordingRequest, into state: StateDirectory,
-                       cancellation: Cancellation) throws -> RecordingOutcome {
+                       cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> RecordingOutcome {
         guard !request.detach else { throw XenConfigError("--detach is not available with --backend xen") }
         var parameters = XenDomainParameters(name: state.name)
         parameters.type = guestType

@@ -304,7 +304,7 @@ final class ConsoleTests: XCTestCase {
 
     /// Run `tt record -c` with a pseudo-terminal as its stdin, stdout and stderr; once the
     /// guest printed `ready`, `end` is called with tt's pid and the terminal's master side.
-    func recordOnATerminal(_ args: [String], state: String, ready: String,
+    func recordOnATerminal(_ args: [String], state: String, ready: String, console: Bool = true,
                            end: (_ pid: pid_t, _ master: Int32, _ drain: (Int) -> Void) -> Void) throws -> PTYRun {
         var run = PTYRun()
         var master: Int32 = -1, slave: Int32 = -1
@@ -313,7 +313,7 @@ final class ConsoleTests: XCTestCase {
         var before = termios()
         XCTAssertEqual(tcgetattr(slave, &before), 0)
         XCTAssertNotEqual(before.c_lflag & tcflag_t(ICANON), 0, "a new pty is in canonical mode")
-        var c = Subprocess.Configuration([IT.tt, "record", "-c", "-s", state] + args,
+        var c = Subprocess.Configuration([IT.tt, "record"] + (console ? ["-c"] : []) + ["-s", state] + args,
                                          output: .fileDescriptor(FileDescriptor(rawValue: slave)),
                                          error: .fileDescriptor(FileDescriptor(rawValue: slave)))
         c.input = .fileDescriptor(FileDescriptor(rawValue: slave))
@@ -390,5 +390,19 @@ final class ConsoleTests: XCTestCase {
         XCTAssertEqual(ended.status, 0, ended.shown)
         XCTAssertTrue(ended.shown.contains("tt-guest: done"), ended.shown)
         XCTAssertTrue(ended.restored, "terminal settings differ after the guest's end")
+    }
+
+    /// Without -c, a recording on a terminal shows its progress on stderr (instructions so
+    /// far and the rate, redrawn in place); off a terminal it prints only its result.
+    func testRecordShowsProgressOnATerminalOnly() throws {
+        let shown = try recordOnATerminal(["prog"], state: base + "/prog", ready: "tt: recorded prog", console: false) { _, _, _ in }
+        XCTAssertEqual(shown.status, 0, shown.shown)
+        XCTAssertTrue(shown.shown.contains("tt: recording prog: 0 instructions"), shown.shown)
+        // Redrawn in place: carriage return, erase line, the line.
+        XCTAssertTrue(shown.shown.contains("\r\u{1b}[Ktt: recording prog: "), shown.shown)
+        let quiet = try IT.run([IT.tt, "record", "-f", "-s", base + "/prog", "prog"])
+        XCTAssertEqual(quiet.status, 0, quiet.err)
+        XCTAssertFalse(quiet.err.contains("instructions"), quiet.err)
+        XCTAssertTrue(quiet.out.hasPrefix("tt: recorded prog: "), quiet.out)
     }
 }

@@ -54,9 +54,10 @@ public protocol Recorder: AnyObject {
     var kind: BackendKind { get }
 
     /// Record `request` into `state` (created, locked, holding only the common files).
-    /// Unless detached, waits until the guest ends or `cancellation` is cancelled.
+    /// Unless detached, waits until the guest ends or `cancellation` is cancelled, calling
+    /// `progress` (if given, a few times a second) with the guest instructions recorded so far.
     func record(_ request: RecordingRequest, into state: StateDirectory,
-                cancellation: Cancellation) throws -> RecordingOutcome
+                cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> RecordingOutcome
     /// Stop a recording in progress in `state`, keeping what was recorded; false if none ran.
     func stopRecording(in state: StateDirectory) throws -> Bool
     /// A VM of `state` that is running (recording or replaying), for refusals; nil if none.
