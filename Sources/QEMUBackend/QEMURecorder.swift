@@ -39,7 +39,7 @@ public final class QEMURecorder: Recorder {
         let machine = QEMUMachine(kernel: request.kernel, initrd: request.initrd, append: request.append,
                                   memoryMB: request.memoryMB, arch: arch, cpu: request.cpu ?? QEMUMachine.defaultCPU,
                                   diskCount: request.disks.count, extraArguments: request.qemuArguments,
-                                  interactiveConsole: interactive)
+                                  interactiveConsole: interactive, network: request.network)
         // Each image's identity first: the replay refuses an image that changed after this.
         let disks = try request.disks.map(DiskImage.inspect)
         let pid = try Self.start(state, machine: machine, disks: disks, detached: request.detach, debug: request.debug)

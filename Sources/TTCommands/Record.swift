@@ -59,6 +59,10 @@ struct Record: ParsableCommand {
         "An argument passed to QEMU as it is, for what tt does not model (repeatable; one per argument, e.g. --qemu-arg -name --qemu-arg foo). Options that would break record/replay or tt's control of QEMU are refused.",
         valueName: "arg"))
     var qemuArguments: [String] = []
+    @Option(help: ArgumentHelp(
+        "A network: QEMU's user-mode network on a virtio-net NIC, its traffic recorded (filter-replay), e.g. user or user,hostfwd=tcp:127.0.0.1:2222-:22.",
+        valueName: "user[,option=value…]"))
+    var net: String?
     @Option(help: "Symbol file of the guest kernel (default: the kernel itself).")
     var symbols: String?
     @Flag(help: "Return at once; the recording runs until the guest ends or tt record -S.")
@@ -90,6 +94,7 @@ struct Record: ParsableCommand {
             if let why = QEMUMachine.refusal(ofQEMUArgument: arg) { throw ValidationError("--qemu-arg \(arg): refused: \(why)") }
         }
         if disks.count > StateFile.maxDisks { throw ValidationError("--disk: at most \(StateFile.maxDisks) disks") }
+        if let net, let why = QEMUMachine.refusal(ofNetwork: net) { throw ValidationError("--net \(net): \(why)") }
     }
 
     /// The one recording flow, for every backend: -S/-D on a recording in progress; the
@@ -134,8 +139,8 @@ struct Record: ParsableCommand {
             return
         }
         let kind: BackendKind = backend.usesXen ? .xen : .qemu
-        if kind == .xen && (cpu != QEMUMachine.defaultCPU || !disks.isEmpty || !qemuArguments.isEmpty) {
-            throw ValidationError("--cpu, --disk and --qemu-arg need the QEMU backend (--backend qemu)")
+        if kind == .xen && (cpu != QEMUMachine.defaultCPU || !disks.isEmpty || !qemuArguments.isEmpty || net != nil) {
+            throw ValidationError("--cpu, --disk, --net and --qemu-arg need the QEMU backend (--backend qemu)")
         }
         // First, before any state is touched: can this backend record here at all?
         let recorder = kind == .xen
@@ -156,7 +161,7 @@ struct Record: ParsableCommand {
             request = RecordingRequest(kernel: try absolute(kernel), initrd: try initrd.map(absolute), append: append,
                                        symbols: try absolute(symbols ?? kernel), memoryMB: memory,
                                        detach: detach, console: console, debug: debug,
-                                       cpu: cpu, disks: try disks.map(absolute), qemuArguments: qemuArguments)
+                                       cpu: cpu, disks: try disks.map(absolute), qemuArguments: qemuArguments, network: net)
         } else {
             guard kind == .qemu else {
                 throw ValidationError("--backend xen needs --kernel (a PV or PVH guest kernel; the bundled guest boots under QEMU only)")
@@ -165,7 +170,7 @@ struct Record: ParsableCommand {
             request = RecordingRequest(kernel: guest.kernel, initrd: try initrd.map(absolute), append: append,
                                        symbols: try symbols.map(absolute) ?? guest.symbols, memoryMB: memory,
                                        detach: detach, console: console, debug: debug,
-                                       cpu: cpu, disks: try disks.map(absolute), qemuArguments: qemuArguments)
+                                       cpu: cpu, disks: try disks.map(absolute), qemuArguments: qemuArguments, network: net)
         }
         let created = !dir.exists
         try dir.create()

@@ -62,6 +62,26 @@ final class VMOptionsIntegrationTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/other"))
     }
 
+    /// --net user: recorded with QEMU's replay filter on the network; the replay runs the
+    /// same network declaration and plays the guest byte for byte to its end.
+    func testNetworkRecordsAndReplays() throws {
+        let s = base + "/net"
+        try IT.tt(["record", "--net", "user,hostfwd=tcp:127.0.0.1:0-:22", "net"], state: s)
+        try IT.tt(["replay", "-p", "net"], state: s)
+        let argv = try replayCommandLine(s)
+        XCTAssertTrue(contains(argv, ["-device", "virtio-net-pci,netdev=net0", "-object", "filter-replay,id=netreplay,netdev=net0"]), "\(argv)")
+        let first = try IT.tt(["run-until", "--registers", "net", "fib#3"], state: s).out
+        XCTAssertFalse(first.isEmpty)
+        try IT.tt(["run-until", "net", "fib:999999999"], state: s, expect: 2)
+        try IT.tt(["replay", "-K", "net"], state: s)
+        let record = try Data(contentsOf: URL(fileURLWithPath: s + "/console.record"))
+        XCTAssertTrue(String(decoding: record, as: UTF8.self).contains("tt-guest: done"))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: s + "/console.replay")), record)
+        let refused = try IT.tt(["record", "--net", "user,guestfwd=tcp:10.0.2.100:1-cmd:/bin/sh", "other"], state: base + "/other", expect: 64)
+        XCTAssertTrue(refused.err.contains("guestfwd"), refused.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/other"))
+    }
+
     /// --disk: a raw and a qcow2 image; record and replay never write them, the replay
     /// works, and after the raw image's bytes change the replay is refused (65) naming it.
     func testDisksAreNeverWrittenAndAChangedOneIsRefused() throws {

@@ -197,6 +197,35 @@ final class QEMUCommandLineTests: XCTestCase {
         ])
         XCTAssertEqual(replay[replay.firstIndex(of: "-serial")! + 1], "chardev:console")
     }
+
+    /// tt record --net: the user-mode network, a virtio-net NIC and the replay filter in
+    /// place of -net none; the same in the replay; options that run or serve host programs
+    /// and files refused, on the command line and in a stored qemu.argv.
+    func testNetworkCommandLines() throws {
+        let spec = "user,hostfwd=tcp:127.0.0.1:2222-:22"
+        let record = QEMUMachine(kernel: "kernel", memoryMB: 64, network: spec).recordArguments(plugin: "/p.so")
+        let i = try XCTUnwrap(record.firstIndex(of: "-netdev"))
+        XCTAssertEqual(Array(record[i..<i + 6]), ["-netdev", spec + ",id=net0", "-device", "virtio-net-pci,netdev=net0",
+                                                  "-object", "filter-replay,id=netreplay,netdev=net0"])
+        XCTAssertFalse(record.contains("-net"))
+        let parsed = try QEMUMachine(validatingRecorded: record, file: "qemu.argv")
+        XCTAssertEqual(parsed.network, spec)
+        XCTAssertEqual(parsed.replayArguments(plugin: "/p.so")[i..<i + 6], record[i..<i + 6])
+        XCTAssertNil(try QEMUMachine(validatingRecorded: QEMUMachine(kernel: "kernel").recordArguments(plugin: "/p.so"),
+                                     file: "qemu.argv").network)
+
+        XCTAssertNil(QEMUMachine.refusal(ofNetwork: "user"))
+        XCTAssertNil(QEMUMachine.refusal(ofNetwork: "user,hostfwd=udp::5353-:53,restrict=on"))
+        for bad in ["tap,ifname=tap0", "user,guestfwd=tcp:10.0.2.100:1234-cmd:/bin/sh", "user,smb=/root", "user,tftp=/etc",
+                    "user,bootfile=x", "user,id=x", "user,hostfwd", "user,,", "user,hostfwd=tcp::1-:2,,x", "bridge"] {
+            XCTAssertNotNil(QEMUMachine.refusal(ofNetwork: bad), bad)
+        }
+        // A stored vector with a refused network is not run.
+        var smb = record; smb[i + 1] = "user,smb=/root,id=net0"
+        XCTAssertThrowsError(try QEMUMachine(validatingRecorded: smb, file: "qemu.argv")) { XCTAssertTrue("\($0)".contains("smb"), "\($0)") }
+        // --qemu-arg cannot add another network.
+        XCTAssertNotNil(QEMUMachine.refusal(ofQEMUArgument: "-netdev"))
+    }
 }
 
 /// The escape sequences of tt record -c, against what they must mean (QEMU's Ctrl-A keys).

@@ -20,9 +20,13 @@ public struct RecordingRequest: Sendable {
     public var cpu: String?
     public var disks: [FilePath]
     public var qemuArguments: [String]
+    /// QEMU only: `tt record --net` (nil: no network).
+    public var network: String?
 
     public init(kernel: FilePath, initrd: FilePath?, append: String?, symbols: FilePath, memoryMB: Int,
-                detach: Bool, console: Bool, debug: Bool, cpu: String? = nil, disks: [FilePath] = [], qemuArguments: [String] = []) {
+                detach: Bool, console: Bool, debug: Bool, cpu: String? = nil, disks: [FilePath] = [], qemuArguments: [String] = [],
+                network: String? = nil) {
+        self.network = network
         self.cpu = cpu
         self.disks = disks
         self.qemuArguments = qemuArguments
