@@ -151,3 +151,42 @@ public struct DiskImage: Equatable, Sendable {
         }
     }
 }
+
+/// `tt record --rootfs DIR`: an ext4 image of a folder, made without root by `mkfs.ext4 -d`
+/// (e2fsprogs), as `StateFile.rootfs` in the state directory: the recording's first disk.
+public enum RootFilesystemImage {
+    /// Make the image of `folder` in `state`; its size is twice the folder's bytes plus
+    /// 32 MiB (at least 64 MiB), room for the guest to write. Returns its absolute path.
+    public static func make(from folder: FilePath, in state: StateDirectory) throws -> FilePath {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder.string, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw SystemError(path: folder, message: "--rootfs: not a directory", status: ExitStatus.noInput)
+        }
+        let image = state.file(StateFile.rootfs)
+        state.remove(StateFile.rootfs)
+        let kib = max(64 << 10, 2 * (try bytes(in: folder)) / 1024 + (32 << 10))
+        let r = try Subprocess.run(.init(["mkfs.ext4", "-q", "-F", "-L", "ttrootfs", "-d", folder.string, image.string, "\(kib)k"],
+                                         output: .collect(limit: 1 << 16), error: .sameAsOutput, deathSignal: SIGKILL))
+        guard r.status.isSuccess else {
+            state.remove(StateFile.rootfs)
+            let why = r.standardOutputText.split(separator: "\n").last.map(String.init) ?? "\(r.status)"
+            throw SystemError(path: folder, message: "--rootfs: mkfs.ext4 -d failed: \(why)", status: ExitStatus.cannotCreate)
+        }
+        guard chmod(image.string, 0o600) == 0 else { throw SystemError.last(image, doing: "chmod") }
+        return image
+    }
+
+    /// The bytes of the regular files under `folder` (links not followed).
+    static func bytes(in folder: FilePath) throws -> Int {
+        guard let walk = FileManager.default.enumerator(at: URL(fileURLWithPath: folder.string),
+                                                         includingPropertiesForKeys: [.fileSizeKey, .isRegularFileKey]) else {
+            throw SystemError(path: folder, message: "--rootfs: cannot list it", status: ExitStatus.noInput)
+        }
+        var total = 0
+        for case let url as URL in walk {
+            let v = try? url.resourceValues(forKeys: [.fileSizeKey, .isRegularFileKey])
+            if v?.isRegularFile == true { total += v?.fileSize ?? 0 }
+        }
+        return total
+    }
+}

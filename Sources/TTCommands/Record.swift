@@ -63,6 +63,10 @@ struct Record: ParsableCommand {
         "A network: QEMU's user-mode network on a virtio-net NIC, its traffic recorded (filter-replay), e.g. user or user,hostfwd=tcp:127.0.0.1:2222-:22.",
         valueName: "user[,option=value…]"))
     var net: String?
+    @Option(help: ArgumentHelp(
+        "A folder made into an ext4 image (mkfs.ext4 -d, no root needed), kept in the state directory as rootfs.ext4: the first disk.",
+        valueName: "dir"))
+    var rootfs: String?
     @Option(help: "Symbol file of the guest kernel (default: the kernel itself).")
     var symbols: String?
     @Flag(help: "Return at once; the recording runs until the guest ends or tt record -S.")
@@ -93,7 +97,9 @@ struct Record: ParsableCommand {
         for arg in qemuArguments {
             if let why = QEMUMachine.refusal(ofQEMUArgument: arg) { throw ValidationError("--qemu-arg \(arg): refused: \(why)") }
         }
-        if disks.count > StateFile.maxDisks { throw ValidationError("--disk: at most \(StateFile.maxDisks) disks") }
+        if disks.count + (rootfs == nil ? 0 : 1) > StateFile.maxDisks {
+            throw ValidationError("--disk, --rootfs: at most \(StateFile.maxDisks) disks")
+        }
         if let net, let why = QEMUMachine.refusal(ofNetwork: net) { throw ValidationError("--net \(net): \(why)") }
     }
 
@@ -139,8 +145,8 @@ struct Record: ParsableCommand {
             return
         }
         let kind: BackendKind = backend.usesXen ? .xen : .qemu
-        if kind == .xen && (cpu != QEMUMachine.defaultCPU || !disks.isEmpty || !qemuArguments.isEmpty || net != nil) {
-            throw ValidationError("--cpu, --disk, --net and --qemu-arg need the QEMU backend (--backend qemu)")
+        if kind == .xen && (cpu != QEMUMachine.defaultCPU || !disks.isEmpty || !qemuArguments.isEmpty || net != nil || rootfs != nil) {
+            throw ValidationError("--cpu, --disk, --rootfs, --net and --qemu-arg need the QEMU backend (--backend qemu)")
         }
         // First, before any state is touched: can this backend record here at all?
         let recorder = kind == .xen
@@ -156,7 +162,7 @@ struct Record: ParsableCommand {
             withExtendedLifetime(lock) {}
             try SessionBackends.removeRecording(dir, replacing: true)
         }
-        let request: RecordingRequest
+        var request: RecordingRequest
         if let kernel {
             request = RecordingRequest(kernel: try absolute(kernel), initrd: try initrd.map(absolute), append: append,
                                        symbols: try absolute(symbols ?? kernel), memoryMB: memory,
@@ -178,6 +184,7 @@ struct Record: ParsableCommand {
         defer { withExtendedLifetime(lock) {} }
         let outcome: RecordingOutcome
         do {
+            if let rootfs { request.disks.insert(try RootFilesystemImage.make(from: try absolute(rootfs), in: dir), at: 0) }
             try dir.write(StateFile.symfile, request.symbols.string + "\n")
             let progress = ProgressLine()
             defer { progress.end() }

@@ -82,6 +82,31 @@ final class VMOptionsIntegrationTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/other"))
     }
 
+    /// --rootfs DIR: an ext4 image of the folder in the state directory (its files read back
+    /// with e2fsprogs' debugfs, not tt), recorded as the first disk and replayed.
+    func testRootfsFolderBecomesTheFirstDisk() throws {
+        let folder = base + "/tree"
+        try FileManager.default.createDirectory(atPath: folder + "/etc", withIntermediateDirectories: true)
+        try "hello from the host\n".write(toFile: folder + "/hello", atomically: true, encoding: .utf8)
+        try "x\n".write(toFile: folder + "/etc/x", atomically: true, encoding: .utf8)
+        let s = base + "/rootfs"
+        try IT.tt(["record", "--rootfs", folder, "rootfs"], state: s)
+        let image = s + "/rootfs.ext4"
+        let attributes = try FileManager.default.attributesOfItem(atPath: image)
+        XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
+        XCTAssertEqual(try IT.run(["debugfs", "-R", "cat /hello", image]).out, "hello from the host\n")
+        XCTAssertEqual(try IT.run(["debugfs", "-R", "cat /etc/x", image]).out, "x\n")
+        let disks = try String(contentsOfFile: s + "/disks", encoding: .utf8)
+        XCTAssertTrue(disks.hasPrefix("raw ") && disks.hasSuffix(" " + image + "\n"), disks)
+        try IT.tt(["replay", "-p", "rootfs"], state: s)
+        XCTAssertTrue(contains(try replayCommandLine(s), ["-device", "ide-hd,drive=img0"]))
+        try IT.tt(["run-until", "rootfs", "fib#2"], state: s)
+        try IT.tt(["replay", "-K", "rootfs"], state: s)
+        let missing = try IT.tt(["record", "--rootfs", base + "/nope", "other"], state: base + "/other", expect: 66)
+        XCTAssertTrue(missing.err.contains("not a directory"), missing.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/other"))
+    }
+
     /// --disk: a raw and a qcow2 image; record and replay never write them, the replay
     /// works, and after the raw image's bytes change the replay is refused (65) naming it.
     func testDisksAreNeverWrittenAndAChangedOneIsRefused() throws {

@@ -43,6 +43,8 @@ public enum StateFile {
     /// writes), and the fresh one each replay makes (the recording wrote into the first).
     public static func diskOverlay(_ n: Int) -> String { "disk\(n).qcow2" }
     public static func replayDiskOverlay(_ n: Int) -> String { "replay-disk\(n).qcow2" }
+    /// The ext4 image `tt record --rootfs DIR` makes of a folder (the first disk).
+    public static let rootfs = "rootfs.ext4"
 
     // Xen recordings.
     public static let recordConfig = "record.cfg", recordJSON = "record.json"
@@ -58,7 +60,7 @@ public enum StateFile {
                              marker, incomplete, checkpoints,
                              argv, replayArgv, recording, snapshot, replaySnapshot, recordConsole, replayConsole,
                              recordLog, replayLog, recordShm, replayShm, qmp, gdb, consoleSocket, pid, recordPID, kernel, initrd, qemuVersion,
-                             disks] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0)] } + [
+                             disks, rootfs] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0)] } + [
                              recordConfig, recordJSON, replayConfig, replayJSON, domid, live]
 }
 
