@@ -75,6 +75,6 @@ public struct CallTreePrinter {
             }
             try tree.process(r, emit: emit)
         }
-        try tree.finish(emit: { _ in })
+        tree.finish(emit: { _ in })
     }
 }

@@ -286,7 +286,7 @@ public final class QEMURecorder: Recorder {
                 return try state.lock()
             } catch StateError.busy {
                 guard monotonicMilliseconds() < deadline else {
-                    throw QEMUError("\(state.path): QEMU stopped, but tt record (pid \(owner)) did not finish the recording within \(QEMUMachine.answerTimeoutMS / 1000) s")
+                    throw QEMUError("\(state.path): QEMU stopped, but tt record (pid \(lockHolder)) did not finish the recording within \(QEMUMachine.answerTimeoutMS / 1000) s")
                 }
                 usleep(20_000)
             }

@@ -194,7 +194,7 @@ struct Record: ParsableCommand {
             // A recording that failed before it began leaves nothing behind (not even the
             // lock file) in a directory this command created; one the VM began is kept,
             // marked incomplete, with the VM's own log of why.
-            if created && !dir.fileExists(StateFile.incomplete) { try? StateOwnership.remove(dir) }
+            if created && !dir.fileExists(StateFile.incomplete) { _ = try? StateOwnership.remove(dir) }
             throw error
         }
         switch outcome {
