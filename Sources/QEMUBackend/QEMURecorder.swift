@@ -69,25 +69,23 @@ public final class QEMURecorder: Recorder {
     /// this directory's QEMU any more are removed with the replay's sockets.
     public static func cleanStale(_ state: StateDirectory) {
         if let (qemu, owner) = readOwnedPID(state, StateFile.recordPID) {
-            if !isOurQEMU(qemu, state) {
-                state.remove(StateFile.recordPID)
-            } else if let owner, !RunningProcess(pid: owner).isAlive {
-                RunningProcess(pid: qemu).terminate()
-                state.remove(StateFile.recordPID)
-            }
+            let ours = isOurQEMU(qemu, state)
+            let ownerDied = owner.map { !RunningProcess(pid: $0).isAlive } ?? false
+            if ours && ownerDied { RunningProcess(pid: qemu).terminate() }
             // A foreground recording whose tt record died (SIGKILL) was cut short: its QEMU
             // got a parent-death signal or was just killed. Never taken for a whole one.
-            if let owner, !RunningProcess(pid: owner).isAlive, !state.fileExists(StateFile.incomplete) {
-                try? state.write(StateFile.incomplete, "tt record (pid \(owner)) died before the recording ended\n")
-                state.remove(StateFile.recordPID)
+            if ownerDied && !state.fileExists(StateFile.incomplete) {
+                try? state.write(StateFile.incomplete, "tt record (pid \(owner!)) died before the recording ended\n")
             }
+            if !ours || ownerDied { state.remove(StateFile.recordPID) }
             // Its interactive console's socket goes with it.
-            if let owner, !RunningProcess(pid: owner).isAlive { state.remove(StateFile.consoleSocket) }
+            if ownerDied { state.remove(StateFile.consoleSocket) }
         }
         if let (qemu, owner) = readOwnedPID(state, StateFile.pid) {
             let ours = isOurQEMU(qemu, state)
-            if ours, let owner, !RunningProcess(pid: owner).isAlive { RunningProcess(pid: qemu).terminate() }
-            if !ours || owner.map({ !RunningProcess(pid: $0).isAlive }) == true {
+            let ownerDied = owner.map { !RunningProcess(pid: $0).isAlive } ?? false
+            if ours && ownerDied { RunningProcess(pid: qemu).terminate() }
+            if !ours || ownerDied {
                 for f in [StateFile.pid, StateFile.qmp, StateFile.gdb, StateFile.replaySnapshot] + (0..<StateFile.maxDisks).map(StateFile.replayDiskOverlay) {
                     state.remove(f)
                 }

@@ -33,9 +33,12 @@ public enum SafeFiles {
     /// Open a regular file for reading. O_NONBLOCK for the open only, so a FIFO cannot
     /// block it; the type is checked on the descriptor (no race with a rename). A regular
     /// file of size 0 that still has bytes (/proc, /sys) is refused rather than read as
-    /// empty, because every reader here trusts the size.
-    public static func openForReading(_ path: FilePath) throws -> (fd: FileDescriptor, size: Int) {
-        let raw = path.withPlatformString { open($0, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY) }
+    /// empty, because every reader here trusts the size — unless `pseudoFiles` (a reader
+    /// that reads to the end, whatever the size says). `noFollow`: a symlink as the last
+    /// component is refused (files in directories tt owns).
+    public static func openForReading(_ path: FilePath, pseudoFiles: Bool = false,
+                                      noFollow: Bool = false) throws -> (fd: FileDescriptor, size: Int) {
+        let raw = path.withPlatformString { open($0, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (noFollow ? O_NOFOLLOW : 0)) }
         guard raw >= 0 else { throw SystemError.last(path, doing: "open") }
         let fd = FileDescriptor(rawValue: raw)
         var st = stat()
@@ -48,7 +51,7 @@ public enum SafeFiles {
             try? fd.close()
             throw SystemError(path: path, message: "open: \(kind(st.st_mode)), not a regular file", status: ExitStatus.noInput)
         }
-        if st.st_size == 0 {
+        if st.st_size == 0 && !pseudoFiles {
             // A pseudo-file (/proc, /sys) says size 0 but has contents: one byte tells.
             var byte: UInt8 = 0
             if pread(raw, &byte, 1, 0) == 1 {

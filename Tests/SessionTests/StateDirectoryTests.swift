@@ -98,7 +98,7 @@ final class StateDirectoryTests: XCTestCase {
     func testLockIsExclusiveAndNamesTheHolder() throws {
         let base = NSTemporaryDirectory() + "tt-lock-\(getpid())"
         let d = try StateDirectory(name: "x", explicit: base, base: "/")
-        defer { try? StateOwnership.remove(d) }
+        defer { _ = try? StateOwnership.remove(d) }
         try d.create()
         var first: StateLock? = try d.lock()
         XCTAssertNotNil(first)
