@@ -26,6 +26,7 @@ final class PluginControlBlock {
         static let pluginPID = Int(TT_SHM_OFF_PLUGIN_PID), lastTarget = Int(TT_SHM_OFF_LAST_TARGET)
         static let unexplained = Int(TT_SHM_OFF_UNEXPLAINED), handlers = Int(TT_SHM_OFF_HANDLERS)
         static let ringHead = Int(TT_SHM_OFF_RING_HEAD), ringTail = Int(TT_SHM_OFF_RING_TAIL)
+        static let lastInfo = Int(TT_SHM_OFF_LAST_INFO), expected = Int(TT_SHM_OFF_EXPECTED), delta = Int(TT_SHM_OFF_DELTA)
     }
     static let flagValid: UInt64 = TT_SHM_FLAG_VALID
     static let flagRep: UInt64 = TT_SHM_FLAG_REP
@@ -95,7 +96,16 @@ final class PluginControlBlock {
     var instructions: UInt64 { load(Offset.insns) }
     var pluginAttached: Bool { load(Offset.pluginPID) != 0 }
 
-    /// The plugin's view of the last executed instruction.
+    /// The plugin counts direct transfers before they run and keeps the last instruction
+    /// packed (docs/qemu-plugin-shm.md); this puts the counters in their settled form (the
+    /// last instruction that ran in `last…`, `brctr` without its predicted transfer). Only
+    /// while the vCPU is stopped or QEMU is gone; every read of the counters at a stop
+    /// comes after it.
+    func settle() {
+        tt_settle(base.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// The plugin's view of the last executed instruction (settled).
     struct Last { var pc: UInt64; var size: UInt64; var valid: Bool; var rep: Bool }
     var last: Last {
         let f = load(Offset.lastFlags)
@@ -111,6 +121,7 @@ final class PluginControlBlock {
     /// `ip` (measured: at a breakpoint or after a step, the plugin's last instruction is
     /// the one before), so the arrival is still pending there.
     func pendingArrivals(at ip: UInt64, readFrame: FrameReader) -> [(from: UInt64, to: UInt64)] {
+        settle()
         let f = load(Offset.lastFlags)
         guard f & Self.flagValid != 0 else { return [] }
         var p = tt_insn(pc: load(Offset.lastPC), size: load(Offset.lastSize), kind: (f >> UInt64(TT_SHM_KIND_SHIFT)) & 15,
@@ -137,6 +148,9 @@ final class PluginControlBlock {
 
     /// Put the counters back to a saved state (after a snapshot was loaded).
     func restore(brctr: UInt64, instructions: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64, lastTarget: UInt64) {
+        store(Offset.lastInfo, 0)
+        store(Offset.delta, 0)
+        store(Offset.expected, TT_EXPECT_BLOCK_STARTED)
         store(Offset.lastTarget, lastTarget)
         store(Offset.brctr, brctr)
         store(Offset.insns, instructions)

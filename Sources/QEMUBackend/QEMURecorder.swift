@@ -223,6 +223,7 @@ public final class QEMURecorder: Recorder {
         state.remove(StateFile.recordPID)
         state.remove(StateFile.consoleSocket)
         let shm = try? PluginControlBlock.open(at: state.file(StateFile.recordShm))
+        shm?.settle()   // QEMU is gone
         var exit: Int32? = nil
         if case .exited(let code)? = status { exit = code }
         var summary = Summary(exitStatus: exit, instructions: shm?.instructions ?? 0, branches: shm?.brctr ?? 0, signal: signal)

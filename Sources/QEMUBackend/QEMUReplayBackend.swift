@@ -240,19 +240,21 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     public func position() throws -> Position {
         let here = try landmark()
-        if ended, let shm { return Position(landmark: here, icount: shm.instructions) }
+        if ended, let shm { shm.settle(); return Position(landmark: here, icount: shm.instructions) }
         return Position(landmark: here, icount: try requireVM().0.replayICount())
     }
 
     public func landmark() throws -> Landmark {
         if ended, let shm {
             // QEMU is gone; the control file still holds the last instruction it ran.
+            shm.settle()
             return Landmark(ip: shm.last.pc, brctr: shm.brctr, cx: 0)
         }
         let (_, _, shm) = try requireVM()
         let regs = try readRegs()
         let ip = try linearIP(regs)
         try drainRing()
+        shm.settle()
         // The arrival at ip is counted in the report only, never written back: if an
         // interrupt is pending at this stop, the free run goes from the last instruction
         // straight into the handler (one transfer), and the plugin must see it that way.
@@ -479,6 +481,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     public func saveCheckpoint(at position: Position) throws -> Checkpoint? {
         let (qmp, _, shm) = try requireVM()
         guard let icount = position.icount else { return nil }
+        shm.settle()
         let counters = [shm.brctr, shm.instructions, shm.load(PluginControlBlock.Offset.lastPC),
                         shm.load(PluginControlBlock.Offset.lastSize), shm.load(PluginControlBlock.Offset.lastFlags),
                         shm.load(PluginControlBlock.Offset.lastTarget)]

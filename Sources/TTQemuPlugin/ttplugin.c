@@ -6,15 +6,22 @@
  *
  * Every instruction is decoded once, at translation, into its kind as a transfer (none,
  * rep string, conditional direct, unconditional direct, indirect/far/system, software
- * interrupt) and direct target. When the next instruction N executes after P, the shared
- * classification (tt_classify_arrival) says which transfers happened in between: P's own
- * (also when its target is the next instruction), none (fall-through, rep iteration), or
- * an interrupt or exception, whose source comes from the frame the CPU pushed (read with
- * qemu_plugin_read_register and qemu_plugin_read_memory_vaddr at N, a block start where
- * the guest registers are in memory).
+ * interrupt) and direct target. The common path makes no call: inline operations store
+ * each instruction (packed) as it starts and count it, and the instruction that ends a
+ * block's straight line stores where it leads and counts its transfer when that is
+ * foreseeable (a direct jump or call; a conditional jump, predicted taken). A block start
+ * that is not where the prediction led calls on_block_start, which undoes the prediction
+ * and applies the shared classification (tt_classify_arrival) to the last instruction that
+ * started, P, and the block's first, N: P's own transfer (also when its target is the next
+ * instruction), none (fall-through, rep iteration), or an interrupt or exception, whose
+ * source comes from the frame the CPU pushed (read with qemu_plugin_read_register and
+ * qemu_plugin_read_memory_vaddr at N, a block start where the guest registers are in
+ * memory). While tracing, every block start also calls on_traced_block_start, which
+ * writes the record of a foreseen transfer.
  *
  * Single vCPU only (QEMU record/replay supports one).
  */
+#define _GNU_SOURCE
 #include "qemu-plugin-api.h"
 #include "ttplugin.h"
 #include <fcntl.h>
@@ -30,37 +37,11 @@
 
 TT_PLUGIN_EXPORT int qemu_plugin_version = TT_QEMU_PLUGIN_VERSION;
 
-/* Plugin-private flag: the first instruction of its block (never stored in the control file). */
-#define TT_FLAG_FIRST (1ull << 32)
-
-/* What the exec callback needs about one translated instruction. */
-struct insn_info {
-    uint64_t pc;
-    uint64_t size;
-    uint64_t flags;  /* TT_SHM_FLAG_VALID | TT_SHM_FLAG_REP | kind << TT_SHM_KIND_SHIFT */
-    uint64_t target; /* direct target (jcc, jmp rel, call rel) */
-};
-
 static volatile uint8_t *shm;          /* the mapped control file */
 static struct tt_shm_record *ring;
 static uint64_t ring_mask;
 
 #define FIELD(off) (*(volatile uint64_t *)(shm + (off)))
-
-/* Instruction descriptors are never freed: QEMU may run a translated block until the
- * end, and re-translations are rare enough that the arena stays small. */
-static struct insn_info *arena;
-static size_t arena_left;
-
-static struct insn_info *new_info(void) {
-    if (arena_left == 0) {
-        arena_left = 65536;
-        arena = malloc(arena_left * sizeof *arena);
-        if (!arena) { qemu_plugin_outs("ttplugin: out of memory\n"); abort(); }
-    }
-    arena_left--;
-    return arena++;
-}
 
 /* The instruction's kind as a transfer, and its direct target. The size comes from QEMU,
  * so the width of a relative displacement is what is left after prefixes and opcode. */
@@ -148,8 +129,15 @@ static int plugin_read_frame(void *opaque, uint8_t frame[48], int *width, uint64
     return 0;
 }
 
+static int alias_header_into_scoreboard(void);
+
 static void on_vcpu_init(qemu_plugin_id_t id, unsigned int vcpu_index) {
-    (void)id; (void)vcpu_index;
+    (void)id;
+    if (vcpu_index != 0) { qemu_plugin_outs("ttplugin: more than one vCPU: not supported\n"); abort(); }
+    if (alias_header_into_scoreboard() != 0) {
+        qemu_plugin_outs("ttplugin: cannot map the control file's header into a scoreboard\n");
+        abort();
+    }
     scratch = g_byte_array_new();
     GArray *regs = qemu_plugin_get_registers();
     if (!regs) return;
@@ -201,11 +189,10 @@ static void count(uint64_t from, uint64_t to) {
  * one virtual address runs, unchanged, wherever the same physical page is mapped at the
  * same page offset, and qemu_plugin_insn_vaddr gives the address of the translation (e.g.
  * Linux's identity mapping of its text during early boot, later reused at the kernel's
- * high addresses). The block that runs is relocated by `delta`, found at its first
- * instruction: 0 when it arrives where its predecessor leads, else from the vCPU's
- * instruction pointer (read where an arrival is unexpected or crosses halves of the
- * address space; see docs/bts.md for the one case this does not read it). */
-static uint64_t delta;
+ * high addresses). The running block's relocation (DELTA in the control file) is found
+ * at its start: carried over when it starts where its predecessor's translation leads,
+ * else read from the vCPU's instruction pointer (see docs/bts.md for the one case where
+ * it is not read). */
 
 /* The address of the block about to run, if it is an alias of translated address n:
  * only with paging on, and only at the same page offset (aliases map the same page). */
@@ -216,70 +203,154 @@ static uint64_t current_pc(uint64_t n) {
     return ((a ^ n) & 0xfff) == 0 ? a : 0;
 }
 
-static void on_exec(unsigned int vcpu_index, void *userdata) {
+/* Set by on_block_start when it has handled this block start's arrival while tracing, so
+ * that on_traced_block_start (registered after it on the same block) does not record it
+ * again. Both run back to back in the vCPU thread. */
+static int arrival_handled;
+
+/* A block starts (translation address n) where its predecessor's prediction did not
+ * lead: a conditional jump not taken, an indirect transfer, an interrupt or exception, a
+ * block left early (an exception, an I/O instruction QEMU re-executes alone), or the
+ * first block after the controller settled the state. Undo the prediction, classify the
+ * arrival with the one rule (tt_classify_arrival) and count it. */
+static void on_block_start(unsigned int vcpu_index, void *userdata) {
     (void)vcpu_index;
-    const struct insn_info *in = userdata;
-    uint64_t last_flags = FIELD(TT_SHM_OFF_LAST_FLAGS);
-    struct tt_insn p = { FIELD(TT_SHM_OFF_LAST_PC), FIELD(TT_SHM_OFF_LAST_SIZE),
-                         (last_flags >> TT_SHM_KIND_SHIFT) & 15, FIELD(TT_SHM_OFF_LAST_TARGET),
-                         (last_flags & TT_SHM_FLAG_REL16) != 0 };
-    int valid = (last_flags & TT_SHM_FLAG_VALID) != 0;
-    if (in->flags & TT_FLAG_FIRST) {
+    uint64_t n_trans = (uint64_t)(uintptr_t)userdata;
+    uint64_t packed = FIELD(TT_SHM_OFF_LAST_INFO);
+    struct tt_insn p;          /* the last instruction that started, translation addresses */
+    uint64_t p_delta, flags;
+    if (packed) {
+        p_delta = FIELD(TT_SHM_OFF_DELTA);
+        p.pc = tt_packed_pc(packed);
+        p.size = tt_packed_size(packed);
+        p.kind = tt_packed_kind(packed);
+        p.rel16 = (packed & TT_PACK_REL16) != 0;
+        p.target = (p.kind == TT_KIND_JCC || p.kind == TT_KIND_DIRECT) ? FIELD(TT_SHM_OFF_EXPECTED) : 0;
+        flags = TT_SHM_FLAG_VALID | (packed & TT_PACK_SYSTEM ? TT_SHM_FLAG_SYSTEM : 0);
+        if (packed & TT_PACK_PREDICTED) FIELD(TT_SHM_OFF_BRCTR) -= 1;
+    } else {                   /* settled: real addresses */
+        p_delta = 0;
+        flags = FIELD(TT_SHM_OFF_LAST_FLAGS);
+        p.pc = FIELD(TT_SHM_OFF_LAST_PC);
+        p.size = FIELD(TT_SHM_OFF_LAST_SIZE);
+        p.kind = (flags >> TT_SHM_KIND_SHIFT) & 15;
+        p.target = FIELD(TT_SHM_OFF_LAST_TARGET);
+        p.rel16 = (flags & TT_SHM_FLAG_REL16) != 0;
+    }
+    int valid = (flags & TT_SHM_FLAG_VALID) != 0;
+    uint64_t f = p.pc + p.size;
+    int expected = !valid || n_trans == f || n_trans == p.pc ||
+                   ((p.kind == TT_KIND_DIRECT || p.kind == TT_KIND_JCC) && tt_is_target(&p, n_trans));
+    uint64_t delta = p_delta;
+    if (!expected) {
         delta = 0;
-        uint64_t n = in->pc, f = p.pc + p.size;
-        int expected = !valid || n == f || n == p.pc ||
-                       ((p.kind == TT_KIND_DIRECT || p.kind == TT_KIND_JCC) && tt_is_target(&p, n));
-        int plain_indirect = p.kind == TT_KIND_INDIRECT && !(last_flags & TT_SHM_FLAG_SYSTEM);
-        if (!expected && (!plain_indirect || ((n ^ p.pc) >> 63) != 0)) {
-            uint64_t a = current_pc(n);
-            if (a) delta = a - n;
+        int plain_indirect = p.kind == TT_KIND_INDIRECT && !(flags & TT_SHM_FLAG_SYSTEM);
+        if (!plain_indirect || ((n_trans ^ (p.pc + p_delta)) >> 63) != 0) {
+            uint64_t a = current_pc(n_trans);
+            if (a) delta = a - n_trans;
         }
     }
-    uint64_t pc = in->pc + delta;
-    if (valid) {
-        /* The common case first: no transfer of its own, and N follows it. */
-        if (!(p.kind == TT_KIND_NONE && pc == p.pc + p.size)) {
-            volatile uint64_t *handlers = (volatile uint64_t *)(shm + TT_SHM_OFF_HANDLERS);
-            struct tt_arrival a = tt_classify_arrival(&p, pc, handlers, plugin_read_frame, NULL);
-            for (int k = 0; k < a.n; k++) count(a.from[k], a.to[k]);
-            if (a.handler) tt_handler_learn(handlers, pc);
-            if (a.unexplained) {
-                FIELD(TT_SHM_OFF_UNEXPLAINED) += 1;
-                if (debug_unexplained > 0) {
-                    debug_unexplained--;
-                    uint8_t fr[48]; int w = 0; uint64_t sp = 0;
-                    int ok = plugin_read_frame(NULL, fr, &w, &sp);
-                    char line[256];
-                    snprintf(line, sizeof line, "ttplugin: unexplained %#" PRIx64 " (kind %d size %d) -> %#" PRIx64 " frame ok=%d w=%d sp=%#" PRIx64 " %016" PRIx64 " %016" PRIx64 " %016" PRIx64 "\n",
-                             p.pc, (int)p.kind, (int)p.size, pc, ok == 0, w, sp, tt_le(fr, 8), tt_le(fr + 8, 8), tt_le(fr + 16, 8));
-                    qemu_plugin_outs(line);
-                }
-            }
+    FIELD(TT_SHM_OFF_DELTA) = delta;
+    p.pc += p_delta;
+    p.target += p_delta;
+    uint64_t n = n_trans + delta;
+    arrival_handled = FIELD(TT_SHM_OFF_TRACING) != 0;
+    if (!valid || (p.kind == TT_KIND_NONE && n == p.pc + p.size)) return;
+    volatile uint64_t *handlers = (volatile uint64_t *)(shm + TT_SHM_OFF_HANDLERS);
+    struct tt_arrival a = tt_classify_arrival(&p, n, handlers, plugin_read_frame, NULL);
+    for (int k = 0; k < a.n; k++) count(a.from[k], a.to[k]);
+    if (a.handler) tt_handler_learn(handlers, n);
+    if (a.unexplained) {
+        FIELD(TT_SHM_OFF_UNEXPLAINED) += 1;
+        if (debug_unexplained > 0) {
+            debug_unexplained--;
+            uint8_t fr[48]; int w = 0; uint64_t sp = 0;
+            int ok = plugin_read_frame(NULL, fr, &w, &sp);
+            char line[256];
+            snprintf(line, sizeof line, "ttplugin: unexplained %#" PRIx64 " (kind %d size %d) -> %#" PRIx64 " frame ok=%d w=%d sp=%#" PRIx64 " %016" PRIx64 " %016" PRIx64 " %016" PRIx64 "\n",
+                     p.pc, (int)p.kind, (int)p.size, n, ok == 0, w, sp, tt_le(fr, 8), tt_le(fr + 8, 8), tt_le(fr + 16, 8));
+            qemu_plugin_outs(line);
         }
     }
-    FIELD(TT_SHM_OFF_LAST_PC) = pc;
-    FIELD(TT_SHM_OFF_LAST_SIZE) = in->size;
-    FIELD(TT_SHM_OFF_LAST_FLAGS) = in->flags & ~TT_FLAG_FIRST;
-    FIELD(TT_SHM_OFF_LAST_TARGET) = in->target + delta;
-    FIELD(TT_SHM_OFF_INSNS) += 1;
 }
 
+/* While tracing, every block start: the arrival the prediction foresaw (a direct jump
+ * or call, a taken conditional jump), counted by inline operations, gets its record. */
+static void on_traced_block_start(unsigned int vcpu_index, void *userdata) {
+    (void)vcpu_index;
+    if (arrival_handled) { arrival_handled = 0; return; }
+    uint64_t packed = FIELD(TT_SHM_OFF_LAST_INFO);
+    if (!(packed & TT_PACK_PREDICTED)) return;
+    uint64_t brctr = FIELD(TT_SHM_OFF_BRCTR), delta = FIELD(TT_SHM_OFF_DELTA);
+    if (brctr > FIELD(TT_SHM_OFF_TRACE_AFTER))
+        append_record(tt_packed_pc(packed) + delta, (uint64_t)(uintptr_t)userdata + delta, brctr);
+}
+
+/* The control file's header page, mapped a second time inside a scoreboard entry: inline
+ * operations can only address scoreboards, and the controller must see what they write. */
+static qemu_plugin_u64 sb_brctr, sb_insns, sb_last_info, sb_expected, sb_tracing;
+static struct qemu_plugin_scoreboard *board;
+static int control_fd = -1;
+
+/* When vCPU 0 exists (scoreboard entries can be found only then, and QEMU translates
+ * nothing before): map the header page over the page-aligned middle of its entry. */
+static int alias_header_into_scoreboard(void) {
+    size_t page = TT_SHM_HEADER_BYTES;
+    uint8_t *entry = qemu_plugin_scoreboard_find(board, 0);
+    uint8_t *header = (uint8_t *)(((uintptr_t)entry + page - 1) & ~(uintptr_t)(page - 1));
+    void *alias = mmap(header, page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, control_fd, 0);
+    close(control_fd);
+    control_fd = -1;
+    if (alias == MAP_FAILED) return -1;
+    size_t base = (size_t)(header - entry);
+    sb_brctr = (qemu_plugin_u64){board, base + TT_SHM_OFF_BRCTR};
+    sb_insns = (qemu_plugin_u64){board, base + TT_SHM_OFF_INSNS};
+    sb_last_info = (qemu_plugin_u64){board, base + TT_SHM_OFF_LAST_INFO};
+    sb_expected = (qemu_plugin_u64){board, base + TT_SHM_OFF_EXPECTED};
+    sb_tracing = (qemu_plugin_u64){board, base + TT_SHM_OFF_TRACING};
+    return 0;
+}
+
+/* Every block: the prediction check and the tracing hook, then "started" in EXPECTED.
+ * Every instruction: itself into LAST_INFO, +1 instruction. The instruction that ends the
+ * block's straight line: where it leads into EXPECTED (its target for a direct transfer,
+ * +1 transfer when it is taken for sure or predicted taken; the next instruction when it
+ * has no transfer of its own; nothing foreseeable after an indirect one). */
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     (void)id;
     size_t n = qemu_plugin_tb_n_insns(tb);
+    uint64_t tb_pc = qemu_plugin_tb_vaddr(tb);
+    qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_block_start, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_NE,
+                                              sb_expected, tb_pc, (void *)(uintptr_t)tb_pc);
+    qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_traced_block_start, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_NE,
+                                              sb_tracing, 0, (void *)(uintptr_t)tb_pc);
+    qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(tb, QEMU_PLUGIN_INLINE_STORE_U64, sb_expected, TT_EXPECT_BLOCK_STARTED);
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
-        struct insn_info *in = new_info();
-        in->pc = qemu_plugin_insn_vaddr(insn);
-        in->size = qemu_plugin_insn_size(insn);
+        uint64_t pc = qemu_plugin_insn_vaddr(insn), size = qemu_plugin_insn_size(insn), target = 0;
         uint8_t bytes[16];
         size_t got = qemu_plugin_insn_data(insn, bytes, sizeof bytes);
         int rel16 = 0, system = 0;
-        uint64_t kind = decode_kind(bytes, got < in->size ? got : in->size, in->pc, &in->target, &rel16, &system);
-        in->flags = TT_SHM_FLAG_VALID | (kind == TT_KIND_REP ? TT_SHM_FLAG_REP : 0) |
-                    (rel16 ? TT_SHM_FLAG_REL16 : 0) | (system ? TT_SHM_FLAG_SYSTEM : 0) |
-                    kind << TT_SHM_KIND_SHIFT | (i == 0 ? TT_FLAG_FIRST : 0);
-        qemu_plugin_register_vcpu_insn_exec_cb(insn, on_exec, QEMU_PLUGIN_CB_NO_REGS, in);
+        uint64_t kind = decode_kind(bytes, got < size ? got : size, pc, &target, &rel16, &system);
+        uint64_t next = pc + size;
+        int predicted = kind == TT_KIND_DIRECT || (kind == TT_KIND_JCC && target != next);
+        if (!tt_packable(pc)) {
+            qemu_plugin_outs("ttplugin: an instruction address beyond 48 bits: counts are not exact\n");
+            FIELD(TT_SHM_OFF_UNEXPLAINED) += 1;
+        }
+        qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_last_info,
+                                                            tt_pack_insn(pc, size, kind, rel16, system, predicted));
+        qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_ADD_U64, sb_insns, 1);
+        if (kind == TT_KIND_JCC || kind == TT_KIND_DIRECT) {
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_expected,
+                                                                predicted ? target : next);
+            if (predicted)
+                qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_ADD_U64, sb_brctr, 1);
+        } else if (kind == TT_KIND_INDIRECT || kind == TT_KIND_INT) {
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_expected, TT_EXPECT_NONE);
+        } else if (i == n - 1) {
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_expected, next);
+        }
     }
 }
 
@@ -290,33 +361,46 @@ static int fail(const char *what, const char *path) {
     return -1;
 }
 
-/* Map the controller's file; without shm=, count into private memory (nobody reads it). */
+/* Map the controller's file (without shm=, a private one nobody reads), and its header
+ * page again inside a scoreboard entry for the inline operations. The entry is never
+ * freed or moved: QEMU resizes scoreboards only for vCPU indexes beyond the 16 it
+ * allocates at first, and record/replay runs one vCPU. */
 static int map_control(const char *path) {
+    int fd;
     if (!path) {
-        void *p = mmap(NULL, TT_SHM_HEADER_BYTES + 64 * sizeof(struct tt_shm_record),
-                       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) return fail("cannot allocate the counters", NULL);
-        shm = p;
-        FIELD(TT_SHM_OFF_RING_CAPACITY) = 64;
+        fd = memfd_create("ttplugin", MFD_CLOEXEC);
+        if (fd < 0 || ftruncate(fd, TT_SHM_HEADER_BYTES + 64 * sizeof(struct tt_shm_record)) != 0)
+            return fail("cannot allocate the counters", NULL);
     } else {
-        int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) return fail("cannot open the control file", path);
-        struct stat st;
-        if (fstat(fd, &st) != 0 || (size_t)st.st_size < TT_SHM_HEADER_BYTES) {
-            close(fd);
-            return fail("control file too small", path);
-        }
-        void *p = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        close(fd);
-        if (p == MAP_FAILED) return fail("cannot map the control file", path);
-        shm = p;
-        uint64_t cap = FIELD(TT_SHM_OFF_RING_CAPACITY);
-        if (FIELD(TT_SHM_OFF_MAGIC) != TT_SHM_MAGIC || cap == 0 || (cap & (cap - 1)) != 0 ||
-            TT_SHM_HEADER_BYTES + cap * sizeof(struct tt_shm_record) > (uint64_t)st.st_size)
-            return fail("not a tt control file (magic, ring capacity or size wrong)", path);
     }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < TT_SHM_HEADER_BYTES) {
+        close(fd);
+        return fail("control file too small", path);
+    }
+    void *p = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) { close(fd); return fail("cannot map the control file", path); }
+    shm = p;
+    if (!path) {
+        FIELD(TT_SHM_OFF_MAGIC) = TT_SHM_MAGIC;
+        FIELD(TT_SHM_OFF_RING_CAPACITY) = 64;
+    }
+    uint64_t cap = FIELD(TT_SHM_OFF_RING_CAPACITY);
+    if (FIELD(TT_SHM_OFF_MAGIC) != TT_SHM_MAGIC || cap == 0 || (cap & (cap - 1)) != 0 ||
+        TT_SHM_HEADER_BYTES + cap * sizeof(struct tt_shm_record) > (uint64_t)st.st_size) {
+        close(fd);
+        return fail("not a tt control file (magic, ring capacity or size wrong)", path);
+    }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (page != TT_SHM_HEADER_BYTES) { close(fd); return fail("the page size is not the control file's header size", path); }
+    control_fd = fd;
+    board = qemu_plugin_scoreboard_new(3 * page);
     ring = (struct tt_shm_record *)(shm + TT_SHM_HEADER_BYTES);
     ring_mask = FIELD(TT_SHM_OFF_RING_CAPACITY) - 1;
+    /* Whatever state the controller left: the first block start classifies its arrival. */
+    tt_settle(shm);
     FIELD(TT_SHM_OFF_PLUGIN_PID) = (uint64_t)getpid();
     return 0;
 }

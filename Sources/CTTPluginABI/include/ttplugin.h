@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define TT_SHM_MAGIC        0x3130304d48535454ull   /* "TTSHM001" little-endian */
-#define TT_SHM_VERSION      2u
+#define TT_SHM_VERSION      3u
 #define TT_SHM_HEADER_BYTES 4096u
 
 /* Offsets (bytes) of the header fields. */
@@ -32,6 +32,9 @@
 #define TT_SHM_OFF_PLUGIN_PID     88   /* u64 pid of the QEMU that attached */
 #define TT_SHM_OFF_LAST_TARGET    96   /* u64 the last instruction's direct target (jcc, jmp, call rel) */
 #define TT_SHM_OFF_UNEXPLAINED    104  /* u64 arrivals the frame did not explain (see docs/bts.md) */
+#define TT_SHM_OFF_LAST_INFO      112  /* u64 the last instruction that started, packed (tt_pack_insn); 0 = use LAST_PC.. */
+#define TT_SHM_OFF_EXPECTED       120  /* u64 where the last block leads as predicted (translation addresses), or a sentinel */
+#define TT_SHM_OFF_DELTA          256  /* u64 the running block's address minus its translation's (aliased translations) */
 #define TT_SHM_OFF_HANDLERS       1024 /* u64[TT_HANDLER_SLOTS]: handler entries seen (0 = free) */
 #define TT_SHM_OFF_RING_HEAD      128  /* u64 records ever produced (plugin), own cache line */
 #define TT_SHM_OFF_RING_TAIL      192  /* u64 records ever consumed (controller), own cache line */
@@ -42,6 +45,12 @@
 #define TT_SHM_FLAG_SYSTEM 8ull  /* an indirect transfer that may change privilege (far, iret, sys*) */
 #define TT_SHM_KIND_SHIFT 4
 #define TT_HANDLER_SLOTS  256u
+
+/* EXPECTED values no block starts at (non-canonical in 64-bit code, above 4 GiB otherwise):
+ * a block has started and its last instruction has not (yet) run; the last instruction
+ * was an indirect transfer or a software interrupt (no prediction). */
+#define TT_EXPECT_BLOCK_STARTED 0x8000000000000001ull
+#define TT_EXPECT_NONE          0x8000000000000002ull
 
 /* What an instruction is, as a transfer (decoded by the plugin at translation). */
 enum tt_kind {
@@ -60,6 +69,27 @@ struct tt_shm_record {
     uint64_t to;
     uint64_t brctr;
 };
+
+/* An instruction as the plugin's per-instruction inline store writes it into LAST_INFO:
+ * bits 0-47 its translation's address (sign-extended from bit 47: canonical 48-bit and
+ * 32-bit addresses), 48-51 size, 52-55 kind, 56 16-bit displacement, 57 far/system,
+ * 58 "predicted taken": the instruction's inline operations added 1 to BRCTR and stored
+ * its target in EXPECTED before it ran (direct jumps and calls, conditional jumps whose
+ * target is not the next instruction), 59 always set (the word is never 0). A direct
+ * transfer's target is EXPECTED: its own inline store put it there. */
+#define TT_PACK_REL16     (1ull << 56)
+#define TT_PACK_SYSTEM    (1ull << 57)
+#define TT_PACK_PREDICTED (1ull << 58)
+#define TT_PACK_PRESENT   (1ull << 59)
+
+static inline int tt_packable(uint64_t pc) { return (uint64_t)((int64_t)(pc << 16) >> 16) == pc; }
+static inline uint64_t tt_pack_insn(uint64_t pc, uint64_t size, uint64_t kind, int rel16, int system, int predicted) {
+    return (pc & 0xffffffffffffull) | (size & 15) << 48 | (kind & 15) << 52 | (rel16 ? TT_PACK_REL16 : 0) |
+           (system ? TT_PACK_SYSTEM : 0) | (predicted ? TT_PACK_PREDICTED : 0) | TT_PACK_PRESENT;
+}
+static inline uint64_t tt_packed_pc(uint64_t w) { return (uint64_t)((int64_t)(w << 16) >> 16); }
+static inline uint64_t tt_packed_size(uint64_t w) { return (w >> 48) & 15; }
+static inline uint64_t tt_packed_kind(uint64_t w) { return (w >> 52) & 15; }
 
 /* Atomics on the shared words, for the Swift side (Swift's Glibc module has none for
  * memory shared with another process). */
@@ -195,6 +225,31 @@ static inline struct tt_arrival tt_classify_arrival(const struct tt_insn *p, uin
     a.n = 1; a.from[0] = (p->kind == TT_KIND_NONE || p->kind == TT_KIND_REP) ? f : p->pc; a.to[0] = n;
     a.unexplained = 1; a.handler = 0;
     return a;
+}
+
+/* The plugin counts ahead: a direct transfer is counted (and its target stored in
+ * EXPECTED) by inline operations before it runs, and the next block's start corrects
+ * the prediction when the arrival differs (docs/qemu-plugin-shm.md). While the vCPU is
+ * stopped, or after QEMU is gone, this puts the state in its settled form: LAST_PC..
+ * describe the last instruction that ran, at the address it ran at; BRCTR counts the
+ * transfers up to it, not its predicted one; the next block start classifies the arrival
+ * there whatever it is. Idempotent; the controller calls it before it reads or saves. */
+static inline void tt_settle(volatile uint8_t *shm) {
+    volatile uint64_t *w = (volatile uint64_t *)shm;
+    uint64_t packed = w[TT_SHM_OFF_LAST_INFO / 8];
+    if (packed) {
+        uint64_t kind = tt_packed_kind(packed), delta = w[TT_SHM_OFF_DELTA / 8];
+        int direct = kind == TT_KIND_JCC || kind == TT_KIND_DIRECT;
+        if (packed & TT_PACK_PREDICTED) w[TT_SHM_OFF_BRCTR / 8] -= 1;
+        w[TT_SHM_OFF_LAST_PC / 8] = tt_packed_pc(packed) + delta;
+        w[TT_SHM_OFF_LAST_SIZE / 8] = tt_packed_size(packed);
+        w[TT_SHM_OFF_LAST_TARGET / 8] = direct ? w[TT_SHM_OFF_EXPECTED / 8] + delta : 0;
+        w[TT_SHM_OFF_LAST_FLAGS / 8] = TT_SHM_FLAG_VALID | (kind == TT_KIND_REP ? TT_SHM_FLAG_REP : 0) |
+                                       (packed & TT_PACK_REL16 ? TT_SHM_FLAG_REL16 : 0) |
+                                       (packed & TT_PACK_SYSTEM ? TT_SHM_FLAG_SYSTEM : 0) | kind << TT_SHM_KIND_SHIFT;
+        w[TT_SHM_OFF_LAST_INFO / 8] = 0;
+    }
+    w[TT_SHM_OFF_EXPECTED / 8] = TT_EXPECT_BLOCK_STARTED;
 }
 
 #endif
