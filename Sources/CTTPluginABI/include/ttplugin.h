@@ -35,6 +35,7 @@
 #define TT_SHM_OFF_LAST_INFO      112  /* u64 the last instruction that started, packed (tt_pack_insn); 0 = use LAST_PC.. */
 #define TT_SHM_OFF_EXPECTED       120  /* u64 where the last block leads as predicted (translation addresses), or a sentinel */
 #define TT_SHM_OFF_DELTA          256  /* u64 the running block's address minus its translation's (aliased translations) */
+#define TT_SHM_OFF_BRANCH_TARGET  264  /* u64 the last direct transfer's target (translation address), stored before it ran */
 #define TT_SHM_OFF_HANDLERS       1024 /* u64[TT_HANDLER_SLOTS]: handler entries seen (0 = free) */
 #define TT_SHM_OFF_RING_HEAD      128  /* u64 records ever produced (plugin), own cache line */
 #define TT_SHM_OFF_RING_TAIL      192  /* u64 records ever consumed (controller), own cache line */
@@ -72,24 +73,31 @@ struct tt_shm_record {
 
 /* An instruction as the plugin's per-instruction inline store writes it into LAST_INFO:
  * bits 0-47 its translation's address (sign-extended from bit 47: canonical 48-bit and
- * 32-bit addresses), 48-51 size, 52-55 kind, 56 16-bit displacement, 57 far/system,
- * 58 "predicted taken": the instruction's inline operations added 1 to BRCTR and stored
- * its target in EXPECTED before it ran (direct jumps and calls, conditional jumps whose
- * target is not the next instruction), 59 always set (the word is never 0). A direct
- * transfer's target is EXPECTED: its own inline store put it there. */
-#define TT_PACK_REL16     (1ull << 56)
-#define TT_PACK_SYSTEM    (1ull << 57)
-#define TT_PACK_PREDICTED (1ull << 58)
-#define TT_PACK_PRESENT   (1ull << 59)
+ * 32-bit addresses), 48-51 size, 52-54 kind, 55 16-bit displacement, 56 far/system,
+ * 57 "predicted taken": the instruction's inline operations added 1 to BRCTR and stored
+ * its target in EXPECTED before it ran (direct jumps and calls, conditional jumps
+ * predicted taken), 58 always set (the word is never 0), 59-63 the instructions after it
+ * that INSNS already counts (a block counts its instructions ahead, up to 32 at a time: a
+ * block left early, at a fault or an I/O instruction, takes those back). A direct
+ * transfer's target is BRANCH_TARGET: its own inline store put it there. */
+#define TT_PACK_REL16     (1ull << 55)
+#define TT_PACK_SYSTEM    (1ull << 56)
+#define TT_PACK_PREDICTED (1ull << 57)
+#define TT_PACK_PRESENT   (1ull << 58)
+#define TT_PACK_AHEAD_SHIFT 59
+#define TT_PACK_AHEAD_MAX 31u
 
 static inline int tt_packable(uint64_t pc) { return (uint64_t)((int64_t)(pc << 16) >> 16) == pc; }
-static inline uint64_t tt_pack_insn(uint64_t pc, uint64_t size, uint64_t kind, int rel16, int system, int predicted) {
-    return (pc & 0xffffffffffffull) | (size & 15) << 48 | (kind & 15) << 52 | (rel16 ? TT_PACK_REL16 : 0) |
-           (system ? TT_PACK_SYSTEM : 0) | (predicted ? TT_PACK_PREDICTED : 0) | TT_PACK_PRESENT;
+static inline uint64_t tt_pack_insn(uint64_t pc, uint64_t size, uint64_t kind, int rel16, int system, int predicted,
+                                    uint64_t ahead) {
+    return (pc & 0xffffffffffffull) | (size & 15) << 48 | (kind & 7) << 52 | (rel16 ? TT_PACK_REL16 : 0) |
+           (system ? TT_PACK_SYSTEM : 0) | (predicted ? TT_PACK_PREDICTED : 0) | TT_PACK_PRESENT |
+           (ahead & TT_PACK_AHEAD_MAX) << TT_PACK_AHEAD_SHIFT;
 }
 static inline uint64_t tt_packed_pc(uint64_t w) { return (uint64_t)((int64_t)(w << 16) >> 16); }
 static inline uint64_t tt_packed_size(uint64_t w) { return (w >> 48) & 15; }
-static inline uint64_t tt_packed_kind(uint64_t w) { return (w >> 52) & 15; }
+static inline uint64_t tt_packed_kind(uint64_t w) { return (w >> 52) & 7; }
+static inline uint64_t tt_packed_ahead(uint64_t w) { return w >> TT_PACK_AHEAD_SHIFT; }
 
 /* Atomics on the shared words, for the Swift side (Swift's Glibc module has none for
  * memory shared with another process). */
@@ -241,9 +249,10 @@ static inline void tt_settle(volatile uint8_t *shm) {
         uint64_t kind = tt_packed_kind(packed), delta = w[TT_SHM_OFF_DELTA / 8];
         int direct = kind == TT_KIND_JCC || kind == TT_KIND_DIRECT;
         if (packed & TT_PACK_PREDICTED) w[TT_SHM_OFF_BRCTR / 8] -= 1;
+        w[TT_SHM_OFF_INSNS / 8] -= tt_packed_ahead(packed);
         w[TT_SHM_OFF_LAST_PC / 8] = tt_packed_pc(packed) + delta;
         w[TT_SHM_OFF_LAST_SIZE / 8] = tt_packed_size(packed);
-        w[TT_SHM_OFF_LAST_TARGET / 8] = direct ? w[TT_SHM_OFF_EXPECTED / 8] + delta : 0;
+        w[TT_SHM_OFF_LAST_TARGET / 8] = direct ? w[TT_SHM_OFF_BRANCH_TARGET / 8] + delta : 0;
         w[TT_SHM_OFF_LAST_FLAGS / 8] = TT_SHM_FLAG_VALID | (kind == TT_KIND_REP ? TT_SHM_FLAG_REP : 0) |
                                        (packed & TT_PACK_REL16 ? TT_SHM_FLAG_REL16 : 0) |
                                        (packed & TT_PACK_SYSTEM ? TT_SHM_FLAG_SYSTEM : 0) | kind << TT_SHM_KIND_SHIFT;
