@@ -31,6 +31,8 @@ final class PluginABITests: XCTestCase {
             "trace_after": TT_SHM_OFF_TRACE_AFTER, "ring_waits": TT_SHM_OFF_RING_WAITS,
             "plugin_pid": TT_SHM_OFF_PLUGIN_PID, "last_target": TT_SHM_OFF_LAST_TARGET,
             "unexplained": TT_SHM_OFF_UNEXPLAINED, "handlers": TT_SHM_OFF_HANDLERS, "ring_head": TT_SHM_OFF_RING_HEAD, "ring_tail": TT_SHM_OFF_RING_TAIL,
+            "last_info": TT_SHM_OFF_LAST_INFO, "expected": TT_SHM_OFF_EXPECTED, "delta": TT_SHM_OFF_DELTA,
+            "branch_target": TT_SHM_OFF_BRANCH_TARGET,
         ]
         for (field, offset) in header {
             XCTAssertEqual(doc[field], Int(offset), "\(field): the doc's offset differs from ttplugin.h")
