@@ -161,7 +161,10 @@ final class PluginControlBlock {
 
     var tracing: Bool { load(Offset.tracing) != 0 }
 
+    /// While the vCPU is stopped. Settling makes the next block start call the plugin,
+    /// which then has QEMU translate again for the new mode (docs/qemu-plugin-shm.md).
     func setTracing(_ on: Bool, after brctr: UInt64) {
+        settle()
         store(Offset.traceAfter, brctr)
         store(Offset.tracing, on ? 1 : 0)
     }

@@ -16,8 +16,9 @@
  * instruction), none (fall-through, rep iteration), or an interrupt or exception, whose
  * source comes from the frame the CPU pushed (read with qemu_plugin_read_register and
  * qemu_plugin_read_memory_vaddr at N, a block start where the guest registers are in
- * memory). While tracing, every block start also calls on_traced_block_start, which
- * writes the record of a foreseen transfer.
+ * memory). While tracing, blocks are translated foreseeing no transfer, so that every
+ * transfer reaches on_block_start and gets its record (QEMU's translations are dropped
+ * when tracing is switched).
  *
  * Single vCPU only (QEMU record/replay supports one).
  */
@@ -203,11 +204,23 @@ static uint64_t current_pc(uint64_t n) {
     return ((a ^ n) & 0xfff) == 0 ? a : 0;
 }
 
-/* Set by on_block_start when it has handled this block start's arrival while tracing, so
- * that on_traced_block_start (registered after it on the same block) does not record it
- * again. Both run back to back in the vCPU thread. */
-static int arrival_handled;
+/* How the blocks in QEMU's cache were translated: for counting (direct transfers counted
+ * ahead, no call where the prediction holds) or for tracing (no transfer foreseen, so that
+ * every transfer reaches on_block_start and gets its record). The controller switches
+ * tracing only while the vCPU is stopped, after settling the counters, so the first block
+ * start after it calls on_block_start, which asks QEMU to drop its translations; QEMU does
+ * that before the next block (the request stops the vCPU loop), and on_retranslate
+ * settles the counters again so that the next block start is classified whatever it is. */
+static qemu_plugin_id_t plugin_id;
+static int translated_for_tracing, retranslation_pending;
+static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 
+static void on_retranslate(qemu_plugin_id_t id) {
+    translated_for_tracing = FIELD(TT_SHM_OFF_TRACING) != 0;
+    retranslation_pending = 0;
+    qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
+    tt_settle(shm);
+}
 
 /* A block starts (translation address n) where its predecessor's prediction did not
  * lead: a conditional jump not taken, an indirect transfer, an interrupt or exception, a
@@ -218,12 +231,15 @@ static void on_block_start(unsigned int vcpu_index, void *userdata) {
     (void)vcpu_index;
     uint64_t n_trans = (uint64_t)(uintptr_t)userdata;
     uint64_t packed = FIELD(TT_SHM_OFF_LAST_INFO);
+    if ((FIELD(TT_SHM_OFF_TRACING) != 0) != translated_for_tracing && !retranslation_pending) {
+        retranslation_pending = 1;
+        qemu_plugin_reset(plugin_id, on_retranslate);
+    }
     /* The most frequent case by far: a conditional jump predicted taken fell through
      * (no transfer; the block runs where its translation is, as its predecessor did). */
     if ((packed & (TT_PACK_PREDICTED | 7ull << 52)) == (TT_PACK_PREDICTED | (uint64_t)TT_KIND_JCC << 52) &&
         n_trans == tt_packed_pc(packed) + tt_packed_size(packed)) {
         FIELD(TT_SHM_OFF_BRCTR) -= 1;
-        arrival_handled = FIELD(TT_SHM_OFF_TRACING) != 0;
         return;
     }
     struct tt_insn p;          /* the last instruction that started, translation addresses */
@@ -264,7 +280,6 @@ static void on_block_start(unsigned int vcpu_index, void *userdata) {
     p.pc += p_delta;
     p.target += p_delta;
     uint64_t n = n_trans + delta;
-    arrival_handled = FIELD(TT_SHM_OFF_TRACING) != 0;
     if (!valid || (p.kind == TT_KIND_NONE && n == p.pc + p.size)) return;
     volatile uint64_t *handlers = (volatile uint64_t *)(shm + TT_SHM_OFF_HANDLERS);
     struct tt_arrival a = tt_classify_arrival(&p, n, handlers, plugin_read_frame, NULL);
@@ -284,21 +299,9 @@ static void on_block_start(unsigned int vcpu_index, void *userdata) {
     }
 }
 
-/* While tracing, every block start: the arrival the prediction foresaw (a direct jump
- * or call, a taken conditional jump), counted by inline operations, gets its record. */
-static void on_traced_block_start(unsigned int vcpu_index, void *userdata) {
-    (void)vcpu_index;
-    if (arrival_handled) { arrival_handled = 0; return; }
-    uint64_t packed = FIELD(TT_SHM_OFF_LAST_INFO);
-    if (!(packed & TT_PACK_PREDICTED)) return;
-    uint64_t brctr = FIELD(TT_SHM_OFF_BRCTR), delta = FIELD(TT_SHM_OFF_DELTA);
-    if (brctr > FIELD(TT_SHM_OFF_TRACE_AFTER))
-        append_record(tt_packed_pc(packed) + delta, (uint64_t)(uintptr_t)userdata + delta, brctr);
-}
-
 /* The control file's header page, mapped a second time inside a scoreboard entry: inline
  * operations can only address scoreboards, and the controller must see what they write. */
-static qemu_plugin_u64 sb_brctr, sb_insns, sb_last_info, sb_expected, sb_tracing, sb_branch_target;
+static qemu_plugin_u64 sb_brctr, sb_insns, sb_last_info, sb_expected, sb_branch_target;
 static struct qemu_plugin_scoreboard *board;
 static int control_fd = -1;
 
@@ -317,24 +320,24 @@ static int alias_header_into_scoreboard(void) {
     sb_insns = (qemu_plugin_u64){board, base + TT_SHM_OFF_INSNS};
     sb_last_info = (qemu_plugin_u64){board, base + TT_SHM_OFF_LAST_INFO};
     sb_expected = (qemu_plugin_u64){board, base + TT_SHM_OFF_EXPECTED};
-    sb_tracing = (qemu_plugin_u64){board, base + TT_SHM_OFF_TRACING};
     sb_branch_target = (qemu_plugin_u64){board, base + TT_SHM_OFF_BRANCH_TARGET};
     return 0;
 }
 
-/* Every block: the prediction check and the tracing hook, then "started" in EXPECTED.
- * Every instruction: itself into LAST_INFO, +1 instruction. The instruction that ends the
- * block's straight line: where it leads into EXPECTED (its target for a direct transfer,
- * +1 transfer when it is taken for sure or predicted taken; the next instruction when it
- * has no transfer of its own; nothing foreseeable after an indirect one). */
+/* Every block: the prediction check, then "started" in EXPECTED. Every instruction:
+ * itself into LAST_INFO; the block's instructions counted ahead, 32 at a time. The block's
+ * last instruction: where it leads into EXPECTED. Translated for counting: a direct jump or
+ * call, and a conditional jump predicted taken, lead to their target and count +1; an
+ * instruction with no transfer of its own (and a conditional jump to the next
+ * instruction) to the next one; an indirect transfer or software interrupt nowhere
+ * foreseeable. Translated for tracing, no transfer is foreseen: conditional jumps lead to
+ * the next instruction, direct jumps and calls nowhere. */
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     (void)id;
     size_t n = qemu_plugin_tb_n_insns(tb);
     uint64_t tb_pc = qemu_plugin_tb_vaddr(tb);
     qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_block_start, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_NE,
                                               sb_expected, tb_pc, (void *)(uintptr_t)tb_pc);
-    qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_traced_block_start, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_NE,
-                                              sb_tracing, 0, (void *)(uintptr_t)tb_pc);
     qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(tb, QEMU_PLUGIN_INLINE_STORE_U64, sb_expected, TT_EXPECT_BLOCK_STARTED);
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
@@ -345,7 +348,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         uint64_t kind = decode_kind(bytes, got < size ? got : size, pc, &target, &rel16, &system);
         uint64_t next = pc + size;
         int last = i == n - 1;
-        int predicted = last && (kind == TT_KIND_DIRECT || (kind == TT_KIND_JCC && target != next));
+        int predicted = !translated_for_tracing && last && (kind == TT_KIND_DIRECT || (kind == TT_KIND_JCC && target != next));
         /* Instructions are counted ahead, per 32 (one addition instead of one each). */
         size_t chunk = i / (TT_PACK_AHEAD_MAX + 1) * (TT_PACK_AHEAD_MAX + 1);
         size_t chunk_end = chunk + TT_PACK_AHEAD_MAX + 1 < n ? chunk + TT_PACK_AHEAD_MAX + 1 : n;
@@ -366,8 +369,8 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         if (!last) continue;
         if (kind == TT_KIND_JCC || kind == TT_KIND_DIRECT) {
             qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_branch_target, target);
-            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_expected,
-                                                                predicted ? target : next);
+            uint64_t leads = predicted ? target : kind == TT_KIND_JCC ? next : TT_EXPECT_NONE;
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_expected, leads);
             if (predicted)
                 qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_ADD_U64, sb_brctr, 1);
         } else if (kind == TT_KIND_INDIRECT || kind == TT_KIND_INT) {
@@ -440,6 +443,7 @@ TT_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t 
     const char *dbg = getenv("TT_PLUGIN_DEBUG");
     if (dbg) debug_unexplained = atoi(dbg);
 
+    plugin_id = id;
     qemu_plugin_register_vcpu_init_cb(id, on_vcpu_init);
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
     return 0;
