@@ -10,7 +10,8 @@ import XCTest
 ///
 /// Oracles, none taken from tt: the disk's files and /hello's text as scripts/linux-guest made
 /// them (guest/build/linux/disk-root), the recorded console file against the replayed one,
-/// binutils' nm for the addresses and sizes of the kernel's functions.
+/// binutils' nm for the addresses and sizes of the kernel's functions, and QEMU's own exec
+/// and interrupt log of the system call's icount window (a plain replay, no tt plugin).
 ///
 /// Slow (measured on 2 shared cores, debug build: see docs/real-linux-guest.md), so it runs
 /// only when asked:
@@ -133,6 +134,21 @@ final class LinuxGuestConsoleTests: XCTestCase {
         XCTAssertTrue(lines.last?.contains("<do_syscall_64+") ?? false, String(lines.last ?? ""))
         XCTAssertTrue(dump.out.contains("<filldir64>") && dump.out.contains("<iterate_dir"), "no getdents64 work in the dump")
         lap("checks")
+
+        // 4. Record for record against QEMU's own exec and interrupt log of the same icount
+        //    window, from a plain replay without tt's plugin (ExecLogOracle).
+        let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("tt-linux-console-oracle-\(getpid())")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let argv = try TT.linuxOracleArguments(state: state, scratch: scratch, disks: [linux + "/disk.ext4"])
+        let window = try TT.execLogTransfers(r.out, qemuArguments: argv, scratch: scratch)
+        XCTAssertEqual(window.start, a.ip)
+        XCTAssertEqual(records.count, window.transfers.count, "records: tt against QEMU's exec log")
+        for (i, (t, o)) in zip(records, window.transfers).enumerated() where t.from != o.from || t.to != o.to {
+            XCTFail("record \(i): tt \(t), exec log \(o)")
+            break
+        }
+        lap("exec-log oracle")
         print("linux guest: getdents64 of ls: \(records.count) records, \(r.out.split(separator: "\n").filter { $0.hasPrefix("  ") }.joined(separator: "; "))")
     }
 }
