@@ -146,7 +146,7 @@ public final class QEMURecorder: Recorder {
             + (0..<StateFile.maxDisks).map(StateFile.diskOverlay) {
             state.remove(f)
         }
-        let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
+        let oldMask = umask(0o177) // everything QEMU and qemu-img create, its console socket too: 0600
         defer { umask(oldMask) }
         try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", StateFile.snapshot, "64M"], in: state)
         if !disks.isEmpty { try DiskImage.store(disks, in: state) }

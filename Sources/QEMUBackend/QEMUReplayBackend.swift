@@ -88,7 +88,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         state.remove(F.replayLog)
         state.remove(F.replayConsole)
         log(argv.joined(separator: " "))
-        let oldMask = umask(0o077) // QEMU's sockets: 0600 from the start
+        let oldMask = umask(0o177) // QEMU's sockets: 0600 from the start (a socket is 0777 less the umask)
         defer { umask(oldMask) }
         // A replay booted for one command dies with that command, however it ends.
         pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(F.replayLog)),

@@ -59,6 +59,9 @@ final class DetachedConsoleTests: XCTestCase {
         XCTAssertEqual(lstat(state + "/attach.sock", &st), 0)
         XCTAssertEqual(st.st_mode & S_IFMT, S_IFSOCK)
         XCTAssertEqual(st.st_mode & 0o777, 0o600)
+        // QEMU's own console socket, which the keeper holds, too.
+        XCTAssertEqual(lstat(state + "/console.sock", &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o600)
         XCTAssertTrue(ConsoleTests.waitFor("tt-loop: alive", in: state + "/console.record"), "no output while nobody is attached")
 
         // First attachment: type, see the echo, detach.
