@@ -151,7 +151,13 @@ public enum ConsoleAttachment {
         guard st.st_mode & S_IFMT == S_IFSOCK, st.st_uid == geteuid() else {
             throw QEMUError("\(path): not a socket of this user (\(SafeFiles.kind(st.st_mode))); refusing to attach to it", status: ExitStatus.noInput)
         }
-        let socket = try UnixSocket(connectingTo: path)
+        let socket: UnixSocket
+        do {
+            socket = try UnixSocket(connectingTo: path)
+        } catch {
+            throw QEMUError("\(path): nobody serves the console (its keeper, tt console --keep, ended; the recording runs on without it): \(error)",
+                            status: ExitStatus.unavailable)
+        }
         _ = fcntl(socket.fd, F_SETFL, fcntl(socket.fd, F_GETFL) | O_NONBLOCK)
         let terminal = RawTerminal(fd: 0)
         defer { terminal?.restore() }

@@ -133,6 +133,14 @@ public final class QEMURecorder: Recorder {
         return pid
     }
 
+    /// The pid of a detached recording in progress (record.pid says `detached`: no tt record
+    /// owns it), if any: the only kind whose console tt console --keep may take.
+    public static func detachedRecordingPID(_ state: StateDirectory) -> Int32? {
+        guard let (pid, owner) = readOwnedPID(state, StateFile.recordPID), owner == nil,
+              state.readIfPresent(StateFile.recordPID)?.contains("detached") == true, isOurQEMU(pid, state) else { return nil }
+        return pid
+    }
+
     /// Set up the state directory and start QEMU recording. Returns QEMU's pid.
     /// `detached`: nobody waits; otherwise this process owns it (killed if we die).
     static func start(_ state: StateDirectory, machine: QEMUMachine, disks: [DiskImage], detached: Bool, debug: Bool) throws -> Int32 {

@@ -34,7 +34,9 @@ struct Console: ParsableCommand {
         let cancellation = Cancellation.onSignals()
         if keep {
             // Started by tt record --detach -c (ConsoleKeeper.start), in its own session.
-            guard let qemu = QEMURecorder.recordingPID(dir) else { return }
+            guard let qemu = QEMURecorder.detachedRecordingPID(dir) else {
+                throw ValidationError("--keep: \(dir.path) has no detached recording in progress (tt record --detach -c starts the keeper)")
+            }
             try ConsoleKeeper.keep(dir, qemu: qemu, cancellation: cancellation) {
                 // Ready: tt record returns; nothing of this process may reach its terminal.
                 let null = open("/dev/null", O_WRONLY | O_CLOEXEC)

@@ -74,6 +74,11 @@ final class DetachedConsoleTests: XCTestCase {
         XCTAssertTrue(first.text.contains("detached from det"), first.text)
         XCTAssertNotNil(IT.pid(in: state, "record.pid"), "the recording goes on after Ctrl-A d")
 
+        // An attachment ended by a signal (SIGTERM; SIGHUP and SIGINT take the same way) puts
+        // the terminal back too, and leaves the recording running.
+        _ = try attach(state, status: 128 + SIGTERM) { term in kill(term.pid, SIGTERM) }
+        XCTAssertNotNil(IT.pid(in: state, "record.pid"), "the recording goes on after tt console's end")
+
         // Second attachment: the guest's output from the very beginning comes first (the
         // lines printed before anyone attached), then Ctrl-A x ends the recording.
         let second = try attach(state, status: 0) { term in
