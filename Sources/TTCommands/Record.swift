@@ -202,7 +202,7 @@ struct Record: ParsableCommand {
         switch outcome {
         case .detached(let vm):
             printLine("tt: recording \(dir.name) in \(vm), state in \(dir.path); tt record -S \(dir.name) stops it")
-            if console && kind == .qemu { printLine("tt: tt console \(dir.name) attaches to its console (Ctrl-A d detaches)") }
+            if console && kind == .qemu { printLine("tt: its console: tt console \(dir.name) (Ctrl-A d detaches)") }
         case .finished(let summary):
             printLine("tt: recorded \(dir.name): \(summary); state in \(dir.path)")
         case .interrupted(let signal):

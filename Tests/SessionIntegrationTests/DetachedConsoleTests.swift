@@ -54,7 +54,7 @@ final class DetachedConsoleTests: XCTestCase {
         let state = base + "/det"
         let r = try IT.run([IT.tt, "record", "--detach", "-c", "-s", state, "--kernel", elf, "det"])
         XCTAssertEqual(r.status, 0, r.err)
-        XCTAssertTrue(r.out.contains("tt console det attaches"), r.out)
+        XCTAssertTrue(r.out.contains("its console: tt console det"), r.out)
         var st = stat()
         XCTAssertEqual(lstat(state + "/attach.sock", &st), 0)
         XCTAssertEqual(st.st_mode & S_IFMT, S_IFSOCK)
