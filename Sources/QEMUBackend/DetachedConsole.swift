@@ -64,7 +64,7 @@ public enum ConsoleKeeper {
                     client = newcomer
                     // What the guest wrote so far: console.record holds exactly the bytes shown
                     // before this point (the keeper is their only writer, in this thread).
-                    toClient = (try? readSmallFile(state.file(StateFile.recordConsole), limit: Self.clientLimit, noFollow: true)).flatMap { $0 } ?? []
+                    toClient = Self.history(state)
                 }
             }
             guard client >= 0 else { continue }
@@ -89,6 +89,23 @@ public enum ConsoleKeeper {
 
     /// Output queued for a client that is not reading, at most (then it is let go).
     static let clientLimit = 16 << 20
+
+    /// console.record so far for a new attachment: its last `clientLimit / 2` bytes at most
+    /// (a guest that wrote more is shown from there; the file keeps it all).
+    static func history(_ state: StateDirectory) -> [UInt8] {
+        guard let (fd, size) = try? SafeFiles.openForReading(state.file(StateFile.recordConsole), noFollow: true) else { return [] }
+        defer { try? fd.close() }
+        let count = min(size, clientLimit / 2)
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes[done...].withUnsafeMutableBytes { pread(fd.rawValue, $0.baseAddress!, $0.count, off_t(size - count + done)) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            done += n
+        }
+        return Array(bytes[0..<done])
+    }
 
     /// The peer runs as this process's user (the socket is 0600 in a 0700 directory already).
     private static func isOwnUser(_ fd: Int32) -> Bool {
