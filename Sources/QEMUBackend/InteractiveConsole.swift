@@ -19,6 +19,8 @@ public struct ConsoleEscape: Sendable {
         case stop
         /// Print the help (Ctrl-A h).
         case help
+        /// Leave the recording running without this console (Ctrl-A d, `tt console` only).
+        case detach
     }
 
     public static let help = """
@@ -28,10 +30,22 @@ public struct ConsoleEscape: Sendable {
           h or ?    this help
         """
 
+    public static let attachedHelp = """
+        tt console: the recording's serial console. Keys go to the guest; Ctrl-A then:
+          d         detach: the recording goes on (tt console NAME attaches again)
+          x         end the recording (QEMU is stopped as tt record -S does; it stays replayable)
+          Ctrl-A    send Ctrl-A to the guest
+          h or ?    this help
+        """
+
     /// A Ctrl-A was the last byte seen.
     public private(set) var pendingEscape = false
+    /// Ctrl-A d detaches (`tt console`); in `tt record -c` there is nothing to detach from.
+    public let detaches: Bool
 
-    public init() {}
+    public init(detaches: Bool = false) {
+        self.detaches = detaches
+    }
 
     /// The actions for the next bytes read, in order (consecutive guest bytes merged).
     public mutating func feed<S: Sequence>(_ bytes: S) -> [Action] where S.Element == UInt8 {
@@ -47,6 +61,7 @@ public struct ConsoleEscape: Sendable {
                 case Self.escapeByte: plain.append(b)
                 case UInt8(ascii: "x"): flush(); actions.append(.stop)
                 case UInt8(ascii: "h"), UInt8(ascii: "?"): flush(); actions.append(.help)
+                case UInt8(ascii: "d") where detaches: flush(); actions.append(.detach)
                 default: break
                 }
             } else if b == Self.escapeByte {
@@ -96,9 +111,10 @@ final class RawTerminal {
     deinit { restore() }
 }
 
-/// The interactive console of a foreground recording: the guest's serial port on a unix
-/// socket, connected to tt's standard input and output. Everything the guest writes is also
-/// appended to `console.record`, as the output-only console does.
+/// The interactive console of a recording: the guest's serial port on a unix socket, connected
+/// to tt's standard input and output (a foreground recording), or to whoever is attached
+/// through `ConsoleKeeper` (a detached one). Everything the guest writes is also appended to
+/// `console.record`, as the output-only console does.
 final class InteractiveConsole {
     let socket: UnixSocket
     private let record: FileDescriptor
@@ -109,6 +125,8 @@ final class InteractiveConsole {
     static let pendingLimit = 1 << 20
     private(set) var inputOpen = true
     private(set) var outputOpen = true
+    /// Where the guest's output goes besides console.record: standard output by default.
+    var show: (ArraySlice<UInt8>) -> Void = InteractiveConsole.writeAllToStdout
 
     /// Connect to QEMU's console socket, waiting for QEMU to listen (it waits for this
     /// connection before the guest starts). nil when QEMU died first or `cancellation` came.
@@ -143,13 +161,14 @@ final class InteractiveConsole {
 
     deinit { try? record.close() }
 
-    /// What to poll: the socket (output, and writable while input is pending) and stdin.
-    func pollDescriptors() -> [pollfd] {
+    /// What to poll: the socket (output, and writable while input is pending) and, when
+    /// `stdin`, standard input.
+    func pollDescriptors(stdin: Bool = true) -> [pollfd] {
         var fds: [pollfd] = []
         if outputOpen {
             fds.append(pollfd(fd: socket.fd, events: Int16(POLLIN) | (pending.isEmpty ? 0 : Int16(POLLOUT)), revents: 0))
         }
-        if inputOpen { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
+        if inputOpen && stdin { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
         return fds
     }
 
@@ -162,7 +181,7 @@ final class InteractiveConsole {
             let n = buf.withUnsafeMutableBytes { recv(socket.fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
             if n > 0 {
                 _ = try? record.writeAll(buf[0..<n])
-                writeAllToStdout(buf[0..<n])
+                show(buf[0..<n])
                 continue
             }
             if n < 0 && errno == EINTR { continue }
@@ -183,13 +202,18 @@ final class InteractiveConsole {
         var commands: [ConsoleEscape.Action] = []
         for action in escape.feed(buf[0..<n]) {
             if case .send(let bytes) = action {
-                if outputOpen { pending += bytes.prefix(max(0, Self.pendingLimit - pending.count)) }
+                queue(bytes)
             } else {
                 commands.append(action)
             }
         }
         flushInput()
         return commands
+    }
+
+    /// Bytes for the guest, sent as the socket takes them (beyond `pendingLimit`, dropped).
+    func queue<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        if outputOpen { pending += bytes.prefix(max(0, Self.pendingLimit - pending.count)) }
     }
 
     /// Send as much pending input as the socket takes now.
@@ -203,7 +227,7 @@ final class InteractiveConsole {
         }
     }
 
-    private func writeAllToStdout(_ bytes: ArraySlice<UInt8>) {
+    static func writeAllToStdout(_ bytes: ArraySlice<UInt8>) {
         var off = bytes.startIndex
         while off < bytes.endIndex {
             let n = bytes[off...].withUnsafeBytes { write(1, $0.baseAddress!, $0.count) }

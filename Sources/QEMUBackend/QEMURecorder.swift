@@ -30,9 +30,9 @@ public final class QEMURecorder: Recorder {
 
     public func record(_ request: RecordingRequest, into state: StateDirectory,
                        cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> RecordingOutcome {
-        // -c on a foreground recording: the console is interactive (a detached one has nobody
-        // to type).
-        let interactive = request.console && !request.detach
+        // -c: the console is interactive; a detached recording's is kept by tt console --keep
+        // (ConsoleKeeper), to which tt console NAME attaches.
+        let interactive = request.console
         guard request.disks.count <= StateFile.maxDisks else {
             throw QEMUError("\(request.disks.count) disks: tt records at most \(StateFile.maxDisks) (--disk)", status: ExitStatus.usage)
         }
@@ -43,7 +43,19 @@ public final class QEMURecorder: Recorder {
         // Each image's identity first: the replay refuses an image that changed after this.
         let disks = try request.disks.map(DiskImage.inspect)
         let pid = try Self.start(state, machine: machine, disks: disks, detached: request.detach, debug: request.debug)
-        if request.detach { return .detached(vm: "QEMU (pid \(pid))") }
+        if request.detach {
+            if interactive {
+                do {
+                    try ConsoleKeeper.start(state, qemu: pid)
+                } catch {
+                    _ = RunningProcess(pid: pid).terminate()
+                    state.remove(StateFile.recordPID)
+                    try? state.write(StateFile.incomplete, "\(error)\n")
+                    throw error
+                }
+            }
+            return .detached(vm: "QEMU (pid \(pid))")
+        }
         // The console, when shown, has the terminal: no progress line across it.
         let summary = try Self.wait(pid, state: state, console: request.console, interactive: interactive, cancellation: cancellation,
                                     progress: request.console ? nil : progress)
@@ -121,6 +133,14 @@ public final class QEMURecorder: Recorder {
         return pid
     }
 
+    /// The pid of a detached recording in progress (record.pid says `detached`: no tt record
+    /// owns it), if any: the only kind whose console tt console --keep may take.
+    public static func detachedRecordingPID(_ state: StateDirectory) -> Int32? {
+        guard let (pid, owner) = readOwnedPID(state, StateFile.recordPID), owner == nil,
+              state.readIfPresent(StateFile.recordPID)?.contains("detached") == true, isOurQEMU(pid, state) else { return nil }
+        return pid
+    }
+
     /// Set up the state directory and start QEMU recording. Returns QEMU's pid.
     /// `detached`: nobody waits; otherwise this process owns it (killed if we die).
     static func start(_ state: StateDirectory, machine: QEMUMachine, disks: [DiskImage], detached: Bool, debug: Bool) throws -> Int32 {
@@ -130,11 +150,11 @@ public final class QEMURecorder: Recorder {
         try state.write(StateFile.backend, BackendKind.qemu.rawValue + "\n")
         // QEMU opens its outputs following symlinks: none of their names may be there.
         for f in [StateFile.snapshot, StateFile.recording, StateFile.recordConsole, StateFile.recordLog, StateFile.incomplete, StateFile.disks,
-                  StateFile.consoleSocket]
+                  StateFile.consoleSocket, StateFile.consoleAttach]
             + (0..<StateFile.maxDisks).map(StateFile.diskOverlay) {
             state.remove(f)
         }
-        let oldMask = umask(0o077) // everything QEMU and qemu-img create: 0600
+        let oldMask = umask(0o177) // everything QEMU and qemu-img create, its console socket too: 0600
         defer { umask(oldMask) }
         try runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", StateFile.snapshot, "64M"], in: state)
         if !disks.isEmpty { try DiskImage.store(disks, in: state) }
@@ -213,7 +233,7 @@ public final class QEMURecorder: Recorder {
                     stoppedBy = "Ctrl-A x"
                     status = RunningProcess(pid: pid).terminate()
                     break loop
-                case .send: break
+                case .send, .detach: break
                 }
             }
         }
@@ -262,7 +282,7 @@ public final class QEMURecorder: Recorder {
         return nil
     }
 
-    /// Stop a recording in progress (tt record -S), keeping its state.
+    /// Stop a recording in progress (tt record -S, Ctrl-A x in tt console), keeping its state.
     static func stop(_ state: StateDirectory) -> Bool {
         guard let pid = recordingPID(state) else { return false }
         RunningProcess(pid: pid).terminate()

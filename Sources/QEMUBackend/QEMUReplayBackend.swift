@@ -46,13 +46,19 @@ public final class QEMUReplayBackend: ReplayBackend {
         guard let pid = vmPID else { return }
         // The replay pauses at the guest's end (see replayArguments): follow until the vCPU
         // has executed nothing for a second, which the plugin's instruction count tells
-        // without taking QMP from whoever drives the replay.
+        // without taking QMP from whoever drives the replay. A vCPU can also sit still that
+        // long mid-run (measured: a Linux guest's replay on a loaded 2-core machine stopped
+        // counting for over a second while loading a module), so when the recording's own
+        // count is known (record.shm) the stop counts as the end only near it: QEMU serves
+        // the final shutdown on its main loop, a few instructions off between runs.
         let counters = try PluginControlBlock.open(at: state.file(F.replayShm))
+        let recorded = (try? PluginControlBlock.open(at: state.file(F.recordShm)))?.instructions ?? 0
+        let endSlack: UInt64 = 1_000_000
         var last = counters.instructions, lastChange = monotonicMilliseconds()
         QEMURecorder.followConsole(state.file(F.replayConsole), whileAlive: pid, cancellation: cancellation) {
             let now = counters.instructions
             if now != last { last = now; lastChange = monotonicMilliseconds() }
-            return monotonicMilliseconds() - lastChange < 1000
+            return monotonicMilliseconds() - lastChange < 1000 || now + endSlack < recorded
         }
     }
 
@@ -82,7 +88,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         state.remove(F.replayLog)
         state.remove(F.replayConsole)
         log(argv.joined(separator: " "))
-        let oldMask = umask(0o077) // QEMU's sockets: 0600 from the start
+        let oldMask = umask(0o177) // QEMU's sockets: 0600 from the start (a socket is 0777 less the umask)
         defer { umask(oldMask) }
         // A replay booted for one command dies with that command, however it ends.
         pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(F.replayLog)),

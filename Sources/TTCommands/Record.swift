@@ -16,20 +16,22 @@ struct Record: ParsableCommand {
             identity (disks: a replay refuses an image that changed) and the overlay the
             recording wrote into (the image itself is never written).
 
-            With -c (QEMU, not --detach) the guest's serial console is interactive: what
-            you type goes to the guest (the terminal is in raw mode until tt record ends;
-            Ctrl-C goes to the guest too), and its input is part of the recording, so a
-            replay sees the same keys at the same instruction. Ctrl-A then x ends the
-            recording (QEMU is stopped as by -S and the recording stays complete and
-            replayable), Ctrl-A Ctrl-A sends one Ctrl-A, Ctrl-A h prints the keys. When
-            standard input is not a terminal its bytes are forwarded the same way. The
-            output is also kept in console.record.
+            With -c (QEMU) the guest's serial console is interactive: what you type goes
+            to the guest (the terminal is in raw mode until tt record ends; Ctrl-C goes to
+            the guest too), and its input is part of the recording, so a replay sees the
+            same keys at the same instruction. Ctrl-A then x ends the recording (QEMU is
+            stopped as by -S and the recording stays complete and replayable), Ctrl-A
+            Ctrl-A sends one Ctrl-A, Ctrl-A h prints the keys. When standard input is not a
+            terminal its bytes are forwarded the same way. The output is also kept in
+            console.record. With --detach -c the console is kept for tt console NAME to
+            attach to (and detach from, Ctrl-A d) while the recording runs; output shown
+            while nobody is attached is in console.record and shown first on attaching.
 
             -S stops a recording in progress from another terminal, a detached one or a
             foreground one (its tt record then ends as if the guest had).
             """)
 
-    @Flag(name: .customShort("c"), help: "Interactive guest console (QEMU): the serial port on this terminal, input recorded; Ctrl-A x ends the recording, Ctrl-A h helps (not with --detach).")
+    @Flag(name: .customShort("c"), help: "Interactive guest console (QEMU): the serial port on this terminal, input recorded; Ctrl-A x ends the recording, Ctrl-A h helps. With --detach: tt console NAME attaches to it.")
     var console = false
     @Flag(name: .customShort("d"), help: "Debug output.")
     var debug = false
@@ -200,6 +202,7 @@ struct Record: ParsableCommand {
         switch outcome {
         case .detached(let vm):
             printLine("tt: recording \(dir.name) in \(vm), state in \(dir.path); tt record -S \(dir.name) stops it")
+            if console && kind == .qemu { printLine("tt: its console: tt console \(dir.name) (Ctrl-A d detaches)") }
         case .finished(let summary):
             printLine("tt: recorded \(dir.name): \(summary); state in \(dir.path)")
         case .interrupted(let signal):

@@ -15,6 +15,7 @@ public struct TT: ParsableCommand {
         subcommands: [
             Doctor.self,
             Record.self,
+            Console.self,
             Replay.self,
             Where.self,
             RunUntil.self,

@@ -19,39 +19,67 @@ public final class UnixSocket {
         self.path = path
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "socket") }
+        do {
+            try Self.withAddress(path) { addr, len in
+                guard connect(s, addr, len) == 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "connect") }
+            }
+        } catch {
+            close(s)
+            throw error
+        }
+        fd = s
+    }
+
+    /// A socket from `accept` on a listening one.
+    public init(accepted fd: Int32, path: FilePath) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// A listening socket at `path`, non-blocking, mode 0600 from the start (made under umask
+    /// 0177: a socket's mode is 0777 less the umask). bind never follows a link and fails on any file already there (EADDRINUSE), so
+    /// nothing planted at `path` is used or replaced.
+    public static func listen(at path: FilePath, backlog: Int32 = 4) throws -> Int32 {
+        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard s >= 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "socket") }
+        do {
+            let oldMask = umask(0o177)
+            defer { umask(oldMask) }
+            try withAddress(path) { addr, len in
+                guard bind(s, addr, len) == 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "bind") }
+            }
+            guard Glibc.listen(s, backlog) == 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "listen") }
+        } catch {
+            close(s)
+            throw error
+        }
+        return s
+    }
+
+    /// `path` as a socket address for `body`. Paths longer than sun_path allows go through
+    /// the directory's /proc/self/fd link.
+    private static func withAddress(_ path: FilePath, _ body: (UnsafePointer<sockaddr>, socklen_t) throws -> Void) throws {
         var dirFD: Int32 = -1
         defer { if dirFD >= 0 { close(dirFD) } }
         var target = path.string
         if target.utf8.count >= 100, let name = path.lastComponent?.string {
             dirFD = open(path.removingLastComponent().string, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard dirFD >= 0 else {
-                close(s)
-                throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "open directory")
-            }
+            guard dirFD >= 0 else { throw SystemError(path: path, errno: Errno(rawValue: errno), doing: "open directory") }
             target = "/proc/self/fd/\(dirFD)/\(name)"
         }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(target.utf8)
         guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            close(s)
             throw SystemError(path: path, message: "socket path too long")
         }
         withUnsafeMutableBytes(of: &addr.sun_path) { raw in
             for (i, b) in bytes.enumerated() { raw[i] = b }
             raw[bytes.count] = 0
         }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
+        try withUnsafePointer(to: &addr) {
+            try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { try body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard rc == 0 else {
-            let e = Errno(rawValue: errno)
-            close(s)
-            throw SystemError(path: path, errno: e, doing: "connect")
-        }
-        fd = s
     }
 
     /// Receive area, reused for every read.

@@ -48,7 +48,8 @@ final class ConsoleTests: XCTestCase {
     }
 
     /// A multiboot guest that never ends: it prints "tt-loop: alive" to COM1 over and over.
-    func loopGuest() throws -> String {
+    func loopGuest() throws -> String { try Self.loopGuest(in: base) }
+    static func loopGuest(in base: String) throws -> String {
         let source = base + "/loop.S", elf = base + "/loop.elf"
         try """
             .text
@@ -75,7 +76,7 @@ final class ConsoleTests: XCTestCase {
         return try assemble(source, elf)
     }
 
-    func assemble(_ source: String, _ elf: String) throws -> String {
+    static func assemble(_ source: String, _ elf: String) throws -> String {
         let r = try IT.run(["gcc", "-m32", "-nostdlib", "-static", "-no-pie", "-Wl,-Ttext=0x100000", "-Wl,-e,_start",
                             "-Wl,--build-id=none", "-o", elf, source])
         XCTAssertEqual(r.status, 0, "gcc: \(r.err)")
@@ -87,7 +88,8 @@ final class ConsoleTests: XCTestCase {
     /// recording's input events run together at a checkpoint: one byte of room would
     /// overrun) and the PIT ticks into an interrupt handler that only acknowledges it (a
     /// guest without timer activity gives record/replay no checkpoint to deliver input at).
-    func echoGuest() throws -> String {
+    func echoGuest() throws -> String { try Self.echoGuest(in: base) }
+    static func echoGuest(in base: String) throws -> String {
         let source = base + "/echo.S", elf = base + "/echo.elf"
         try """
             .text
@@ -161,10 +163,11 @@ final class ConsoleTests: XCTestCase {
     }
 
     /// Wait until `file` contains `text` (false after `timeout` seconds).
-    func waitFor(_ text: String, in file: String, timeout: TimeInterval = 60) -> Bool {
+    func waitFor(_ text: String, in file: String, timeout: TimeInterval = 60) -> Bool { Self.waitFor(text, in: file, timeout: timeout) }
+    static func waitFor(_ text: String, in file: String, timeout: TimeInterval = 60) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let d = try? read(file), String(decoding: d, as: UTF8.self).contains(text) { return true }
+            if let d = try? Data(contentsOf: URL(fileURLWithPath: file)), String(decoding: d, as: UTF8.self).contains(text) { return true }
             usleep(50_000)
         }
         return false

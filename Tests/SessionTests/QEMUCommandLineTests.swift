@@ -260,6 +260,16 @@ final class ConsoleEscapeTests: XCTestCase {
         XCTAssertEqual(e.feed([0x01, 0x58]), [], "X is not x")
     }
 
+    /// Ctrl-A d detaches in tt console only; in tt record -c there is nothing to detach
+    /// from, so it is an unknown key there (both bytes dropped).
+    func testCtrlADDetachesOnlyWhenAttached() {
+        var attached = ConsoleEscape(detaches: true)
+        XCTAssertEqual(attached.feed([0x61, 0x01, 0x64, 0x62]), [.send([0x61]), .detach, .send([0x62])])
+        XCTAssertEqual(attached.feed([0x01, 0x01, 0x64]), [.send([0x01, 0x64])], "an escaped Ctrl-A then d is two bytes")
+        var recording = ConsoleEscape()
+        XCTAssertEqual(recording.feed([0x61, 0x01, 0x64, 0x62]), [.send([0x61, 0x62])])
+    }
+
     func testSequencesSplitAcrossReads() {
         var e = ConsoleEscape()
         XCTAssertEqual(e.feed([0x61, 0x01]), [.send([0x61])])

@@ -96,4 +96,87 @@ public enum TestProcesses {
         return Result(status: r.timedOut ? timedOut : r.status.shellStatus,
                       out: r.standardOutputText, err: r.standardErrorText)
     }
+
+    /// A program on a new pseudo-terminal (its stdin, stdout and stderr), as a person at a
+    /// terminal runs it: the test types into `master` and reads what the program shows.
+    public final class Terminal {
+        public let pid: pid_t
+        public let master: Int32
+        /// Everything read from the terminal so far.
+        public private(set) var shown: [UInt8] = []
+        public var text: String { String(decoding: shown, as: UTF8.self) }
+
+        public init(_ argv: [String]) throws {
+            var m: Int32 = -1, s: Int32 = -1
+            guard openpty(&m, &s, nil, nil, nil) == 0 else { throw Errno(rawValue: errno) }
+            var c = Subprocess.Configuration(argv, output: .fileDescriptor(FileDescriptor(rawValue: s)),
+                                             error: .fileDescriptor(FileDescriptor(rawValue: s)))
+            c.input = .fileDescriptor(FileDescriptor(rawValue: s))
+            defer { close(s) }
+            do {
+                pid = try Subprocess.spawn(c).pid
+            } catch {
+                close(m)
+                throw error
+            }
+            master = m
+        }
+
+        deinit {
+            RunningProcess(pid: pid).terminate()
+            close(master)
+        }
+
+        /// Type `text` (a person's keys: end lines with "\r").
+        public func type(_ text: String) {
+            let bytes = Array(text.utf8)
+            var off = 0
+            while off < bytes.count {
+                let n = bytes[off...].withUnsafeBytes { write(master, $0.baseAddress!, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                off += n
+            }
+        }
+
+        /// Read until what was shown after byte `from` contains `text`; false after `timeout`
+        /// seconds or once the program closed the terminal without showing it.
+        @discardableResult
+        public func waitFor(_ text: String, after from: Int = 0, timeout: TimeInterval) -> Bool {
+            let wanted = Array(text.utf8)
+            let until = Date().addingTimeInterval(timeout)
+            while true {
+                if shown.count >= from + wanted.count,
+                   shown[from...].firstRange(of: wanted) != nil { return true }
+                guard Date() < until, read(timeoutMS: Int32(max(1, until.timeIntervalSinceNow * 1000))) else { return false }
+            }
+        }
+
+        /// Read what is there within `timeoutMS`; false at the terminal's end or the time-out.
+        @discardableResult
+        public func read(timeoutMS: Int32) -> Bool {
+            var p = pollfd(fd: master, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, timeoutMS) > 0 else { return false }
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = Glibc.read(master, &buf, buf.count)
+            guard n > 0 else { return false }
+            shown += buf[0..<n]
+            return true
+        }
+
+        /// Wait for the program's end, reading what it shows meanwhile; its exit status
+        /// (128 + signal), or `timedOut` (the program is then killed).
+        public func finish(timeout: TimeInterval) -> Int32 {
+            let until = Date().addingTimeInterval(timeout)
+            while Date() < until {
+                read(timeoutMS: 50)
+                if let s = RunningProcess(pid: pid).reap() {
+                    while read(timeoutMS: 50) {}
+                    return s.shellStatus
+                }
+            }
+            RunningProcess(pid: pid).terminate(gracePeriodMS: 0)
+            return timedOut
+        }
+    }
 }

@@ -31,43 +31,21 @@ final class LinuxWindowTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: out) }
         let r = try TT.tt(["trace-task", "-x", "-s", state, "--start", start, "--end", end, "-o", out, "--print-limit", "0", "linux"])
         let a = try TT.landed(r.out, "start"), b = try TT.landed(r.out, "end")
-        func icount(_ which: String) throws -> Int {
-            let line = try XCTUnwrap(r.out.split(separator: "\n").first { $0.hasPrefix("  \(which) ") })
-            let tail = try XCTUnwrap(line.range(of: "(icount "))
-            return try XCTUnwrap(Int(line[tail.upperBound...].prefix { $0.isNumber }))
-        }
         let (_, records) = try TT.records(out)
 
         // QEMU's account of the same window, without tt's plugin.
-        let record = try String(contentsOfFile: state + "/qemu.argv", encoding: .utf8).split(separator: "\n").map(String.init)
         let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("tt-linux-oracle-\(getpid())")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
-        try FileManager.default.copyItem(atPath: state + "/snapshot.qcow2", toPath: scratch.path + "/snap.qcow2")
-        var argv: [String] = []
-        var skip = false, previous = ""
-        for arg in record {
-            defer { previous = arg }
-            if skip { skip = false; continue }
-            if arg == "-plugin" { skip = true; continue }
-            if previous == "-kernel" || previous == "-initrd" { argv.append(state + "/" + arg); continue }
-            argv.append(arg
-                .replacingOccurrences(of: "rr=record", with: "rr=replay")
-                .replacingOccurrences(of: "rrfile=recording.rr", with: "rrfile=\(state)/recording.rr")
-                .replacingOccurrences(of: "file=snapshot.qcow2", with: "file=\(scratch.path)/snap.qcow2")
-                .replacingOccurrences(of: "file:console.record", with: "file:\(scratch.path)/console"))
-        }
-        let window = try ExecLogWindow.capture(qemuArguments: argv, first: try icount("start"), last: try icount("end"),
-                                               scratch: scratch, keepingInstructions: true)
+        let argv = try TT.linuxOracleArguments(state: state, scratch: scratch)
+        let window = try TT.execLogTransfers(r.out, qemuArguments: argv, scratch: scratch)
         XCTAssertEqual(window.start, a.ip)
-        var oracle = window.run.transfers
-        let last = try XCTUnwrap(window.run.executed.last)
-        if last.fallThrough != b.ip || last.alwaysTransfers { oracle.append(ExecLogOracle.Transfer(from: last.address, to: b.ip)) }
+        let oracle = window.transfers
         let user = oracle.filter { $0.from < 0x8000_0000_0000 && $0.to >= 0xffff_8000_0000_0000 }.count
-        let vectors = window.run.interruptVectors.sorted { $0.key < $1.key }.map { "0x\(String($0.key, radix: 16)): \($0.value)" }
+        let vectors = window.vectors.sorted { $0.key < $1.key }.map { "0x\(String($0.key, radix: 16)): \($0.value)" }
         print("linux window: \(records.count) records (tt), \(oracle.count) (exec log), \(user) user -> kernel entries; interrupts and exceptions by vector: \(vectors)")
         if env["TT_LINUX_START"] == nil {
-            XCTAssertGreaterThan(window.run.interruptVectors[0xe] ?? 0, 0, "the window holds page faults")
+            XCTAssertGreaterThan(window.vectors[0xe] ?? 0, 0, "the window holds page faults")
         }
         XCTAssertEqual(records.count, oracle.count)
         XCTAssertEqual(UInt64(records.count), b.brctr - a.brctr)

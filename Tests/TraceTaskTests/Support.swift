@@ -85,6 +85,65 @@ enum TT {
     /// `0x<ip>:<brctr>:0x<cx>` after "landed at " in trace-task's summary.
     struct Landed: Equatable { var ip: UInt64; var brctr: UInt64; var text: String }
 
+    /// The icount of a landmark line of trace-task's summary ("  start …(icount N)").
+    static func landedICount(_ output: String, _ which: String) throws -> Int {
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("  \(which) ") }),
+              let tail = line.range(of: "(icount "), let n = Int(line[tail.upperBound...].prefix { $0.isNumber })
+        else { throw Failure(description: "no '\(which)' icount in: \(output)") }
+        return n
+    }
+
+    /// QEMU's argument vector for a plain replay of the Linux recording in `state` (no tt
+    /// plugin), every host-side file in `scratch`: the snapshot image copied, the console a
+    /// file (the interactive console's socket too: a replay takes input from the log only),
+    /// and each of `disks` (the images given to --disk, in order) under a fresh overlay
+    /// holding the empty `init` snapshot record/replay loads, made with qemu-img.
+    static func linuxOracleArguments(state: String, scratch: URL, disks: [String] = []) throws -> [String] {
+        let record = try String(contentsOfFile: state + "/qemu.argv", encoding: .utf8).split(separator: "\n").map(String.init)
+        try FileManager.default.copyItem(atPath: state + "/snapshot.qcow2", toPath: scratch.path + "/snap.qcow2")
+        for (n, image) in disks.enumerated() {
+            let overlay = scratch.path + "/disk\(n).qcow2"
+            for step in [["qemu-img", "create", "-q", "-f", "qcow2", "-b", image, "-F", "raw", overlay],
+                         ["qemu-img", "snapshot", "-c", "init", overlay]] {
+                let r = try run(step)
+                guard r.status == 0 else { throw Failure(description: "\(step.joined(separator: " ")): \(r.err)") }
+            }
+        }
+        var argv: [String] = []
+        var skip = false, previous = ""
+        for arg in record {
+            defer { previous = arg }
+            if skip { skip = false; continue }
+            if arg == "-plugin" { skip = true; continue }
+            if previous == "-kernel" || previous == "-initrd" { argv.append(state + "/" + arg); continue }
+            var x = arg
+                .replacingOccurrences(of: "rr=record", with: "rr=replay")
+                .replacingOccurrences(of: "rrfile=recording.rr", with: "rrfile=\(state)/recording.rr")
+                .replacingOccurrences(of: "file=snapshot.qcow2", with: "file=\(scratch.path)/snap.qcow2")
+                .replacingOccurrences(of: "file:console.record", with: "file:\(scratch.path)/console")
+            if x.hasPrefix("socket,id=console,") { x = "file,id=console,path=\(scratch.path)/console" }
+            for n in disks.indices { x = x.replacingOccurrences(of: "file=disk\(n).qcow2,", with: "file=\(scratch.path)/disk\(n).qcow2,") }
+            argv.append(x)
+        }
+        return argv
+    }
+
+    /// The transfers QEMU's exec and interrupt log shows between two landmarks of a
+    /// trace-task run (`output` its summary), from a plain replay (`linuxOracleArguments`):
+    /// what the trace between them must hold, record for record. Also the window's start
+    /// address, for the caller to check, and the log's interrupt vectors.
+    static func execLogTransfers(_ output: String, qemuArguments: [String], scratch: URL) throws
+        -> (transfers: [ExecLogOracle.Transfer], start: UInt64, vectors: [UInt64: Int]) {
+        let b = try landed(output, "end")
+        let window = try ExecLogWindow.capture(qemuArguments: qemuArguments, first: try landedICount(output, "start"),
+                                               last: try landedICount(output, "end"), scratch: scratch, keepingInstructions: true)
+        var oracle = window.run.transfers
+        guard let last = window.run.executed.last else { throw Failure(description: "an empty exec log window") }
+        // The arrival at the end landmark, when the window's last instruction does not fall into it.
+        if last.fallThrough != b.ip || last.alwaysTransfers { oracle.append(ExecLogOracle.Transfer(from: last.address, to: b.ip)) }
+        return (oracle, window.start, window.run.interruptVectors)
+    }
+
     static func landed(_ output: String, _ which: String) throws -> Landed {
         for line in output.split(separator: "\n") where line.hasPrefix("  \(which) ") {
             guard let r = line.range(of: "landed at ") else { continue }

@@ -30,6 +30,9 @@ public enum StateFile {
     public static let qmp = "qmp.sock", gdb = "gdb.sock", pid = "pid", recordPID = "record.pid"
     /// The interactive console's socket (`tt record -c`): QEMU listens, tt record connects.
     public static let consoleSocket = "console.sock"
+    /// `tt record --detach -c`: the socket `tt console NAME` attaches to, served by the
+    /// console's keeper (`tt console --keep`) for as long as the recording runs.
+    public static let consoleAttach = "attach.sock"
     public static let kernel = "kernel", initrd = "initrd"
     /// The first line of `qemu-system-x86_64 --version` of the QEMU that recorded: a replay
     /// runs only on that same QEMU (record/replay streams and plugin semantics differ).
@@ -59,7 +62,7 @@ public enum StateFile {
     public static let all = [backend, symfile, lock, traceLog, traceOutput, traceLogIndex, traceOutputPartial,
                              marker, incomplete, checkpoints,
                              argv, replayArgv, recording, snapshot, replaySnapshot, recordConsole, replayConsole,
-                             recordLog, replayLog, recordShm, replayShm, qmp, gdb, consoleSocket, pid, recordPID, kernel, initrd, qemuVersion,
+                             recordLog, replayLog, recordShm, replayShm, qmp, gdb, consoleSocket, consoleAttach, pid, recordPID, kernel, initrd, qemuVersion,
                              disks, rootfs] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0)] } + [
                              recordConfig, recordJSON, replayConfig, replayJSON, domid, live]
 }
