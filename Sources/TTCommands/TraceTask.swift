@@ -49,6 +49,7 @@ struct TraceTaskCommand: ParsableCommand {
     var printLimit: Int = 2000
     @Option(help: ArgumentHelp("Hypervisor: xen or qemu (default: the one the recording was made with).", valueName: "xen|qemu|auto"))
     var backend: BackendChoice?
+    @OptionGroup var divergence: DivergenceOptions
     @OptionGroup var state: StateOptions
 
     func validate() throws {
@@ -61,6 +62,7 @@ struct TraceTaskCommand: ParsableCommand {
         let startLocation = try Location(parsing: startText)
         let endLocation = try Location(parsing: endText)
         let scope = try SessionScope(state, debug: debug, choice: backend)
+        divergence.apply(to: scope.session)
         try scope.run { scope in
             let dir = scope.state
             let recording = RecordingSymbols(dir)

@@ -183,6 +183,25 @@ public struct StateDirectory: Sendable {
         return lines
     }
 
+    /// Rename one state file to another name in the directory (names relative to a
+    /// descriptor of the directory: no link in the path is followed; `to` is replaced).
+    public func rename(_ from: String, to: String) throws {
+        let dfd = try openDirectory()
+        defer { close(dfd) }
+        guard renameat(dfd, from, dfd, to) == 0 else {
+            throw SystemError.last(file(from), doing: "rename to \(to)", status: ExitStatus.cannotCreate)
+        }
+    }
+
+    /// The size in bytes of a state file (nil: not there), not following a link.
+    public func size(_ name: String) -> UInt64? {
+        guard let dfd = try? openDirectory() else { return nil }
+        defer { close(dfd) }
+        var st = stat()
+        guard fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
+        return UInt64(st.st_size)
+    }
+
     /// Remove one of tt's files (never a directory, never through a link).
     public func remove(_ name: String) {
         guard let dfd = try? openDirectory() else { return }

@@ -20,6 +20,12 @@ public enum StateFile {
     public static let incomplete = "recording.incomplete"
     /// The timeline's checkpoints of the live replay (one line each, see `Timeline`).
     public static let checkpoints = "replay.snapshots"
+    /// The recording's checkpoint index (`tt index`, see `CheckpointIndex`) and the snapshot
+    /// image holding its snapshots, which replays boot from instead of `snapshot`; with
+    /// `--disk`, each disk's overlay holding the same snapshots (QEMU's savevm and loadvm
+    /// take every writable drive).
+    public static let index = "index.checkpoints", indexImage = "index.qcow2"
+    public static func indexDiskOverlay(_ n: Int) -> String { "index-disk\(n).qcow2" }
 
     // QEMU recordings.
     public static let argv = "qemu.argv", replayArgv = "replay.argv"
@@ -57,10 +63,10 @@ public enum StateFile {
     /// Every name above: what removing a recording (`tt record -D`, `-f`) may unlink, and
     /// nothing else (see StateOwnership.remove).
     public static let all = [backend, symfile, lock, traceLog, traceOutput, traceLogIndex, traceOutputPartial,
-                             marker, incomplete, checkpoints,
+                             marker, incomplete, checkpoints, index, indexImage,
                              argv, replayArgv, recording, snapshot, replaySnapshot, recordConsole, replayConsole,
                              recordLog, replayLog, recordShm, replayShm, qmp, gdb, consoleSocket, pid, recordPID, kernel, initrd, qemuVersion,
-                             disks, rootfs] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0)] } + [
+                             disks, rootfs] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0), indexDiskOverlay($0)] } + [
                              recordConfig, recordJSON, replayConfig, replayJSON, domid, live]
 }
 
