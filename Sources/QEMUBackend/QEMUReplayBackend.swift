@@ -28,6 +28,11 @@ public final class QEMUReplayBackend: ReplayBackend {
     private var watchHandler: ((Position) throws -> Void)?
     /// The icount QEMU's `replay-break` is armed at for a watched count, if any.
     private var armedWatch: UInt64?
+    /// The icount of the snapshot last loaded (not the recording's start), while runs since
+    /// then are watched for a stall.
+    private var loadedSnapshot: UInt64?
+    /// A run that executes no instruction for this long after a snapshot load is stuck.
+    public var stallTimeoutMS = 5000
 
     public init(state: StateDirectory) {
         self.state = state
@@ -115,6 +120,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             throw error
         }
         ended = false
+        loadedSnapshot = nil
     }
 
     /// Connect QMP and gdb, waiting for QEMU to create the sockets.
@@ -326,17 +332,44 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// stopped here is spent). True if it was one.
     private func handleWatchStop() throws -> Bool {
         guard let armed = armedWatch, let shm else { return false }
-        // The plugin's instruction count is icount at every stop (restored with the
-        // checkpoints): no QMP round trip (about 5 ms) at each breakpoint hit.
-        let now = shm.instructions
-        guard now >= armed else { return false }
+        // The plugin's instruction count is never below icount (it can run a few ahead: 5
+        // after 4.7 G instructions of a Linux boot, instructions QEMU executed again after
+        // an I/O access): below the break, this stop is not it, with no QMP round trip
+        // (about 5 ms) at each breakpoint hit. Near it, QEMU's icount decides.
+        guard shm.instructions >= armed else { return false }
+        let now = try requireVM().0.replayICount()
+        if now < armed { return false }
         armedWatch = nil
-        if now != armed { return false }
+        if now > armed {
+            _ = try? requireVM().0.execute("replay-delete-break")
+            return false
+        }
         let position = try position()
-        guard position.icount == armed else { return false }
         log("passing checkpoint icount \(armed): \(position.landmark)")
         try watchHandler?(position)
         return true
+    }
+
+    /// The plugin's count may run ahead of icount by this much at most (see handleWatchStop).
+    private static let countDrift: UInt64 = 1 << 20
+
+    /// Arm QEMU's replay break at the next watched icount, if any and none is armed; drop an
+    /// armed one a step has passed (it would stop a run at once where no one asked).
+    private func armNextWatch() throws {
+        guard let shm, !watched.isEmpty else { return }
+        let plugin = shm.instructions
+        if let armed = armedWatch {
+            guard plugin >= armed else { return }
+            let (qmp, _, _) = try requireVM()
+            guard try qmp.replayICount() >= armed else { return }
+            _ = try? qmp.execute("replay-delete-break")
+            armedWatch = nil
+        }
+        guard nextWatched(after: plugin > Self.countDrift ? plugin - Self.countDrift : 0) != nil else { return }
+        let (qmp, _, _) = try requireVM()
+        guard let w = nextWatched(after: try qmp.replayICount()) else { return }
+        try qmp.execute("replay-break", ["icount": w])
+        armedWatch = w
     }
 
     private func markEnded() {
@@ -464,16 +497,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// the run goes on; a watched stop on a breakpoint's address is also that breakpoint's).
     private func runUntilStop(cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> Outcome {
         while true {
-            if let armed = armedWatch, let shm, shm.instructions >= armed {
-                // Passed (or reached) by a step, not by the break: drop the stale break, which
-                // would otherwise stop the run at once somewhere no one asked for.
-                _ = try? requireVM().0.execute("replay-delete-break")
-                armedWatch = nil
-            }
-            if armedWatch == nil, let shm, let w = nextWatched(after: shm.instructions) {
-                try requireVM().0.execute("replay-break", ["icount": w])
-                armedWatch = w
-            }
+            try armNextWatch()
             let outcome = try runOnce(cancellation: cancellation, progress: progress)
             guard case .stopped(let ip) = outcome, try handleWatchStop(), !breakpoints.contains(ip) else { return outcome }
         }
@@ -494,10 +518,24 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
         var lastProgress = monotonicMilliseconds()
         var reply = ""
+        var lastCount = shm.instructions, lastMove = monotonicMilliseconds(), stalled = false
         while true {
             if let packet = try gdb.receivePacketIfStarted() {
                 reply = packet
                 break
+            }
+            // After loading a snapshot, QEMU 10 can spin without executing anything (measured
+            // with a Linux guest past its decompressor): stop it and say so, instead of waiting.
+            if let loaded = loadedSnapshot, !interruptSent {
+                if shm.instructions != lastCount {
+                    lastCount = shm.instructions
+                    lastMove = monotonicMilliseconds()
+                } else if monotonicMilliseconds() - lastMove >= stallTimeoutMS {
+                    log("no instruction executed for \(stallTimeoutMS) ms since the snapshot at icount \(loaded) was loaded")
+                    stalled = true
+                    interruptSent = true
+                    try gdb.sendInterrupt()
+                }
             }
             var fds = [pollfd(fd: gdb.fileDescriptor, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
@@ -516,6 +554,9 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
         if reply.hasPrefix("W") || reply.hasPrefix("X") { try drainRing(); markEnded(); return .exited }
         try drainRing()
+        if stalled, let loaded = loadedSnapshot {
+            throw SessionError.stalled(checkpointICount: loaded, at: try landmark(), seconds: stallTimeoutMS / 1000)
+        }
         if interruptSent { return .interrupted }
         return .stopped(try linearIP(try readRegs()))
     }
@@ -638,6 +679,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             throw QEMUError("replay-seek to icount \(checkpoint.icount) landed elsewhere")
         }
         shm.restore(brctr: c[0], instructions: c[1], lastPC: c[2], lastSize: c[3], lastFlags: c[4], lastTarget: c[5])
+        loadedSnapshot = checkpoint.icount > 0 ? checkpoint.icount : nil
         return try position()
     }
 

@@ -90,6 +90,10 @@ struct IndexCommand: ParsableCommand {
             let bytes = Self.imageBytes(dir, index: true)
             let last = index.checkpoints.last.map { ", the last at icount \($0.icount)" } ?? ""
             printLine("tt: indexed \(dir.name): \(index.checkpoints.count) checkpoints\(seconds == nil ? " every \(gap) instructions" : " about \(seconds!) s apart")\(last); images \(bytes / 1_048_576) MB; \(String(format: "%.1f", monotonicSeconds() - started)) s")
+            if !index.unresumable.isEmpty {
+                let list = index.checkpoints.enumerated().filter { index.unresumable.contains($0.element.icount) }.map { String($0.offset + 1) }
+                printLine("tt: \(index.unresumable.count) of \(index.checkpoints.count) checkpoints are unresumable (QEMU cannot run on from their snapshots; they are checked when passed, never restored): \(list.joined(separator: ", "))")
+            }
             if overBudget { printLine("tt: stopped at the budget of \(budget) MB; later runs replay from the last checkpoint") }
         }
     }
@@ -104,7 +108,8 @@ struct IndexCommand: ParsableCommand {
     func printIndex(_ index: CheckpointIndex, dir: StateDirectory) {
         printLine("checkpoint index of \(dir.name): \(index.checkpoints.count) checkpoints, spacing \(index.spacing); images \(Self.imageBytes(dir, index: true) / 1_048_576) MB")
         for (i, c) in index.checkpoints.enumerated() {
-            printLine("checkpoint \(i + 1) icount \(c.icount) brctr \(c.fingerprint.landmark.brctr) at \(c.fingerprint.landmark) registers 0x\(String(c.fingerprint.registerHash, radix: 16))")
+            let mark = index.unresumable.contains(c.icount) ? " (unresumable: QEMU cannot run on from its snapshot)" : ""
+            printLine("checkpoint \(i + 1) icount \(c.icount) brctr \(c.fingerprint.landmark.brctr) at \(c.fingerprint.landmark) registers 0x\(String(c.fingerprint.registerHash, radix: 16))\(mark)")
         }
     }
 }

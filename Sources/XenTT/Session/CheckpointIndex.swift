@@ -49,8 +49,11 @@ public struct IndexedCheckpoint: Hashable, Sendable {
 ///     tt-checkpoint-index 1
 ///     spacing <instructions>
 ///     checkpoint <icount> <brctr> 0x<ip> 0x<cx> 0x<register crc32c> <backend word>...
+///     unresumable <icount>
 ///
-/// Checkpoints are in increasing icount order. Unknown versions are refused (65).
+/// Checkpoints are in increasing icount order. `unresumable` lines (after them) name
+/// checkpoints whose snapshot QEMU loaded but could not run on from (found by a run that
+/// tried; they are still compared when passed, never restored). Unknown versions are refused (65).
 public struct CheckpointIndex: Hashable, Sendable {
     public static let magic = "tt-checkpoint-index"
     public static let version = 1
@@ -58,6 +61,8 @@ public struct CheckpointIndex: Hashable, Sendable {
     /// Instructions between checkpoints asked for when the index was made (the last one may be closer).
     public var spacing: UInt64
     public var checkpoints: [IndexedCheckpoint]
+    /// Checkpoints (by icount) that a replay cannot resume from after loading them.
+    public var unresumable: Set<UInt64> = []
 
     public init(spacing: UInt64, checkpoints: [IndexedCheckpoint] = []) {
         self.spacing = spacing
@@ -72,6 +77,7 @@ public struct CheckpointIndex: Hashable, Sendable {
             for w in c.backendState { s += " \(w)" }
             s += "\n"
         }
+        for i in unresumable.sorted() { s += "unresumable \(i)\n" }
         return s
     }
 
@@ -99,6 +105,14 @@ public struct CheckpointIndex: Hashable, Sendable {
         checkpoints = []
         for (i, line) in lines.enumerated().dropFirst(2) {
             let f = line.split(separator: " ", omittingEmptySubsequences: false)
+            if f.first == "unresumable" {
+                guard f.count == 2, let icount = UInt64(f[1]), checkpoints.contains(where: { $0.icount == icount }) else {
+                    throw fail(i + 1, "expected 'unresumable ICOUNT' naming a checkpoint")
+                }
+                unresumable.insert(icount)
+                continue
+            }
+            guard unresumable.isEmpty else { throw fail(i + 1, "a checkpoint after the 'unresumable' lines") }
             func hex(_ s: Substring) -> UInt64? { s.hasPrefix("0x") ? UInt64(s.dropFirst(2), radix: 16) : nil }
             guard f.count >= 6, f[0] == "checkpoint", let icount = UInt64(f[1]), let brctr = UInt64(f[2]),
                   let ip = hex(f[3]), let cx = hex(f[4]), let crc = hex(f[5]), crc <= UInt64(UInt32.max) else {

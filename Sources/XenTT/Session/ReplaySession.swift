@@ -15,6 +15,8 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
     case needsBranchCounter(target: String, backend: String)
     case unsupported(operation: String, backend: String)
     case checkpointFailed(icount: UInt64, why: String)
+    /// The replay executed nothing for `seconds` after loading the checkpoint at that icount.
+    case stalled(checkpointICount: UInt64, at: Landmark, seconds: Int)
 
     public var description: String {
         switch self {
@@ -34,6 +36,8 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
             return "\(target): this \(backend) session is live and has no branch counter; give WHERE or WHERE#N (counted from here)"
         case .unsupported(let op, let backend):
             return "cannot \(op): the \(backend) backend does not support it"
+        case .stalled(let icount, let at, let seconds):
+            return "the replay executed nothing for \(seconds) s after loading the checkpoint at icount \(icount) (stopped at \(at)): QEMU cannot resume from that snapshot"
         case .checkpointFailed(let icount, let why):
             return "cannot make a checkpoint at icount \(icount): \(why)"
         case .landingMismatch(let target, let first, let second):
@@ -75,9 +79,9 @@ public final class ReplaySession {
     /// What a run that passes (or restores) an indexed checkpoint does when the replay is
     /// not what the index saw there (`--on-divergence`).
     public var divergencePolicy: DivergencePolicy = .abort
-    /// Where `.warn` divergences go (default: one stderr line each).
-    public var divergenceReport: (Divergence) -> Void = { d in
-        _ = "tt: warning: \(d)\n".withCString { fputs($0, stderr) }
+    /// Where `.warn` divergences and other warnings of the timeline go (default: the line on stderr).
+    public var divergenceReport: (Divergence?, String) -> Void = { _, line in
+        _ = (line + "\n").withCString { fputs($0, stderr) }
     }
     /// The divergences this session found (each one also reported or thrown).
     public private(set) var divergences: [Divergence] = []
@@ -216,10 +220,22 @@ public final class ReplaySession {
                 position = try restore(ahead)
                 if target.matches(position.landmark) { return position }
             }
-            landed = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
-                if target.matches(here) { return true }
-                if here.brctr > brctr { throw SessionError.passed(target: target.text, at: here) }
-                return false
+            while true {
+                do {
+                    landed = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
+                        if target.matches(here) { return true }
+                        if here.brctr > brctr { throw SessionError.passed(target: target.text, at: here) }
+                        return false
+                    }
+                    break
+                } catch SessionError.stalled(let icount, _, let seconds) {
+                    // QEMU cannot resume from that snapshot: never again; from an earlier one.
+                    try timeline.markUnresumable(icount)
+                    let earlier = timeline.latest(before: brctr)
+                    divergenceReport(nil, "tt: warning: the checkpoint at icount \(icount) cannot be resumed (nothing executed for \(seconds) s after loading it); it is marked so, and the run starts again from icount \(earlier.icount)")
+                    position = try restore(earlier)
+                    if target.matches(position.landmark) { return position }
+                }
             }
         case .next:
             landed = try runToBreakpoint(target, hint: nil, progress: progress) { target.matches($0) }
@@ -318,7 +334,7 @@ public final class ReplaySession {
         let d = Divergence(expected: entry.fingerprint, actual: actual, number: number)
         divergences.append(d)
         if divergencePolicy == .abort { throw d }
-        divergenceReport(d)
+        divergenceReport(d, "tt: warning: \(d)")
     }
 
     private func interruptedHere() -> SessionError {
@@ -328,10 +344,12 @@ public final class ReplaySession {
     /// Make the recording's checkpoint index from a replay standing at its start: stop every
     /// `every` instructions (`nextGap`, given the last gap and the seconds it took, may
     /// change it), take a checkpoint there with its fingerprint, until the replay ends or
-    /// `keepGoing` says stop (after that checkpoint). Then the backend keeps the snapshots
+    /// `keepGoing` says stop (after that checkpoint). Then each checkpoint is loaded and run
+    /// on for `probeInstructions`: one QEMU cannot run on from is marked unresumable (see
+    /// `CheckpointIndex.unresumable`). Then the backend keeps the snapshots
     /// for every later replay and the VM ends (the session can start again). The index is
     /// returned; saving it (`CheckpointIndex.save`) makes later replays use it.
-    public func buildIndex(every: UInt64, nextGap: ((_ gap: UInt64, _ seconds: Double) -> UInt64)? = nil,
+    public func buildIndex(every: UInt64, probeInstructions: UInt64 = 1_000_000, nextGap: ((_ gap: UInt64, _ seconds: Double) -> UInt64)? = nil,
                            keepGoing: (IndexedCheckpoint) -> Bool = { _ in true },
                            progress: ((UInt64) -> Void)? = nil) throws -> CheckpointIndex {
         try require(.active, "make a checkpoint index")
@@ -369,6 +387,29 @@ public final class ReplaySession {
             here = target
             if !keepGoing(entry) { break }
             if let nextGap { gap = max(1, nextGap(gap, monotonicSeconds() - t0)) }
+        }
+        // QEMU must be able to run on from each snapshot, which is not always so (a Linux
+        // guest's snapshots past its decompressor, measured: QEMU spins executing nothing).
+        // Load each and run a little: one that stalls, or differs from what was saved, is
+        // marked unresumable (compared when passed, never restored).
+        for entry in index.checkpoints {
+            try cancellation.check()
+            do {
+                let restored = try backend.restore(entry.checkpoint)
+                guard try fingerprint(restored) == entry.fingerprint else {
+                    index.unresumable.insert(entry.icount)
+                    continue
+                }
+                let reason = try backend.runToICount(entry.icount + probeInstructions, cancellation: cancellation, progress: nil)
+                if reason == .interrupted { throw interruptedHere() }
+                if reason == .exited {
+                    timeline.reset()
+                    state = .initialized
+                    throw SessionError.checkpointFailed(icount: entry.icount, why: "the replay VM exited while its snapshots were tried")
+                }
+            } catch SessionError.stalled {
+                index.unresumable.insert(entry.icount)
+            }
         }
         try backend.keepCheckpoints()
         timeline.reset()

@@ -53,7 +53,7 @@ public final class Timeline {
 
     /// Every checkpoint, in icount order; the first is always `Checkpoint.start`.
     public var checkpoints: [Checkpoint] {
-        var all = [Checkpoint.start] + (index?.checkpoints.map(\.checkpoint) ?? [])
+        var all = [Checkpoint.start] + (index.map { i in i.checkpoints.filter { !i.unresumable.contains($0.icount) }.map(\.checkpoint) } ?? [])
         for l in landings where !all.contains(where: { $0.icount == l.icount }) { all.append(l) }
         return all.sorted { $0.icount < $1.icount }
     }
@@ -91,6 +91,20 @@ public final class Timeline {
     public func indexed(at icount: UInt64) -> (number: Int, checkpoint: IndexedCheckpoint)? {
         guard let index, let i = index.checkpoints.firstIndex(where: { $0.icount == icount }) else { return nil }
         return (i + 1, index.checkpoints[i])
+    }
+
+    /// QEMU loaded the checkpoint at `icount` but could not run on from it: never restore it
+    /// again (an indexed one is marked in the index file; a landing is forgotten).
+    public func markUnresumable(_ icount: UInt64) throws {
+        if landings.contains(where: { $0.icount == icount }) {
+            landings.removeAll { $0.icount == icount }
+            if let state { try state.write(StateFile.checkpoints, landings.map { $0.line + "\n" }.joined()) }
+        }
+        if var index, index.checkpoints.contains(where: { $0.icount == icount }) {
+            index.unresumable.insert(icount)
+            self.index = index
+            if let state { try index.save(state) }
+        }
     }
 
     /// A new replay VM: only its start and the index's checkpoints can be returned to.
