@@ -33,6 +33,22 @@ public final class QEMUReplayBackend: ReplayBackend {
     private var loadedSnapshot: UInt64?
     /// A run that executes no instruction for this long after a snapshot load is stuck.
     public var stallTimeoutMS = 5000
+    /// QEMU may hold a replay break tt set: QEMU aborts (an assertion) when a new one is set,
+    /// or a seek made, while the one it holds lies behind the current icount, so an old one
+    /// is deleted first.
+    private var breakMayBeArmed = false
+
+    private func setReplayBreak(_ qmp: QMPClient, at icount: UInt64) throws {
+        if breakMayBeArmed { _ = try? qmp.execute("replay-delete-break") }
+        breakMayBeArmed = true
+        try qmp.execute("replay-break", ["icount": icount])
+    }
+
+    private func deleteReplayBreak(_ qmp: QMPClient) {
+        guard breakMayBeArmed else { return }
+        _ = try? qmp.execute("replay-delete-break")
+        breakMayBeArmed = false
+    }
 
     public init(state: StateDirectory) {
         self.state = state
@@ -166,10 +182,14 @@ public final class QEMUReplayBackend: ReplayBackend {
             block.drain { _ in }
         }
         ended = false
+        // A command that ended (or died) may have left a replay break in QEMU.
+        breakMayBeArmed = true
     }
 
     public func detach() {
         detachBreakpoints()
+        if let qmp, !ended { deleteReplayBreak(qmp) }
+        armedWatch = nil
         qmp = nil
         gdb = nil
     }
@@ -341,7 +361,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         if now < armed { return false }
         armedWatch = nil
         if now > armed {
-            _ = try? requireVM().0.execute("replay-delete-break")
+            deleteReplayBreak(try requireVM().0)
             return false
         }
         let position = try position()
@@ -362,13 +382,13 @@ public final class QEMUReplayBackend: ReplayBackend {
             guard plugin >= armed else { return }
             let (qmp, _, _) = try requireVM()
             guard try qmp.replayICount() >= armed else { return }
-            _ = try? qmp.execute("replay-delete-break")
+            deleteReplayBreak(qmp)
             armedWatch = nil
         }
         guard nextWatched(after: plugin > Self.countDrift ? plugin - Self.countDrift : 0) != nil else { return }
         let (qmp, _, _) = try requireVM()
         guard let w = nextWatched(after: try qmp.replayICount()) else { return }
-        try qmp.execute("replay-break", ["icount": w])
+        try setReplayBreak(qmp, at: w)
         armedWatch = w
     }
 
@@ -455,11 +475,11 @@ public final class QEMUReplayBackend: ReplayBackend {
             var stopAt = icount + budget
             if let w = nextWatched(after: icount), w < stopAt { stopAt = w }
             log("fast-forward: brctr \(here.landmark.brctr) → at most \(target - 1), replay-break at icount \(stopAt)")
-            try qmp.execute("replay-break", ["icount": stopAt])
+            try setReplayBreak(qmp, at: stopAt)
             armedWatch = nil
             let outcome = try runOnce(cancellation: cancellation, progress: progress)
             if case .exited = outcome { return .exited }
-            _ = try? qmp.execute("replay-delete-break")
+            deleteReplayBreak(qmp)
             if case .interrupted = outcome { return .interrupted }
             let now = try qmp.replayICount()
             // Not where the break was set (and no breakpoint is armed): the replay ran out.
@@ -555,6 +575,8 @@ public final class QEMUReplayBackend: ReplayBackend {
         if reply.hasPrefix("W") || reply.hasPrefix("X") { try drainRing(); markEnded(); return .exited }
         try drainRing()
         if stalled, let loaded = loadedSnapshot {
+            deleteReplayBreak(qmp)
+            armedWatch = nil
             throw SessionError.stalled(checkpointICount: loaded, at: try landmark(), seconds: stallTimeoutMS / 1000)
         }
         if interruptSent { return .interrupted }
@@ -605,10 +627,10 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
         armedWatch = nil
         do {
-            try qmp.execute("replay-break", ["icount": icount])
+            try setReplayBreak(qmp, at: icount)
             let outcome = try runOnce(cancellation: cancellation, progress: progress)
             if case .exited = outcome { return .exited }
-            _ = try? qmp.execute("replay-delete-break")
+            deleteReplayBreak(qmp)
             if case .interrupted = outcome { return .interrupted }
             return try qmp.replayICount() == icount ? .stepped : .ended
         } catch is UnixSocket.PeerClosed {
@@ -671,6 +693,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         cachedRegs = nil
         armedWatch = nil // replay-seek uses (and spends) QEMU's one replay break
         qmp.discardEvents()
+        deleteReplayBreak(qmp)
         try qmp.execute("replay-seek", ["icount": checkpoint.icount])
         _ = try qmp.takeEvent(["STOP"], timeoutMS: 10_000)
         _ = try? gdb.receivePacketIfAny(timeoutMS: 200)

@@ -127,3 +127,30 @@ final class CheckpointIndexFormatTests: XCTestCase {
         XCTAssertTrue(bad.indexProblem?.contains("line 1: checkpoint index format 9") ?? false, bad.indexProblem ?? "")
     }
 }
+
+/// Unresumable checkpoints: kept in the index file, never restored, still in the index.
+final class UnresumableCheckpointTests: XCTestCase {
+    func testAnUnresumableCheckpointIsNeverRestoredAndSurvivesInTheFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tt-unres-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let state = try StateDirectory(name: "t", explicit: dir, base: "/unused")
+        try state.create()
+        let index = CheckpointIndexFormatTests().sample()
+        try index.save(state)
+        try state.write(StateFile.indexImage, "")
+        let t = Timeline(state: state)
+        XCTAssertEqual(t.latest(before: 151).icount, 2000)
+        try t.markUnresumable(2000)
+        XCTAssertEqual(t.latest(before: 151).icount, 1000, "the one before it instead")
+        XCTAssertEqual(t.indexed(at: 2000)?.number, 2, "still compared when passed")
+        XCTAssertTrue(try state.read(StateFile.index).hasSuffix("\nunresumable 2000\n"))
+        XCTAssertEqual(Timeline(state: state).latest(before: 151).icount, 1000, "read back")
+        // A landing that cannot be resumed is forgotten.
+        try t.add(Checkpoint(icount: 1500, brctr: 120, backendState: [1]))
+        try t.markUnresumable(1500)
+        XCTAssertEqual(t.checkpoints.map(\.icount), [0, 1000])
+        // The format refuses an unresumable line naming no checkpoint, and checkpoints after one.
+        XCTAssertThrowsError(try CheckpointIndex(parsing: index.text + "unresumable 3\n", file: "i"))
+        XCTAssertThrowsError(try CheckpointIndex(parsing: "tt-checkpoint-index 1\nspacing 5\ncheckpoint 10 1 0x1 0x0 0x0\nunresumable 10\ncheckpoint 20 1 0x1 0x0 0x0\n", file: "i"))
+    }
+}
