@@ -33,7 +33,7 @@ struct IndexCommand: ParsableCommand {
     var debug = false
     @Option(help: ArgumentHelp("Instructions between checkpoints.", valueName: "N"))
     var every: UInt64?
-    @Option(help: ArgumentHelp("Instead of --every: about S seconds of replay between checkpoints (the gap is measured as the replay goes; the first is 10,000,000 instructions).", valueName: "S"))
+    @Option(help: ArgumentHelp("Instead of --every: about S seconds of replay between checkpoints (the gap is measured as the replay goes; the first is 1,000,000 instructions).", valueName: "S"))
     var seconds: Double?
     @Option(help: ArgumentHelp("Stop taking checkpoints once the index's images reach MB megabytes (the last one may pass it).", valueName: "MB"))
     var budget: UInt64 = 4096
@@ -69,7 +69,7 @@ struct IndexCommand: ParsableCommand {
             scope.session.timeline.setIndex(nil)
             let started = monotonicSeconds()
             try scope.bootOwn()
-            let gap = every ?? 10_000_000
+            let gap = every ?? 1_000_000
             let budgetBytes = budget * 1_048_576
             var overBudget = false
             let progress = ProgressLine()

@@ -230,4 +230,66 @@ final class CheckpointIndexTests: XCTestCase {
         try IT.tt(["replay", "-K", "g32"], state: s)
         XCTAssertEqual(try IT.tt(["verify", "g32"], state: s).status, 0)
     }
+
+    /// trace-task over a window that spans indexed checkpoints, from a new replay: the start
+    /// (an exact landmark) is reached from an indexed checkpoint, the checkpoints inside the
+    /// window are passed with tracing on; the BTS output is byte-identical to the one made
+    /// without the index.
+    func testTraceTaskWithTheIndexIsByteIdentical() throws {
+        let s = Self.state
+        let checkpoints = try ensureIndex()
+        XCTAssertGreaterThanOrEqual(checkpoints.count, 6)
+        // From checkpoint 4's landmark (reached from checkpoint 3) to fib's entry after checkpoint 6.
+        let f4 = checkpoints[3].split(separator: " ")
+        let start = "\(f4[3]):\(f4[2]):\(f4[4])"
+        let sixth = UInt64(checkpoints[5].split(separator: " ")[2])!
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let fib = try IT.symbolAddress(Self.elf32, "fib")
+        let endLanding = try IT.tt(["run-until", "g32", "0x\(String(fib, radix: 16))#400"], state: s)
+        let end = landing(endLanding)
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        XCTAssertGreaterThan(end.brctr, sixth, "the window passes checkpoints 5 and 6")
+        let withIndex = Self.base + "/with.bts", without = Self.base + "/without.bts"
+        let a = try IT.tt(["trace-task", "-d", "--start", start, "--end", end.location, "-o", withIndex, "--print-limit", "0", "g32"], state: s)
+        XCTAssertTrue(a.err.contains("replay-seek to icount \(checkpoints[2].split(separator: " ")[1])"), a.err)
+        XCTAssertTrue(a.err.contains("passing checkpoint icount \(checkpoints[4].split(separator: " ")[1])"), a.err)
+        try FileManager.default.moveItem(atPath: indexPath, toPath: Self.base + "/index.aside")
+        defer { try? FileManager.default.moveItem(atPath: Self.base + "/index.aside", toPath: indexPath) }
+        let b = try IT.tt(["trace-task", "-d", "--start", start, "--end", end.location, "-o", without, "--print-limit", "0", "g32"], state: s)
+        XCTAssertFalse(b.err.contains("passing checkpoint"), b.err)
+        XCTAssertEqual(a.out.replacingOccurrences(of: withIndex, with: "OUT"), b.out.replacingOccurrences(of: without, with: "OUT"))
+        let bytesA = try Data(contentsOf: URL(fileURLWithPath: withIndex)), bytesB = try Data(contentsOf: URL(fileURLWithPath: without))
+        XCTAssertGreaterThan(bytesA.count, 24 * 100_000)
+        XCTAssertEqual(bytesA, bytesB)
+    }
+
+    /// --budget stops after the checkpoint that reaches it; --seconds sets gaps by time; an
+    /// index is refused while a replay is live; verify without an index is one line (65);
+    /// tt record -f removes the index with the recording. On a recording of its own.
+    func testIndexOptionsAndRefusals() throws {
+        let s = Self.base + "/opts"
+        try IT.tt(["record", "g32"], state: s)
+        let v = try IT.tt(["verify", "g32"], state: s, expect: 65)
+        XCTAssertTrue(v.err.hasPrefix("tt: \(s)/index.checkpoints: no checkpoint index (make one with tt index)"), v.err)
+        XCTAssertEqual(v.err.split(separator: "\n").count, 1, v.err)
+        let budget = try IT.tt(["index", "--every", "1000000", "--budget", "1", "g32"], state: s)
+        XCTAssertTrue(budget.out.contains("indexed g32: 1 checkpoints"), budget.out)
+        XCTAssertTrue(budget.out.contains("stopped at the budget of 1 MB"), budget.out)
+        let timed = try IT.tt(["index", "--seconds", "0.05", "g32"], state: s)
+        XCTAssertTrue(timed.out.contains("about 0.05 s apart"), timed.out)
+        let lines = try String(contentsOfFile: s + "/index.checkpoints", encoding: .utf8).split(separator: "\n").filter { $0.hasPrefix("checkpoint ") }
+        // The first gap is 1,000,000 instructions; each next one follows the measured time
+        // (at most 8x the last): more than one checkpoint in 7.3 M instructions, not evenly spaced.
+        let icounts = lines.compactMap { UInt64($0.split(separator: " ")[1]) }
+        XCTAssertEqual(icounts.first, 1_000_000, lines.joined(separator: "\n"))
+        XCTAssertGreaterThanOrEqual(icounts.count, 2, lines.joined(separator: "\n"))
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let live = try IT.tt(["index", "--every", "1000000", "g32"], state: s, expect: nil)
+        XCTAssertNotEqual(live.status, 0)
+        XCTAssertTrue(live.err.contains("a VM of this state directory is running"), live.err)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: s + "/index.checkpoints"), "the old index stays when refused")
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        try IT.tt(["record", "-f", "g32"], state: s)
+        for f in ["index.checkpoints", "index.qcow2"] { XCTAssertFalse(FileManager.default.fileExists(atPath: s + "/" + f), f) }
+    }
 }

@@ -64,7 +64,7 @@ final class TimelineTests: XCTestCase {
 
 /// The checkpoint index's file format and its place in the timeline, with values by hand.
 final class CheckpointIndexFormatTests: XCTestCase {
-    func sample() -> CheckpointIndex {
+    static func sample() -> CheckpointIndex {
         CheckpointIndex(spacing: 1000, checkpoints: [
             IndexedCheckpoint(fingerprint: Fingerprint(landmark: Landmark(ip: 0x100420, brctr: 77, cx: 0x1f), icount: 1000, registerHash: 0xdeadbeef),
                               backendState: [77, 1000, 0x10041b, 5, 1, 0]),
@@ -74,7 +74,7 @@ final class CheckpointIndexFormatTests: XCTestCase {
     }
 
     func testTextRoundTripsAndIsTheDocumentedFormat() throws {
-        let text = sample().text
+        let text = Self.sample().text
         XCTAssertEqual(text, """
             tt-checkpoint-index 1
             spacing 1000
@@ -82,7 +82,7 @@ final class CheckpointIndexFormatTests: XCTestCase {
             checkpoint 2000 150 0x1003c0 0x0 0x1 149 2000 1 2 49 1049536
 
             """)
-        XCTAssertEqual(try CheckpointIndex(parsing: text, file: "x"), sample())
+        XCTAssertEqual(try CheckpointIndex(parsing: text, file: "x"), Self.sample())
     }
 
     func testBadIndexesAreOneLineErrorsNamingTheLine() {
@@ -102,13 +102,13 @@ final class CheckpointIndexFormatTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let state = try StateDirectory(name: "t", explicit: dir, base: "/unused")
         try state.create()
-        try sample().save(state)
+        try Self.sample().save(state)
         let noImage = Timeline(state: state)
         XCTAssertNil(noImage.index)
         XCTAssertTrue(noImage.indexProblem?.contains("index.qcow2 is missing") ?? false, noImage.indexProblem ?? "")
         try state.write(StateFile.indexImage, "")
         let t = Timeline(state: state)
-        XCTAssertEqual(t.index, sample())
+        XCTAssertEqual(t.index, Self.sample())
         XCTAssertEqual(t.checkpoints.map(\.icount), [0, 1000, 2000])
         XCTAssertEqual(t.latest(before: 150).icount, 1000)
         XCTAssertEqual(t.latest(before: 151).icount, 2000)
@@ -135,7 +135,7 @@ final class UnresumableCheckpointTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let state = try StateDirectory(name: "t", explicit: dir, base: "/unused")
         try state.create()
-        let index = CheckpointIndexFormatTests().sample()
+        let index = CheckpointIndexFormatTests.sample()
         try index.save(state)
         try state.write(StateFile.indexImage, "")
         let t = Timeline(state: state)
