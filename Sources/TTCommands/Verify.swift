@@ -10,7 +10,7 @@ struct Verify: ParsableCommand {
             Stops the replay exactly at each indexed checkpoint's icount and compares the \
             landmark (eip:brctr:cx), icount and register hash with the index; prints one line \
             per checkpoint (equal, divergent with expected and actual, or not reached). \
-            Exit status 0 when all are equal, 3 when any differs, 66 without an index. Needs \
+            Exit status 0 when all are equal, 3 when any differs, 65 without a usable index. Needs \
             no live replay (tt replay -K first).
             """)
 
