@@ -25,7 +25,8 @@ struct IndexCommand: ParsableCommand {
             counters there and a fingerprint: the landmark (eip:brctr:cx), icount and a CRC-32C \
             of the registers. Runs to an exact WHERE:brctr then start from the latest checkpoint \
             before it; runs that pass a checkpoint compare the fingerprint (--on-divergence). \
-            An existing index is replaced. Needs no live replay (tt replay -K first). \
+            Each new checkpoint is loaded and run on a little: one QEMU cannot run on from is \
+            marked unresumable (never restored, still compared). An existing index is replaced. Needs no live replay (tt replay -K first). \
             --list prints the index without replaying.
             """)
 
