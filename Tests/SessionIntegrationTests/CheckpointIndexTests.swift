@@ -292,4 +292,28 @@ final class CheckpointIndexTests: XCTestCase {
         try IT.tt(["record", "-f", "g32"], state: s)
         for f in ["index.checkpoints", "index.qcow2"] { XCTAssertFalse(FileManager.default.fileExists(atPath: s + "/" + f), f) }
     }
+
+    /// A recording with a --disk: the index keeps each disk overlay's snapshots too
+    /// (index-disk0.qcow2), a replay restores one, verify is all equal, -D removes it all.
+    func testIndexWithADisk() throws {
+        let s = Self.base + "/disk"
+        let image = Self.base + "/disk.img"
+        XCTAssertTrue(FileManager.default.createFile(atPath: image, contents: Data(count: 4 << 20)))
+        try IT.tt(["record", "--disk", image, "g32"], state: s)
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let fromStart = try IT.tt(["run-until", "--registers", "g32", "copy_block#30"], state: s)
+        let target = landing(fromStart)
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        try IT.tt(["index", "--every", String(Self.every), "g32"], state: s)
+        for f in ["index.checkpoints", "index.qcow2", "index-disk0.qcow2"] { XCTAssertEqual(IT.mode(s + "/" + f), 0o600, f) }
+        XCTAssertTrue(try IT.tt(["verify", "g32"], state: s).out.contains("checkpoints equal"))
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let indexed = try IT.tt(["run-until", "-d", "--registers", "g32", target.location], state: s)
+        XCTAssertTrue(indexed.err.contains("replay-seek to icount "), indexed.err)
+        XCTAssertFalse(indexed.err.contains("replay-seek to icount 0 "), indexed.err)
+        XCTAssertEqual(indexed.out, fromStart.out)
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        try IT.tt(["record", "-D", "g32"], state: s)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: s), "every file of the recording, the index's included, is tt's")
+    }
 }
