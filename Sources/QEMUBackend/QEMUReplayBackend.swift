@@ -734,6 +734,20 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
     }
 
+    public func setRawTracing(_ newSink: BranchSink?) throws -> UInt64 {
+        let (_, _, shm) = try requireVM()
+        try drainRing()
+        let raw = shm.brctr
+        if let newSink {
+            sink = newSink
+            shm.setTracing(true, after: raw)
+        } else {
+            shm.setTracing(false, after: raw)
+            sink = nil
+        }
+        return raw
+    }
+
     private func drainRing() throws {
         guard let shm else { return }
         if let sink {

@@ -316,4 +316,35 @@ final class CheckpointIndexTests: XCTestCase {
         try IT.tt(["record", "-D", "g32"], state: s)
         XCTAssertFalse(FileManager.default.fileExists(atPath: s), "every file of the recording, the index's included, is tt's")
     }
+
+    /// trace-task --jobs 3: the window cut at two indexed checkpoints, traced by three
+    /// replays at once, gives the same output as --jobs 1, byte for byte; the workers'
+    /// directories are gone afterwards. The window is long enough to hold checkpoints
+    /// where a transfer is pending at the stop (raw count one below the landmark's).
+    func testTraceTaskJobsIsByteIdenticalToOneJob() throws {
+        let s = Self.state
+        let checkpoints = try ensureIndex().map { $0.split(separator: " ") }
+        XCTAssertGreaterThanOrEqual(checkpoints.count, 6)
+        XCTAssertTrue(checkpoints.contains { $0[2] != $0[6] }, "some checkpoint has a pending arrival: \(checkpoints)")
+        let start = "\(checkpoints[0][3]):\(checkpoints[0][2]):\(checkpoints[0][4])"
+        let fib = try IT.symbolAddress(Self.elf32, "fib")
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let end = landing(try IT.tt(["run-until", "g32", "0x\(String(fib, radix: 16))#400"], state: s))
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        let one = Self.base + "/jobs1.bts", three = Self.base + "/jobs3.bts"
+        let a = try IT.tt(["trace-task", "--start", start, "--end", end.location, "-o", one, "--print-limit", "0", "g32"], state: s)
+        let b = try IT.tt(["trace-task", "--jobs", "3", "--start", start, "--end", end.location, "-o", three, "--print-limit", "0", "g32"], state: s)
+        XCTAssertTrue(b.out.contains("traced in 3 segments at once"), b.out)
+        XCTAssertEqual(a.out.split(separator: "\n").first, b.out.split(separator: "\n").first, "same records and brctr range")
+        let bytesA = try Data(contentsOf: URL(fileURLWithPath: one)), bytesB = try Data(contentsOf: URL(fileURLWithPath: three))
+        XCTAssertGreaterThan(bytesA.count, 24 * 1_000_000)
+        XCTAssertEqual(bytesA, bytesB)
+        for k in 1...3 { XCTAssertFalse(FileManager.default.fileExists(atPath: s + "/job\(k)"), "job\(k)") }
+        // Without an index there is nothing to cut at: one replay does it all, same output.
+        try FileManager.default.moveItem(atPath: indexPath, toPath: Self.base + "/index.aside2")
+        defer { try? FileManager.default.moveItem(atPath: Self.base + "/index.aside2", toPath: indexPath) }
+        let c = try IT.tt(["trace-task", "--jobs", "3", "--start", start, "--end", end.location, "-o", three, "--print-limit", "0", "g32"], state: s)
+        XCTAssertTrue(c.out.contains("traced in 1 segment at once"), c.out)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: three)), bytesA)
+    }
 }

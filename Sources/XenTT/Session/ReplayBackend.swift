@@ -100,6 +100,9 @@ extension ReplayBackend {
         throw SessionError.unsupported(operation: "run to an instruction count", backend: name)
     }
     public func watchICounts(_ icounts: [UInt64], handler: ((Position) throws -> Void)?) {}
+    public func setRawTracing(_ sink: BranchSink?) throws -> UInt64 {
+        throw SessionError.unsupported(operation: "trace from a checkpoint", backend: name)
+    }
     public func keepCheckpoints() throws {
         throw SessionError.unsupported(operation: "keep checkpoints for later replays", backend: name)
     }
@@ -195,6 +198,12 @@ public protocol ReplayBackend: AnyObject {
     /// call `handler` with the position there (it may throw, ending the run), and go on as
     /// if nothing had stopped. nil or [] stops watching.
     func watchICounts(_ icounts: [UInt64], handler: ((Position) throws -> Void)?)
+    /// Branch tracing cut at the backend's own count of transfers executed, not at a
+    /// landmark: on, records after the transfers counted so far; off, records up to them
+    /// (the arrival at the next instruction, not executed yet, is not one of them: the run
+    /// after this stop records it, whichever it turns out to be). Returns that count. For
+    /// seams at checkpoints, which are not landings.
+    func setRawTracing(_ sink: BranchSink?) throws -> UInt64
     /// Make the checkpoints this VM saved the ones every later replay of the recording boots
     /// with (`tt index`); the VM ends. Only with `.seeking`.
     func keepCheckpoints() throws

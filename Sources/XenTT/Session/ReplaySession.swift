@@ -417,6 +417,41 @@ public final class ReplaySession {
         return index
     }
 
+    /// Stand at the indexed checkpoint at `icount` (its snapshot restored and compared).
+    @discardableResult
+    public func restoreIndexed(_ icount: UInt64) throws -> Position {
+        try require(.active, "restore a checkpoint")
+        guard let (_, entry) = timeline.indexed(at: icount) else {
+            throw SessionError.checkpointFailed(icount: icount, why: "no such indexed checkpoint")
+        }
+        return try restore(entry.checkpoint)
+    }
+
+    /// The backend's raw-count tracing (see `ReplayBackend.setRawTracing`).
+    @discardableResult
+    public func setRawTracing(_ sink: BranchSink?) throws -> UInt64 {
+        try require(.active, "switch tracing")
+        let raw = try backend.setRawTracing(sink)
+        tracing = sink != nil
+        return raw
+    }
+
+    /// Run forwards to exactly `icount` instructions (breakpoints ignored).
+    @discardableResult
+    public func runToICount(_ icount: UInt64, progress: ((UInt64) -> Void)? = nil) throws -> Position {
+        try require(.active, "run to icount \(icount)")
+        switch try backend.runToICount(icount, cancellation: cancellation, progress: progress) {
+        case .stepped: return try backend.position()
+        case .interrupted: throw interruptedHere()
+        case .exited:
+            timeline.reset()
+            state = .initialized
+            throw SessionError.notReached(target: "icount \(icount)", endedAt: "its end")
+        default:
+            throw SessionError.notReached(target: "icount \(icount)", endedAt: (try? backend.position()).map(describe) ?? "its end")
+        }
+    }
+
     /// One checkpoint as `verifyIndex` found it: `actual` nil when the replay ended before it.
     public struct Verified: Sendable {
         public var number: Int

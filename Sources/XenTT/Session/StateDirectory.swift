@@ -193,6 +193,18 @@ public struct StateDirectory: Sendable {
         }
     }
 
+    /// A second name for one of this directory's files in `other` (a hard link; no link in
+    /// either path is followed, and a symlink planted at `name` is linked as a symlink).
+    public func link(_ name: String, into other: StateDirectory) throws {
+        let from = try openDirectory()
+        defer { close(from) }
+        let to = try other.openDirectory()
+        defer { close(to) }
+        guard linkat(from, name, to, name, 0) == 0 else {
+            throw SystemError.last(file(name), doing: "link into \(other.path)", status: ExitStatus.cannotCreate)
+        }
+    }
+
     /// The size in bytes of a state file (nil: not there), not following a link.
     public func size(_ name: String) -> UInt64? {
         guard let dfd = try? openDirectory() else { return nil }

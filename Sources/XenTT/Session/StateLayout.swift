@@ -26,6 +26,14 @@ public enum StateFile {
     /// take every writable drive).
     public static let index = "index.checkpoints", indexImage = "index.qcow2"
     public static func indexDiskOverlay(_ n: Int) -> String { "index-disk\(n).qcow2" }
+    /// `tt trace-task --jobs N`: worker K's own state directory inside this one (its replay
+    /// VM's files), holding hard links to the files a replay reads (`recordingForReplay`);
+    /// removed when its segment is traced.
+    public static func jobDirectory(_ k: Int) -> String { "job\(k)" }
+    public static let maxJobs = 16
+    /// What a replay of the recording reads: linked into a worker's directory.
+    public static let recordingForReplay = [argv, backend, kernel, initrd, recording, qemuVersion, symfile, disks,
+                                            index, indexImage] + (0..<maxDisks).map(indexDiskOverlay)
 
     // QEMU recordings.
     public static let argv = "qemu.argv", replayArgv = "replay.argv"
