@@ -332,6 +332,23 @@ func copyFile(from: FilePath, to: FilePath) throws {
     }
 }
 
+/// `copyFile` for images (an index image can hold gigabytes of snapshots): the kernel
+/// copies (sendfile), no buffer passes through tt; the same safety on both ends.
+func copyLargeFile(from: FilePath, to: FilePath) throws {
+    let src = try SafeFiles.openForReading(from).fd
+    defer { try? src.close() }
+    let dst = try SafeFiles.createTemporary(to)
+    defer { try? dst.close() }
+    while true {
+        let n = sendfile(dst.rawValue, src.rawValue, nil, 1 << 30)
+        if n == 0 { return }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw SystemError.last(to, doing: "copy \(from) to", status: ExitStatus.ioError)
+        }
+    }
+}
+
 /// The last non-empty line of a log file, for error messages.
 func lastLine(of path: FilePath) -> String? {
     guard let text = try? StateDirectory.readSmallFileTail(path) else { return nil }

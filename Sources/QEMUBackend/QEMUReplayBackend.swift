@@ -23,6 +23,32 @@ public final class QEMUReplayBackend: ReplayBackend {
     private var breakpoints: Set<UInt64> = []
     private var sink: BranchSink?
     private var ended = false
+    /// Instruction counts where forward runs stop for `watchHandler` (ascending).
+    private var watched: [UInt64] = []
+    private var watchHandler: ((Position) throws -> Void)?
+    /// The icount QEMU's `replay-break` is armed at for a watched count, if any.
+    private var armedWatch: UInt64?
+    /// The icount of the snapshot last loaded (not the recording's start), while runs since
+    /// then are watched for a stall.
+    private var loadedSnapshot: UInt64?
+    /// A run that executes no instruction for this long after a snapshot load is stuck.
+    public var stallTimeoutMS = 5000
+    /// QEMU may hold a replay break tt set: QEMU aborts (an assertion) when a new one is set,
+    /// or a seek made, while the one it holds lies behind the current icount, so an old one
+    /// is deleted first.
+    private var breakMayBeArmed = false
+
+    private func setReplayBreak(_ qmp: QMPClient, at icount: UInt64) throws {
+        if breakMayBeArmed { _ = try? qmp.execute("replay-delete-break") }
+        breakMayBeArmed = true
+        try qmp.execute("replay-break", ["icount": icount])
+    }
+
+    private func deleteReplayBreak(_ qmp: QMPClient) {
+        guard breakMayBeArmed else { return }
+        _ = try? qmp.execute("replay-delete-break")
+        breakMayBeArmed = false
+    }
 
     public init(state: StateDirectory) {
         self.state = state
@@ -81,8 +107,19 @@ public final class QEMUReplayBackend: ReplayBackend {
         guard disks.count == machine.diskCount else {
             throw StateError.badFile(state.file(F.disks), "\(disks.count) disk images for the \(machine.diskCount) disks of \(F.argv)")
         }
-        try copyFile(from: state.file(F.snapshot), to: state.file(F.replaySnapshot))
-        for (n, disk) in disks.enumerated() { try disk.createOverlay(F.replayDiskOverlay(n), in: state, initSnapshot: true) }
+        // With a checkpoint index (tt index), the replay boots with a copy of its image, which
+        // holds `init` and the index's snapshots (and each disk's overlay with the same ones).
+        let indexed = state.fileExists(F.index) && state.fileExists(F.indexImage)
+            && (0..<disks.count).allSatisfy { state.fileExists(F.indexDiskOverlay($0)) }
+        try copyLargeFile(from: state.file(indexed ? F.indexImage : F.snapshot), to: state.file(F.replaySnapshot))
+        for (n, disk) in disks.enumerated() {
+            if indexed {
+                try copyLargeFile(from: state.file(F.indexDiskOverlay(n)), to: state.file(F.replayDiskOverlay(n)))
+            } else {
+                try disk.createOverlay(F.replayDiskOverlay(n), in: state, initSnapshot: true)
+            }
+        }
+        log(indexed ? "booting with the checkpoint index's snapshots (\(F.indexImage))" : "booting with \(F.snapshot)")
         shm = try PluginControlBlock.create(at: state.file(F.replayShm))
         try state.writeLines(F.replayArgv, argv)
         state.remove(F.replayLog)
@@ -105,6 +142,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             throw error
         }
         ended = false
+        loadedSnapshot = nil
     }
 
     /// Connect QMP and gdb, waiting for QEMU to create the sockets.
@@ -150,10 +188,14 @@ public final class QEMUReplayBackend: ReplayBackend {
             block.drain { _ in }
         }
         ended = false
+        // A command that ended (or died) may have left a replay break in QEMU.
+        breakMayBeArmed = true
     }
 
     public func detach() {
         detachBreakpoints()
+        if let qmp, !ended { deleteReplayBreak(qmp) }
+        armedWatch = nil
         qmp = nil
         gdb = nil
     }
@@ -268,6 +310,13 @@ public final class QEMUReplayBackend: ReplayBackend {
         return Landmark(ip: ip, brctr: shm.brctr + pending, cx: regs.rcx)
     }
 
+    /// CRC-32C of every byte of the gdbstub's `g` packet (general, segment, control, FPU and
+    /// SSE registers as QEMU's stub sends them).
+    public func registerHash() throws -> UInt32? {
+        let bytes = try requireVM().1.readRegisterBytes()
+        return bytes.withUnsafeBytes { CRC32C.checksum($0) }
+    }
+
     public func registers() throws -> [RegisterValue] {
         let r = Regs(bytes: try requireVM().1.readRegisterBytes())
         let names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip"]
@@ -297,8 +346,63 @@ public final class QEMUReplayBackend: ReplayBackend {
         breakpoints.remove(address)
     }
 
+    public func watchICounts(_ icounts: [UInt64], handler: ((Position) throws -> Void)?) {
+        watched = handler == nil ? [] : icounts.sorted()
+        watchHandler = handler
+    }
+
+    /// The first watched icount after `icount`.
+    private func nextWatched(after icount: UInt64) -> UInt64? {
+        watched.first { $0 > icount }
+    }
+
+    /// At a stop at exactly a watched icount: hand the position over (the replay-break that
+    /// stopped here is spent). True if it was one.
+    private func handleWatchStop() throws -> Bool {
+        guard let armed = armedWatch, let shm else { return false }
+        // The plugin's instruction count is never below icount (it can run a few ahead: 5
+        // after 4.7 G instructions of a Linux boot, instructions QEMU executed again after
+        // an I/O access): below the break, this stop is not it, with no QMP round trip
+        // (about 5 ms) at each breakpoint hit. Near it, QEMU's icount decides.
+        guard shm.instructions >= armed else { return false }
+        let now = try requireVM().0.replayICount()
+        if now < armed { return false }
+        armedWatch = nil
+        if now > armed {
+            deleteReplayBreak(try requireVM().0)
+            return false
+        }
+        let position = try position()
+        log("passing checkpoint icount \(armed): \(position.landmark)")
+        try watchHandler?(position)
+        return true
+    }
+
+    /// The plugin's count may run ahead of icount by this much at most (see handleWatchStop).
+    private static let countDrift: UInt64 = 1 << 20
+
+    /// Arm QEMU's replay break at the next watched icount, if any and none is armed; drop an
+    /// armed one a step has passed (it would stop a run at once where no one asked).
+    private func armNextWatch() throws {
+        guard let shm, !watched.isEmpty else { return }
+        let plugin = shm.instructions
+        if let armed = armedWatch {
+            guard plugin >= armed else { return }
+            let (qmp, _, _) = try requireVM()
+            guard try qmp.replayICount() >= armed else { return }
+            deleteReplayBreak(qmp)
+            armedWatch = nil
+        }
+        guard nextWatched(after: plugin > Self.countDrift ? plugin - Self.countDrift : 0) != nil else { return }
+        let (qmp, _, _) = try requireVM()
+        guard let w = nextWatched(after: try qmp.replayICount()) else { return }
+        try setReplayBreak(qmp, at: w)
+        armedWatch = w
+    }
+
     private func markEnded() {
         ended = true
+        armedWatch = nil
         breakpoints = []
         qmp = nil
         gdb = nil
@@ -375,15 +479,23 @@ public final class QEMUReplayBackend: ReplayBackend {
             }
             let (qmp, _, _) = try requireVM()
             let budget = target - here.landmark.brctr - 1
-            log("fast-forward: brctr \(here.landmark.brctr) → at most \(target - 1), replay-break at icount \(icount + budget)")
-            try qmp.execute("replay-break", ["icount": icount + budget])
-            let outcome = try runUntilStop(cancellation: cancellation, progress: progress)
+            // A watched icount (an indexed checkpoint) on the way is a stop of its own.
+            var stopAt = icount + budget
+            if let w = nextWatched(after: icount), w < stopAt { stopAt = w }
+            log("fast-forward: brctr \(here.landmark.brctr) → at most \(target - 1), replay-break at icount \(stopAt)")
+            try setReplayBreak(qmp, at: stopAt)
+            armedWatch = nil
+            let outcome = try runOnce(cancellation: cancellation, progress: progress)
             if case .exited = outcome { return .exited }
-            _ = try? qmp.execute("replay-delete-break")
+            deleteReplayBreak(qmp)
             if case .interrupted = outcome { return .interrupted }
             let now = try qmp.replayICount()
             // Not where the break was set (and no breakpoint is armed): the replay ran out.
-            if now != icount + budget { return .ended }
+            if now != stopAt { return .ended }
+            if watched.contains(now) {
+                log("passing checkpoint icount \(now)")
+                try watchHandler?(try position())
+            }
         }
     }
 
@@ -409,7 +521,18 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
     }
 
+    /// Run until a stop that is not a watched icount's (those are handed to the handler and
+    /// the run goes on; a watched stop on a breakpoint's address is also that breakpoint's).
     private func runUntilStop(cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> Outcome {
+        while true {
+            try armNextWatch()
+            let outcome = try runOnce(cancellation: cancellation, progress: progress)
+            guard case .stopped(let ip) = outcome, try handleWatchStop(), !breakpoints.contains(ip) else { return outcome }
+        }
+    }
+
+    /// Run the vCPU (gdb `c`) until the next stop of any kind.
+    private func runOnce(cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> Outcome {
         let (qmp, gdb, shm) = try requireVM()
         qmp.discardEvents()
         cachedRegs = nil
@@ -423,10 +546,24 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
         var lastProgress = monotonicMilliseconds()
         var reply = ""
+        var lastCount = shm.instructions, lastMove = monotonicMilliseconds(), stalled = false
         while true {
             if let packet = try gdb.receivePacketIfStarted() {
                 reply = packet
                 break
+            }
+            // After loading a snapshot, QEMU 10 can spin without executing anything (measured
+            // with a Linux guest past its decompressor): stop it and say so, instead of waiting.
+            if let loaded = loadedSnapshot, !interruptSent {
+                if shm.instructions != lastCount {
+                    lastCount = shm.instructions
+                    lastMove = monotonicMilliseconds()
+                } else if monotonicMilliseconds() - lastMove >= stallTimeoutMS {
+                    log("no instruction executed for \(stallTimeoutMS) ms since the snapshot at icount \(loaded) was loaded")
+                    stalled = true
+                    interruptSent = true
+                    try gdb.sendInterrupt()
+                }
             }
             var fds = [pollfd(fd: gdb.fileDescriptor, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
@@ -445,6 +582,11 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
         if reply.hasPrefix("W") || reply.hasPrefix("X") { try drainRing(); markEnded(); return .exited }
         try drainRing()
+        if stalled, let loaded = loadedSnapshot {
+            deleteReplayBreak(qmp)
+            armedWatch = nil
+            throw SessionError.stalled(checkpointICount: loaded, at: try landmark(), seconds: stallTimeoutMS / 1000)
+        }
         if interruptSent { return .interrupted }
         return .stopped(try linearIP(try readRegs()))
     }
@@ -481,6 +623,55 @@ public final class QEMUReplayBackend: ReplayBackend {
         try stopIfRunning()
     }
 
+    public func runToICount(_ icount: UInt64, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
+        let (qmp, gdb, _) = try requireVM()
+        let now = try qmp.replayICount()
+        if now == icount { return .stepped }
+        guard now < icount else { throw QEMUError("cannot run to icount \(icount): the replay is already at \(now)") }
+        if try qmp.guestEnded() { return .ended }
+        for b in breakpoints { try gdb.expectOK("z0,\(String(b, radix: 16)),1") }
+        defer {
+            if !ended, let gdb = self.gdb { for b in breakpoints { _ = try? gdb.request("Z0,\(String(b, radix: 16)),1") } }
+        }
+        armedWatch = nil
+        do {
+            try setReplayBreak(qmp, at: icount)
+            let outcome = try runOnce(cancellation: cancellation, progress: progress)
+            if case .exited = outcome { return .exited }
+            deleteReplayBreak(qmp)
+            if case .interrupted = outcome { return .interrupted }
+            return try qmp.replayICount() == icount ? .stepped : .ended
+        } catch is UnixSocket.PeerClosed {
+            try? drainRing()
+            markEnded()
+            return .exited
+        }
+    }
+
+    /// The replay's image, with the snapshots this VM saved (`init` and tt-ICOUNT), becomes
+    /// the index image later replays boot with (and each disk's overlay likewise): QEMU is
+    /// asked to quit, so that the images are closed and complete, then they are renamed.
+    public func keepCheckpoints() throws {
+        let (qmp, _, _) = try requireVM()
+        let vm = pid
+        detachBreakpoints()
+        _ = try? qmp.execute("quit")
+        self.qmp = nil
+        gdb = nil
+        guard vm > 0, RunningProcess(pid: vm).waitGone(timeoutMS: 30_000) else {
+            try kill()
+            throw QEMUError("QEMU (pid \(vm)) did not quit; the index's snapshots were not kept")
+        }
+        for f in [F.indexImage] + (0..<F.maxDisks).map(F.indexDiskOverlay) { state.remove(f) }
+        try state.rename(F.replaySnapshot, to: F.indexImage)
+        for n in 0..<F.maxDisks where state.fileExists(F.replayDiskOverlay(n)) {
+            try state.rename(F.replayDiskOverlay(n), to: F.indexDiskOverlay(n))
+        }
+        ended = true
+        removeReplayFiles()
+        pid = 0
+    }
+
     /// A checkpoint is a QEMU snapshot (`savevm tt-ICOUNT`, ~0.08 s) in the replay's own
     /// image, plus the plugin's counters at that moment, which snapshots do not hold:
     /// backendState = [brctr, insns, last_pc, last_size, last_flags, last_target].
@@ -509,7 +700,9 @@ public final class QEMUReplayBackend: ReplayBackend {
         if c.count == 5 { c.append(0) }
         log("replay-seek to icount \(checkpoint.icount) (snapshot at brctr \(checkpoint.brctr))")
         cachedRegs = nil
+        armedWatch = nil // replay-seek uses (and spends) QEMU's one replay break
         qmp.discardEvents()
+        deleteReplayBreak(qmp)
         try qmp.execute("replay-seek", ["icount": checkpoint.icount])
         _ = try qmp.takeEvent(["STOP"], timeoutMS: 10_000)
         _ = try? gdb.receivePacketIfAny(timeoutMS: 200)
@@ -518,6 +711,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             throw QEMUError("replay-seek to icount \(checkpoint.icount) landed elsewhere")
         }
         shm.restore(brctr: c[0], instructions: c[1], lastPC: c[2], lastSize: c[3], lastFlags: c[4], lastTarget: c[5])
+        loadedSnapshot = checkpoint.icount > 0 ? checkpoint.icount : nil
         return try position()
     }
 
@@ -547,6 +741,20 @@ public final class QEMUReplayBackend: ReplayBackend {
             shm.setTracing(false, after: here.brctr)
             sink = nil
         }
+    }
+
+    public func setRawTracing(_ newSink: BranchSink?) throws -> UInt64 {
+        let (_, _, shm) = try requireVM()
+        try drainRing()
+        let raw = shm.brctr
+        if let newSink {
+            sink = newSink
+            shm.setTracing(true, after: raw)
+        } else {
+            shm.setTracing(false, after: raw)
+            sink = nil
+        }
+        return raw
     }
 
     private func drainRing() throws {

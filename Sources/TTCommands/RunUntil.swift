@@ -10,7 +10,8 @@ struct RunUntil: ParsableCommand {
         discussion: """
             LOCATION is WHERE[:brctr[:cx]] or WHERE#N; WHERE is 0x-hex, decimal or a symbol of
             the recording's symbol file. A location before the current one is reached by
-            going back through snapshots. A location never reached ends with
+            going back through snapshots; with a checkpoint index (tt index), WHERE:brctr starts
+            from the latest indexed checkpoint before it. A location never reached ends with
             "not reached; replay ended at ..." (exit status 2).
             """)
 
@@ -18,6 +19,7 @@ struct RunUntil: ParsableCommand {
     var debug = false
     @Flag(name: .long, help: "Also print the registers after landing.")
     var registers = false
+    @OptionGroup var divergence: DivergenceOptions
     @OptionGroup var state: StateOptions
     @Argument(help: "Where to stop: WHERE[:brctr[:cx]] or WHERE#N.")
     var location: String
@@ -29,6 +31,7 @@ struct RunUntil: ParsableCommand {
             let target = try SessionBackends.resolve(location, in: scope.state)
             try scope.attachLive()
             let session = scope.session
+            divergence.apply(to: session)
             if case .callReturn = target.condition {
                 let recording = RecordingSymbols(scope.state)
                 try recording.requireFunctionEntry(try session.position().landmark.ip, for: "the replay's position")

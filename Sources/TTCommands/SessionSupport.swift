@@ -83,6 +83,13 @@ final class SessionScope {
         backend.cleanUpAfterDeadOwners()
         session = ReplaySession(name: state.name, backend: backend, timeline: Timeline(state: state),
                                 cancellation: .onSignals())
+        if let problem = session.timeline.indexProblem { printError("tt: warning: \(problem)") }
+    }
+
+    /// A new replay that this command owns (killed at the end), even if a live one exists.
+    func bootOwn() throws {
+        bootedVM = true
+        try session.start(paused: true)
     }
 
     /// Take control of the live replay (`tt replay` started it).

@@ -20,6 +20,8 @@ public struct TT: ParsableCommand {
             Where.self,
             RunUntil.self,
             TraceTaskCommand.self,
+            IndexCommand.self,
+            Verify.self,
             Bts.self,
             SymbolizeCommand.self,
             Log.self,

@@ -49,10 +49,14 @@ struct TraceTaskCommand: ParsableCommand {
     var printLimit: Int = 2000
     @Option(help: ArgumentHelp("Hypervisor: xen or qemu (default: the one the recording was made with).", valueName: "xen|qemu|auto"))
     var backend: BackendChoice?
+    @Option(help: ArgumentHelp("Trace with up to N replays at once: the window is split at the recording's indexed checkpoints (tt index; an end given as WHERE:brctr[:cx]), the seams checked; the output is the same as with 1.", valueName: "N"))
+    var jobs: Int = 1
+    @OptionGroup var divergence: DivergenceOptions
     @OptionGroup var state: StateOptions
 
     func validate() throws {
         guard printLimit >= 0 else { throw ValidationError("--print-limit must be ≥ 0") }
+        guard (1...StateFile.maxJobs).contains(jobs) else { throw ValidationError("--jobs must be 1…\(StateFile.maxJobs)") }
     }
 
     func run() throws {
@@ -61,6 +65,7 @@ struct TraceTaskCommand: ParsableCommand {
         let startLocation = try Location(parsing: startText)
         let endLocation = try Location(parsing: endText)
         let scope = try SessionScope(state, debug: debug, choice: backend)
+        divergence.apply(to: scope.session)
         try scope.run { scope in
             let dir = scope.state
             let recording = RecordingSymbols(dir)
@@ -78,6 +83,15 @@ struct TraceTaskCommand: ParsableCommand {
             let wordSize = recording.elfWordSize ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)
+            task.jobs = jobs
+            if jobs > 1 {
+                let debug = self.debug
+                task.makeWorker = { k in try Self.worker(k, of: scope, debug: debug) }
+                task.disposeWorker = { worker, k in
+                    try? worker.destroy()
+                    if let dir = try? Self.workerDirectory(k, of: dir) { _ = try? StateOwnership.remove(dir) }
+                }
+            }
             let progress = ProgressLine()
             if isatty(2) != 0 {
                 task.progress = { phase, brctr in
@@ -108,8 +122,30 @@ struct TraceTaskCommand: ParsableCommand {
             printLine("  start \(start.text): landed at \(session.describe(s))")
             printLine("  end   \(end.text): landed at \(session.describe(e))")
             printLine("  output \(result.path) (\(extended ? "extended" : "raw")); replay log \(window.logPath)")
+            if jobs > 1 { printLine("  traced in \(task.segments) segment\(task.segments == 1 ? "" : "s") at once\(task.segments == 1 ? " (no indexed checkpoint inside the window, or its end has no branch count)" : ", cut at indexed checkpoints")") }
             try printTrace(result.path, records: window.records, recording: recording)
         }
+    }
+
+    /// Worker k's state directory: STATEDIR/jobK, holding hard links to the recording's
+    /// files and the index (a replay VM's sockets, pid and images are per directory).
+    static func workerDirectory(_ k: Int, of dir: StateDirectory) throws -> StateDirectory {
+        try StateDirectory(name: dir.name, explicit: dir.file(StateFile.jobDirectory(k)).string, base: "/")
+    }
+
+    /// A replay of the same recording in worker k's directory, booted, at its start.
+    static func worker(_ k: Int, of scope: SessionScope, debug: Bool) throws -> ReplaySession {
+        let dir = try workerDirectory(k, of: scope.state)
+        if dir.exists { _ = try StateOwnership.remove(dir) }  // left by a command that died
+        try dir.create()
+        for f in StateFile.recordingForReplay where scope.state.fileExists(f) { try scope.state.link(f, into: dir) }
+        let backend = QEMUReplayBackend(state: dir)
+        backend.debug = debug
+        let session = ReplaySession(name: "\(dir.name) job \(k)", backend: backend, timeline: Timeline(state: dir),
+                                    cancellation: scope.cancellation)
+        session.divergencePolicy = scope.session.divergencePolicy
+        try session.start(paused: true)
+        return session
     }
 
     /// The trace in GDB style (bts-dump -G's formatting), or the command that prints it.

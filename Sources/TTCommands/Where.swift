@@ -12,7 +12,7 @@ struct Where: ParsableCommand {
     var debug = false
     @Flag(name: .long, help: "Also print the registers.")
     var registers = false
-    @Flag(name: .long, help: "Also print the live replay's checkpoints (icount, brctr), where runs can start from.")
+    @Flag(name: .long, help: "Also print the checkpoints runs can start from (icount, brctr): the start, the recording's index (tt index), the live replay's landings.")
     var timeline = false
     @OptionGroup var state: StateOptions
 
@@ -27,7 +27,8 @@ struct Where: ParsableCommand {
             }
             if timeline {
                 for c in session.timeline.checkpoints {
-                    printLine("checkpoint icount \(c.icount) brctr \(c.brctr)\(c.icount == 0 ? " (the start)" : "")")
+                    let kind = c.icount == 0 ? " (the start)" : session.timeline.indexed(at: c.icount).map { " (index \($0.number))" } ?? " (landing)"
+                    printLine("checkpoint icount \(c.icount) brctr \(c.brctr)\(kind)")
                 }
             }
         }

@@ -4,6 +4,11 @@
 public enum ExitStatus {
     public static let success: Int32 = 0
     public static let failure: Int32 = 1
+    /// A location was not reached (the replay ended first, or passed its branch count).
+    public static let notReached: Int32 = 2
+    /// A replay is not the run its checkpoint index was made from (`tt verify`,
+    /// `--on-divergence abort`): a landmark, icount or register hash differs at a checkpoint.
+    public static let divergence: Int32 = 3
     /// The command line is wrong.
     public static let usage: Int32 = 64
     /// Malformed input: a corrupt log, a bad location, an unknown symbol.

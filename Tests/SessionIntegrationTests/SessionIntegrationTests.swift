@@ -210,24 +210,7 @@ final class SessionIntegrationTests: XCTestCase {
 
     /// The recording's command line, made to replay from anywhere, without the plugin.
     func execLogReplayArguments() throws -> ([String], URL) {
-        let record = try String(contentsOfFile: Self.state32 + "/qemu.argv", encoding: .utf8).split(separator: "\n").map(String.init)
-        let scratch = URL(fileURLWithPath: Self.base).appendingPathComponent("execlog")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        try? FileManager.default.removeItem(atPath: scratch.path + "/snap.qcow2")
-        try FileManager.default.copyItem(atPath: Self.state32 + "/snapshot.qcow2", toPath: scratch.path + "/snap.qcow2")
-        var argv: [String] = []
-        var skip = false
-        for arg in record {
-            if skip { skip = false; continue }
-            if arg == "-plugin" { skip = true; continue }
-            argv.append(arg
-                .replacingOccurrences(of: "rr=record", with: "rr=replay")
-                .replacingOccurrences(of: "rrfile=recording.rr", with: "rrfile=\(Self.state32)/recording.rr")
-                .replacingOccurrences(of: "file=snapshot.qcow2", with: "file=\(scratch.path)/snap.qcow2")
-                .replacingOccurrences(of: "file:console.record", with: "file:\(scratch.path)/console")
-                .replacingOccurrences(of: "kernel", with: arg == "kernel" ? Self.state32 + "/kernel" : "kernel"))
-        }
-        return (argv, scratch)
+        try IT.execLogReplayArguments(state: Self.state32, scratchBase: Self.base)
     }
 
     /// The branch counter from power-on (firmware included) against QEMU's exec log: at

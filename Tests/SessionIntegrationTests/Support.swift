@@ -170,6 +170,29 @@ enum IT {
         return out
     }
 
+    /// A recording's command line (state directory `state`), made to replay from anywhere
+    /// with QEMU alone (no plugin, no tt), its snapshot image copied into a scratch directory.
+    static func execLogReplayArguments(state: String, scratchBase: String) throws -> ([String], URL) {
+        let record = try String(contentsOfFile: state + "/qemu.argv", encoding: .utf8).split(separator: "\n").map(String.init)
+        let scratch = URL(fileURLWithPath: scratchBase).appendingPathComponent("execlog")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        try? FileManager.default.removeItem(atPath: scratch.path + "/snap.qcow2")
+        try FileManager.default.copyItem(atPath: state + "/snapshot.qcow2", toPath: scratch.path + "/snap.qcow2")
+        var argv: [String] = []
+        var skip = false
+        for arg in record {
+            if skip { skip = false; continue }
+            if arg == "-plugin" { skip = true; continue }
+            argv.append(arg
+                .replacingOccurrences(of: "rr=record", with: "rr=replay")
+                .replacingOccurrences(of: "rrfile=recording.rr", with: "rrfile=\(state)/recording.rr")
+                .replacingOccurrences(of: "file=snapshot.qcow2", with: "file=\(scratch.path)/snap.qcow2")
+                .replacingOccurrences(of: "file:console.record", with: "file:\(scratch.path)/console")
+                .replacingOccurrences(of: "kernel", with: arg == "kernel" ? state + "/kernel" : "kernel"))
+        }
+        return (argv, scratch)
+    }
+
     static func pid(in state: String, _ file: String = "pid") -> Int32? {
         guard let t = try? String(contentsOfFile: state + "/" + file, encoding: .utf8) else { return nil }
         return t.split(whereSeparator: { $0 == "\n" || $0 == " " }).first.flatMap { Int32($0) }

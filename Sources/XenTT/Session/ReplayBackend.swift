@@ -95,6 +95,17 @@ public struct RegisterValue: Hashable, Sendable {
 extension ReplayBackend {
     public func landmark() throws -> Landmark { try position().landmark }
     public var endReason: String? { nil }
+    public func registerHash() throws -> UInt32? { nil }
+    public func runToICount(_ icount: UInt64, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
+        throw SessionError.unsupported(operation: "run to an instruction count", backend: name)
+    }
+    public func watchICounts(_ icounts: [UInt64], handler: ((Position) throws -> Void)?) {}
+    public func setRawTracing(_ sink: BranchSink?) throws -> UInt64 {
+        throw SessionError.unsupported(operation: "trace from a checkpoint", backend: name)
+    }
+    public func keepCheckpoints() throws {
+        throw SessionError.unsupported(operation: "keep checkpoints for later replays", backend: name)
+    }
 }
 
 /// What a backend can do beyond the required primitives.
@@ -175,6 +186,27 @@ public protocol ReplayBackend: AnyObject {
     /// Go back to a checkpoint this VM saved, or to `Checkpoint.start` (counters restored),
     /// and return where that left the vCPU. Only with `.seeking`.
     func restore(_ checkpoint: Checkpoint) throws -> Position
+
+    /// A hash of every register the backend can read at this stop (QEMU: CRC-32C of the
+    /// gdbstub's `g` packet), to tell two replays apart at one icount; nil if it has none.
+    func registerHash() throws -> UInt32?
+    /// Run, ignoring breakpoints, until exactly `icount` instructions have executed since the
+    /// replay began: `.stepped` when stopped there (no later than the current position is an
+    /// error), `.ended`/`.exited` when the replay ended first, `.interrupted` on cancellation.
+    func runToICount(_ icount: UInt64, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason
+    /// While `continueUntilStop` runs forward, stop at each of these instruction counts,
+    /// call `handler` with the position there (it may throw, ending the run), and go on as
+    /// if nothing had stopped. nil or [] stops watching.
+    func watchICounts(_ icounts: [UInt64], handler: ((Position) throws -> Void)?)
+    /// Branch tracing cut at the backend's own count of transfers executed, not at a
+    /// landmark: on, records after the transfers counted so far; off, records up to them
+    /// (the arrival at the next instruction, not executed yet, is not one of them: the run
+    /// after this stop records it, whichever it turns out to be). Returns that count. For
+    /// seams at checkpoints, which are not landings.
+    func setRawTracing(_ sink: BranchSink?) throws -> UInt64
+    /// Make the checkpoints this VM saved the ones every later replay of the recording boots
+    /// with (`tt index`); the VM ends. Only with `.seeking`.
+    func keepCheckpoints() throws
 
     /// Switch branch tracing on (records after the current landmark go to `sink`) or off
     /// (`sink` nil; records up to and including the current landmark have been delivered).

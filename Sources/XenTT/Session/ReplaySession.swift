@@ -13,6 +13,10 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
     case landingMismatch(target: String, first: Landmark, second: Landmark)
     case noReturnAddress(at: Landmark, why: String)
     case needsBranchCounter(target: String, backend: String)
+    case unsupported(operation: String, backend: String)
+    case checkpointFailed(icount: UInt64, why: String)
+    /// The replay executed nothing for `seconds` after loading the checkpoint at that icount.
+    case stalled(checkpointICount: UInt64, at: Landmark, seconds: Int)
 
     public var description: String {
         switch self {
@@ -30,6 +34,12 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
             return "return: no return address at \(at): \(why)"
         case .needsBranchCounter(let target, let backend):
             return "\(target): this \(backend) session is live and has no branch counter; give WHERE or WHERE#N (counted from here)"
+        case .unsupported(let op, let backend):
+            return "cannot \(op): the \(backend) backend does not support it"
+        case .stalled(let icount, let at, let seconds):
+            return "the replay executed nothing for \(seconds) s after loading the checkpoint at icount \(icount) (stopped at \(at)): QEMU cannot resume from that snapshot"
+        case .checkpointFailed(let icount, let why):
+            return "cannot make a checkpoint at icount \(icount): \(why)"
         case .landingMismatch(let target, let first, let second):
             return "internal error: landed on \(target) at \(first) but a second read says \(second)"
         }
@@ -39,7 +49,7 @@ public enum SessionError: Error, CustomStringConvertible, ExitStatusProviding {
         switch self {
         case .interrupted(_, let signal): return Cancelled(signal: signal).exitStatus
         case .notReached, .passed: return 2
-        case .needsBranchCounter: return ExitStatus.unavailable
+        case .needsBranchCounter, .unsupported: return ExitStatus.unavailable
         default: return ExitStatus.failure
         }
     }
@@ -66,6 +76,21 @@ public final class ReplaySession {
     public private(set) var state: State = .initialized
     /// The guest's word size in bits (32 or 64): the size of a return address on its stack.
     public var guestWordSize: UInt8 = 64
+    /// What a run that passes (or restores) an indexed checkpoint does when the replay is
+    /// not what the index saw there (`--on-divergence`).
+    public var divergencePolicy: DivergencePolicy = .abort
+    /// Where `.warn` divergences and other warnings of the timeline go (default: the line on stderr).
+    public var divergenceReport: (Divergence?, String) -> Void = { _, line in
+        _ = (line + "\n").withCString { fputs($0, stderr) }
+    }
+    /// The divergences this session found (each one also reported or thrown).
+    public private(set) var divergences: [Divergence] = []
+    /// Compare with the index wherever a run passes one of its checkpoints (default on).
+    public var checksDivergence = true {
+        didSet { if state == .active { armDivergenceChecks() } }
+    }
+    /// Branch tracing is on: runs then never skip ahead through a checkpoint.
+    public private(set) var tracing = false
 
     /// Create a session object; creates no VM.
     public init(name: String, backend: ReplayBackend, timeline: Timeline = Timeline(),
@@ -93,6 +118,7 @@ public final class ReplaySession {
         timeline.reset()
         try backend.boot(outlivesCommand: outlivesCommand)
         state = .active
+        armDivergenceChecks()
         if let location { return try runUntil(location, progress: progress) }
         let position = try backend.position()
         if !paused { try backend.resumeDetached() }
@@ -104,6 +130,7 @@ public final class ReplaySession {
         try require(.initialized, "attach")
         try backend.attach()
         state = .active
+        armDivergenceChecks()
     }
 
     /// Kill the replay VM and keep every recorded file; the session can start again.
@@ -157,6 +184,7 @@ public final class ReplaySession {
     public func setTracing(_ sink: BranchSink?) throws {
         try require(.active, "switch tracing")
         try backend.setTracing(sink)
+        tracing = sink != nil
     }
 
     /// Run (forwards, or backwards through a checkpoint when the target lies behind) until
@@ -184,17 +212,30 @@ public final class ReplaySession {
             if Timeline.isBefore(address: target.address, brctr: brctr, cx: cx, position.landmark) {
                 position = try goBack(before: brctr, target: target, from: position.landmark)
                 if target.matches(position.landmark) { return position }
-            } else if backend.capabilities.contains(.seeking), let here = position.icount,
+            } else if !tracing, backend.capabilities.contains(.seeking), let here = position.icount,
                       case let ahead = timeline.latest(before: brctr), ahead.icount > here {
-                // A checkpoint between here and the target: start from it instead of
-                // replaying everything in between.
-                position = try backend.restore(ahead)
+                // A checkpoint between here and the target (a landing's, or the index's):
+                // start from it instead of replaying everything in between. Never while
+                // tracing: the records in between would be missing.
+                position = try restore(ahead)
                 if target.matches(position.landmark) { return position }
             }
-            landed = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
-                if target.matches(here) { return true }
-                if here.brctr > brctr { throw SessionError.passed(target: target.text, at: here) }
-                return false
+            while true {
+                do {
+                    landed = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
+                        if target.matches(here) { return true }
+                        if here.brctr > brctr { throw SessionError.passed(target: target.text, at: here) }
+                        return false
+                    }
+                    break
+                } catch SessionError.stalled(let icount, _, let seconds) {
+                    // QEMU cannot resume from that snapshot: never again; from an earlier one.
+                    try timeline.markUnresumable(icount)
+                    let earlier = timeline.latest(before: brctr)
+                    divergenceReport(nil, "tt: warning: the checkpoint at icount \(icount) cannot be resumed (nothing executed for \(seconds) s after loading it); it is marked so, and the run starts again from icount \(earlier.icount)")
+                    position = try restore(earlier)
+                    if target.matches(position.landmark) { return position }
+                }
             }
         case .next:
             landed = try runToBreakpoint(target, hint: nil, progress: progress) { target.matches($0) }
@@ -254,7 +295,200 @@ public final class ReplaySession {
         guard backend.capabilities.contains(.seeking) else {
             throw SessionError.needsSeeking(target: target.text, at: from, backend: backend.name)
         }
-        return try backend.restore(timeline.latest(before: brctr))
+        return try restore(timeline.latest(before: brctr))
+    }
+
+    /// The backend's restore, then the index's check when the checkpoint is one of its
+    /// (a damaged snapshot, or a recording changed since, shows here).
+    private func restore(_ checkpoint: Checkpoint) throws -> Position {
+        let position = try backend.restore(checkpoint)
+        try compareWithIndex(position)
+        return position
+    }
+
+    // MARK: the checkpoint index
+
+    /// Watch the index's instruction counts in every forward run of this VM.
+    private func armDivergenceChecks() {
+        guard checksDivergence, let index = timeline.index, !index.checkpoints.isEmpty else {
+            backend.watchICounts([], handler: nil)
+            return
+        }
+        backend.watchICounts(index.checkpoints.map(\.icount)) { [unowned self] position in
+            try self.compareWithIndex(position)
+        }
+    }
+
+    /// The fingerprint of the current stop.
+    public func fingerprint(_ position: Position? = nil) throws -> Fingerprint {
+        try require(.active, "read the registers")
+        let p = try position ?? backend.position()
+        return Fingerprint(landmark: p.landmark, icount: p.icount ?? 0, registerHash: try backend.registerHash() ?? 0)
+    }
+
+    /// At an indexed checkpoint's icount: what the index saw there must be what is here.
+    private func compareWithIndex(_ position: Position) throws {
+        guard let icount = position.icount, let (number, entry) = timeline.indexed(at: icount) else { return }
+        let actual = try fingerprint(position)
+        guard actual != entry.fingerprint else { return }
+        let d = Divergence(expected: entry.fingerprint, actual: actual, number: number)
+        divergences.append(d)
+        if divergencePolicy == .abort { throw d }
+        divergenceReport(d, "tt: warning: \(d)")
+    }
+
+    private func interruptedHere() -> SessionError {
+        .interrupted(at: (try? backend.landmark()) ?? Landmark(ip: 0, brctr: 0, cx: 0), signal: cancellation.signal)
+    }
+
+    /// Make the recording's checkpoint index from a replay standing at its start: stop every
+    /// `every` instructions (`nextGap`, given the last gap and the seconds it took, may
+    /// change it), take a checkpoint there with its fingerprint, until the replay ends or
+    /// `keepGoing` says stop (after that checkpoint). Then each checkpoint is loaded and run
+    /// on for `probeInstructions`: one QEMU cannot run on from is marked unresumable (see
+    /// `CheckpointIndex.unresumable`). Then the backend keeps the snapshots
+    /// for every later replay and the VM ends (the session can start again). The index is
+    /// returned; saving it (`CheckpointIndex.save`) makes later replays use it.
+    public func buildIndex(every: UInt64, probeInstructions: UInt64 = 1_000_000, nextGap: ((_ gap: UInt64, _ seconds: Double) -> UInt64)? = nil,
+                           keepGoing: (IndexedCheckpoint) -> Bool = { _ in true },
+                           progress: ((UInt64) -> Void)? = nil) throws -> CheckpointIndex {
+        try require(.active, "make a checkpoint index")
+        precondition(every > 0)
+        let begin = try backend.position()
+        guard begin.icount == 0 else {
+            throw SessionError.checkpointFailed(icount: begin.icount ?? 0, why: "an index is made from the start of a replay")
+        }
+        let checking = checksDivergence
+        checksDivergence = false
+        defer { checksDivergence = checking }
+        var index = CheckpointIndex(spacing: every)
+        var gap = every, here: UInt64 = 0
+        while true {
+            let t0 = monotonicSeconds()
+            let target = here + gap
+            let reason = try backend.runToICount(target, cancellation: cancellation, progress: progress)
+            if reason == .interrupted { throw interruptedHere() }
+            if reason == .exited {
+                timeline.reset()
+                state = .initialized
+                throw SessionError.checkpointFailed(icount: target, why: "the replay VM exited before its end could be kept")
+            }
+            if reason == .ended { break }
+            let position = try backend.position()
+            guard position.icount == target else {
+                throw SessionError.checkpointFailed(icount: target, why: "the replay stopped at icount \(position.icount.map(String.init) ?? "?")")
+            }
+            let print = try fingerprint(position)
+            guard let saved = try backend.saveCheckpoint(at: position) else {
+                throw SessionError.checkpointFailed(icount: target, why: "the \(backend.name) backend saved no snapshot")
+            }
+            let entry = IndexedCheckpoint(fingerprint: print, backendState: saved.backendState)
+            index.checkpoints.append(entry)
+            here = target
+            if !keepGoing(entry) { break }
+            if let nextGap { gap = max(1, nextGap(gap, monotonicSeconds() - t0)) }
+        }
+        // QEMU must be able to run on from each snapshot, which is not always so (a Linux
+        // guest's snapshots past its decompressor, measured: QEMU spins executing nothing).
+        // Load each and run a little: one that stalls, or differs from what was saved, is
+        // marked unresumable (compared when passed, never restored).
+        for entry in index.checkpoints {
+            try cancellation.check()
+            do {
+                let restored = try backend.restore(entry.checkpoint)
+                guard try fingerprint(restored) == entry.fingerprint else {
+                    index.unresumable.insert(entry.icount)
+                    continue
+                }
+                let reason = try backend.runToICount(entry.icount + probeInstructions, cancellation: cancellation, progress: nil)
+                if reason == .interrupted { throw interruptedHere() }
+                if reason == .exited {
+                    timeline.reset()
+                    state = .initialized
+                    throw SessionError.checkpointFailed(icount: entry.icount, why: "the replay VM exited while its snapshots were tried")
+                }
+            } catch SessionError.stalled {
+                index.unresumable.insert(entry.icount)
+            }
+        }
+        try backend.keepCheckpoints()
+        timeline.reset()
+        state = .initialized
+        return index
+    }
+
+    /// Stand at the indexed checkpoint at `icount` (its snapshot restored and compared).
+    @discardableResult
+    public func restoreIndexed(_ icount: UInt64) throws -> Position {
+        try require(.active, "restore a checkpoint")
+        guard let (_, entry) = timeline.indexed(at: icount) else {
+            throw SessionError.checkpointFailed(icount: icount, why: "no such indexed checkpoint")
+        }
+        return try restore(entry.checkpoint)
+    }
+
+    /// The backend's raw-count tracing (see `ReplayBackend.setRawTracing`).
+    @discardableResult
+    public func setRawTracing(_ sink: BranchSink?) throws -> UInt64 {
+        try require(.active, "switch tracing")
+        let raw = try backend.setRawTracing(sink)
+        tracing = sink != nil
+        return raw
+    }
+
+    /// Run forwards to exactly `icount` instructions (breakpoints ignored).
+    @discardableResult
+    public func runToICount(_ icount: UInt64, progress: ((UInt64) -> Void)? = nil) throws -> Position {
+        try require(.active, "run to icount \(icount)")
+        switch try backend.runToICount(icount, cancellation: cancellation, progress: progress) {
+        case .stepped: return try backend.position()
+        case .interrupted: throw interruptedHere()
+        case .exited:
+            timeline.reset()
+            state = .initialized
+            throw SessionError.notReached(target: "icount \(icount)", endedAt: "its end")
+        default:
+            throw SessionError.notReached(target: "icount \(icount)", endedAt: (try? backend.position()).map(describe) ?? "its end")
+        }
+    }
+
+    /// One checkpoint as `verifyIndex` found it: `actual` nil when the replay ended before it.
+    public struct Verified: Sendable {
+        public var number: Int
+        public var expected: Fingerprint
+        public var actual: Fingerprint?
+        public var equal: Bool { actual == expected }
+    }
+
+    /// Replay from the start through every indexed checkpoint (stopping exactly at its
+    /// icount) and compare; `each` gets every result in order. Returns how many differed.
+    @discardableResult
+    public func verifyIndex(progress: ((UInt64) -> Void)? = nil, each: (Verified) -> Void) throws -> Int {
+        try require(.active, "verify the checkpoint index")
+        guard let index = timeline.index else { return 0 }
+        let checking = checksDivergence
+        checksDivergence = false
+        defer { checksDivergence = checking }
+        var position = try backend.position()
+        if position.icount != 0 { position = try backend.restore(.start) }
+        var differing = 0
+        var ended = false
+        for (i, entry) in index.checkpoints.enumerated() {
+            var actual: Fingerprint? = nil
+            if !ended {
+                let reason = try backend.runToICount(entry.icount, cancellation: cancellation, progress: progress)
+                if reason == .interrupted { throw interruptedHere() }
+                if reason == .exited {
+                    timeline.reset()
+                    state = .initialized
+                }
+                if reason == .stepped { actual = try fingerprint() } else { ended = true }
+            }
+            let v = Verified(number: i + 1, expected: entry.fingerprint, actual: actual)
+            if !v.equal { differing += 1 }
+            each(v)
+        }
+        return differing
     }
 
     /// Breakpoint at the target's address; continue until `accept` says this stop is it.

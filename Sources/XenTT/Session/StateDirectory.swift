@@ -183,6 +183,37 @@ public struct StateDirectory: Sendable {
         return lines
     }
 
+    /// Rename one state file to another name in the directory (names relative to a
+    /// descriptor of the directory: no link in the path is followed; `to` is replaced).
+    public func rename(_ from: String, to: String) throws {
+        let dfd = try openDirectory()
+        defer { close(dfd) }
+        guard renameat(dfd, from, dfd, to) == 0 else {
+            throw SystemError.last(file(from), doing: "rename to \(to)", status: ExitStatus.cannotCreate)
+        }
+    }
+
+    /// A second name for one of this directory's files in `other` (a hard link; no link in
+    /// either path is followed, and a symlink planted at `name` is linked as a symlink).
+    public func link(_ name: String, into other: StateDirectory) throws {
+        let from = try openDirectory()
+        defer { close(from) }
+        let to = try other.openDirectory()
+        defer { close(to) }
+        guard linkat(from, name, to, name, 0) == 0 else {
+            throw SystemError.last(file(name), doing: "link into \(other.path)", status: ExitStatus.cannotCreate)
+        }
+    }
+
+    /// The size in bytes of a state file (nil: not there), not following a link.
+    public func size(_ name: String) -> UInt64? {
+        guard let dfd = try? openDirectory() else { return nil }
+        defer { close(dfd) }
+        var st = stat()
+        guard fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return nil }
+        return UInt64(st.st_size)
+    }
+
     /// Remove one of tt's files (never a directory, never through a link).
     public func remove(_ name: String) {
         guard let dfd = try? openDirectory() else { return }

@@ -20,6 +20,20 @@ public enum StateFile {
     public static let incomplete = "recording.incomplete"
     /// The timeline's checkpoints of the live replay (one line each, see `Timeline`).
     public static let checkpoints = "replay.snapshots"
+    /// The recording's checkpoint index (`tt index`, see `CheckpointIndex`) and the snapshot
+    /// image holding its snapshots, which replays boot from instead of `snapshot`; with
+    /// `--disk`, each disk's overlay holding the same snapshots (QEMU's savevm and loadvm
+    /// take every writable drive).
+    public static let index = "index.checkpoints", indexImage = "index.qcow2"
+    public static func indexDiskOverlay(_ n: Int) -> String { "index-disk\(n).qcow2" }
+    /// `tt trace-task --jobs N`: worker K's own state directory inside this one (its replay
+    /// VM's files), holding hard links to the files a replay reads (`recordingForReplay`);
+    /// removed when its segment is traced.
+    public static func jobDirectory(_ k: Int) -> String { "job\(k)" }
+    public static let maxJobs = 16
+    /// What a replay of the recording reads: linked into a worker's directory.
+    public static let recordingForReplay = [argv, backend, kernel, initrd, recording, qemuVersion, symfile, disks,
+                                            index, indexImage] + (0..<maxDisks).map(indexDiskOverlay)
 
     // QEMU recordings.
     public static let argv = "qemu.argv", replayArgv = "replay.argv"
@@ -60,10 +74,10 @@ public enum StateFile {
     /// Every name above: what removing a recording (`tt record -D`, `-f`) may unlink, and
     /// nothing else (see StateOwnership.remove).
     public static let all = [backend, symfile, lock, traceLog, traceOutput, traceLogIndex, traceOutputPartial,
-                             marker, incomplete, checkpoints,
+                             marker, incomplete, checkpoints, index, indexImage,
                              argv, replayArgv, recording, snapshot, replaySnapshot, recordConsole, replayConsole,
                              recordLog, replayLog, recordShm, replayShm, qmp, gdb, consoleSocket, consoleAttach, pid, recordPID, kernel, initrd, qemuVersion,
-                             disks, rootfs] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0)] } + [
+                             disks, rootfs] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0), indexDiskOverlay($0)] } + [
                              recordConfig, recordJSON, replayConfig, replayJSON, domid, live]
 }
 

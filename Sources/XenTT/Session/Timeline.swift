@@ -35,26 +35,81 @@ public struct Checkpoint: Hashable, Sendable {
 ///
 /// The session asks the timeline where to checkpoint (not closer than `spacing`
 /// instructions after another) and which checkpoint to go back to (the latest one before
-/// the wanted branch count); the backend only saves and restores. The list belongs to the
-/// live replay VM (its snapshots live in that VM's image), so it starts anew with each boot.
+/// the wanted branch count); the backend only saves and restores. Two kinds of checkpoints:
+/// the recording's index (`tt index`, `CheckpointIndex`), whose snapshots every replay VM
+/// boots with, and landings of the live replay VM (their snapshots live in that VM's image,
+/// so that list starts anew with each boot).
 public final class Timeline {
     /// Where the list is kept between commands (nil: in memory only).
     public let state: StateDirectory?
     /// Landings closer than this many instructions after an earlier checkpoint get none.
     public var spacing: UInt64 = 500_000
+    /// The recording's checkpoint index, when it has one (with its snapshot image).
+    public private(set) var index: CheckpointIndex?
+    /// Why the index could not be used (the timeline then works without it), for a warning.
+    public private(set) var indexProblem: String?
+    /// Checkpoints taken at landings of the live replay VM, in icount order.
+    private var landings: [Checkpoint]
+
     /// Every checkpoint, in icount order; the first is always `Checkpoint.start`.
-    public private(set) var checkpoints: [Checkpoint]
+    public var checkpoints: [Checkpoint] {
+        var all = [Checkpoint.start] + (index.map { i in i.checkpoints.filter { !i.unresumable.contains($0.icount) }.map(\.checkpoint) } ?? [])
+        for l in landings where !all.contains(where: { $0.icount == l.icount }) { all.append(l) }
+        return all.sorted { $0.icount < $1.icount }
+    }
 
     public init(state: StateDirectory? = nil) {
         self.state = state
         let text = state?.readIfPresent(StateFile.checkpoints) ?? ""
         let saved = text.split(separator: "\n").compactMap(Checkpoint.init(line:)).filter { $0.icount > 0 }
-        checkpoints = [.start] + saved.sorted { $0.icount < $1.icount }
+        landings = saved.sorted { $0.icount < $1.icount }
+        if let state { loadIndex(state) }
     }
 
-    /// A new replay VM: only its start can be returned to.
+    /// The index is used when both its file and its snapshot image are there; a damaged
+    /// file is reported (`indexProblem`) and ignored: it costs speed, never exactness.
+    private func loadIndex(_ state: StateDirectory) {
+        do {
+            guard let loaded = try CheckpointIndex.load(state) else { return }
+            guard state.fileExists(StateFile.indexImage) else {
+                indexProblem = "\(state.file(StateFile.index)): its snapshot image \(StateFile.indexImage) is missing; index not used (make it again with tt index)"
+                return
+            }
+            index = loaded
+        } catch {
+            indexProblem = "\(error); index not used"
+        }
+    }
+
+    /// Use `index` (tests; `tt index` after making one), or none.
+    public func setIndex(_ index: CheckpointIndex?) {
+        self.index = index
+        indexProblem = nil
+    }
+
+    /// The indexed checkpoint at exactly `icount` and its 1-based number, if there is one.
+    public func indexed(at icount: UInt64) -> (number: Int, checkpoint: IndexedCheckpoint)? {
+        guard let index, let i = index.checkpoints.firstIndex(where: { $0.icount == icount }) else { return nil }
+        return (i + 1, index.checkpoints[i])
+    }
+
+    /// QEMU loaded the checkpoint at `icount` but could not run on from it: never restore it
+    /// again (an indexed one is marked in the index file; a landing is forgotten).
+    public func markUnresumable(_ icount: UInt64) throws {
+        if landings.contains(where: { $0.icount == icount }) {
+            landings.removeAll { $0.icount == icount }
+            if let state { try state.write(StateFile.checkpoints, landings.map { $0.line + "\n" }.joined()) }
+        }
+        if var index, index.checkpoints.contains(where: { $0.icount == icount }) {
+            index.unresumable.insert(icount)
+            self.index = index
+            if let state { try index.save(state) }
+        }
+    }
+
+    /// A new replay VM: only its start and the index's checkpoints can be returned to.
     public func reset() {
-        checkpoints = [.start]
+        landings = []
         state?.remove(StateFile.checkpoints)
     }
 
@@ -65,16 +120,21 @@ public final class Timeline {
     }
 
     public func add(_ checkpoint: Checkpoint) throws {
-        checkpoints.append(checkpoint)
-        checkpoints.sort { $0.icount < $1.icount }
+        landings.append(checkpoint)
+        landings.sort { $0.icount < $1.icount }
         guard let state else { return }
-        try state.write(StateFile.checkpoints, checkpoints.dropFirst().map { $0.line + "\n" }.joined())
+        try state.write(StateFile.checkpoints, landings.map { $0.line + "\n" }.joined())
     }
 
     /// The latest checkpoint strictly before branch count `brctr` (the start for 0): from
     /// there, running forwards reaches every moment with that count.
     public func latest(before brctr: UInt64) -> Checkpoint {
         checkpoints.filter { $0.icount == 0 || $0.brctr < brctr }.max { $0.icount < $1.icount } ?? .start
+    }
+
+    /// The latest checkpoint at or before instruction count `icount`.
+    public func latest(atOrBeforeICount icount: UInt64) -> Checkpoint {
+        checkpoints.filter { $0.icount <= icount }.max { $0.icount < $1.icount } ?? .start
     }
 
     /// Whether the exact point (address, brctr, cx) comes before `landmark` in the run: the

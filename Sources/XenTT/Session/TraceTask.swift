@@ -27,6 +27,16 @@ public final class TraceTask {
     public let guestWordSize: UInt8
     /// Called with the live branch count while the replay runs (e.g. for a progress line).
     public var progress: ((_ phase: Phase, _ brctr: UInt64) -> Void)?
+    /// Replays tracing at once (`--jobs`): with more than one, an end given exactly and a
+    /// checkpoint index, the window is split at indexed checkpoints; segment 0 is traced
+    /// here, segment j by a replay `makeWorker(j)` returns (active, at its start), all at
+    /// once, then their records are appended in order. Otherwise one replay traces it all.
+    public var jobs = 1
+    public var makeWorker: ((Int) throws -> ReplaySession)?
+    /// Called with each worker when its segment is done (or failed): end its VM.
+    public var disposeWorker: ((ReplaySession, Int) -> Void)?
+    /// How many segments the last run traced at once (1: no split).
+    public private(set) var segments = 1
 
     public enum Phase: String, Sendable { case resolvingEnd = "finding the end", toStart = "running to the start", tracing }
 
@@ -151,8 +161,14 @@ public final class TraceTask {
             try session.setTracing(sk)
             tracing = true
             window.traced = true
-            let e = try session.runUntil(endTarget, progress: progress.map { p in { p(.tracing, $0) } })
-            try session.setTracing(nil)
+            let e: Position
+            if case .exact(let endBrctr, _) = endTarget.condition, jobs > 1, let makeWorker,
+               case let splits = splitPoints(after: s, beforeBrctr: endBrctr), !splits.isEmpty {
+                e = try runSplit(splits, endTarget: endTarget, sink: sk, makeWorker: makeWorker)
+            } else {
+                e = try session.runUntil(endTarget, progress: progress.map { p in { p(.tracing, $0) } })
+                try session.setTracing(nil)
+            }
             tracing = false
             takeCounts(sk)
             // The exactness check: the records are c_s+1 … c_e, each once, in order
@@ -179,6 +195,90 @@ public final class TraceTask {
             throw Incomplete(underlying: error, window: window)
         }
         return window
+    }
+
+    /// Up to `jobs - 1` resumable indexed checkpoints after the start and before the end's
+    /// branch count, evenly spread: where the window is cut.
+    func splitPoints(after start: Position, beforeBrctr endBrctr: UInt64) -> [IndexedCheckpoint] {
+        guard let index = session.timeline.index, let here = start.icount else { return [] }
+        let candidates = index.checkpoints.filter {
+            !index.unresumable.contains($0.icount) && $0.icount > here && $0.fingerprint.landmark.brctr < endBrctr
+                && !$0.backendState.isEmpty
+        }
+        let k = min(jobs - 1, candidates.count)
+        guard k > 0 else { return [] }
+        return (1...k).map { candidates[($0 * candidates.count) / (k + 1)] }
+    }
+
+    final class Collector: BranchSink {
+        var records: [BranchTransfer] = []
+        func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws { records.append(contentsOf: batch) }
+    }
+
+    /// The window cut at `splits`. A seam is the plugin's raw count at the checkpoint (its
+    /// first backend word): the segment before records up to it, the one after from the
+    /// next — both see only transfers that executed, whatever is pending at the stop. Each
+    /// seam is checked: the fingerprint where a segment stops, the count where the next
+    /// starts, and the records consecutive across it (the sink refuses a gap or a repeat).
+    private func runSplit(_ splits: [IndexedCheckpoint], endTarget: ResolvedLocation, sink: ReplayLogBranchSink,
+                          makeWorker: @escaping (Int) throws -> ReplaySession) throws -> Position {
+        segments = splits.count + 1
+        let raws = splits.map { $0.backendState[0] }
+        let first = splits[0]
+        let main = session
+        var bodies: [() throws -> (records: [BranchTransfer], end: Position?)] = []
+        bodies.append {
+            let p = try main.runToICount(first.icount)
+            let here = try main.fingerprint(p)
+            guard here == first.fingerprint else {
+                throw Inexact(message: "segment 0 stopped at \(here), the index has \(first.fingerprint)")
+            }
+            let raw = try main.setRawTracing(nil)
+            guard raw == raws[0] else { throw Inexact(message: "segment 0 ends at count \(raw), the checkpoint's is \(raws[0])") }
+            return ([], nil)
+        }
+        for j in splits.indices {
+            let from = splits[j], to = j + 1 < splits.count ? splits[j + 1] : nil
+            let dispose = disposeWorker
+            bodies.append {
+                let worker = try makeWorker(j + 1)
+                defer { dispose?(worker, j + 1) }
+                let collector = Collector()
+                try worker.restoreIndexed(from.icount)
+                let start = try worker.setRawTracing(collector)
+                guard start == raws[j] else {
+                    throw Inexact(message: "segment \(j + 1) starts at count \(start), the checkpoint's is \(raws[j])")
+                }
+                if let to {
+                    let p = try worker.runToICount(to.icount)
+                    let here = try worker.fingerprint(p)
+                    guard here == to.fingerprint else {
+                        throw Inexact(message: "segment \(j + 1) stopped at \(here), the index has \(to.fingerprint)")
+                    }
+                    let raw = try worker.setRawTracing(nil)
+                    guard raw == raws[j + 1] else {
+                        throw Inexact(message: "segment \(j + 1) ends at count \(raw), the checkpoint's is \(raws[j + 1])")
+                    }
+                    return (collector.records, nil)
+                }
+                let landed = try worker.runUntil(endTarget)
+                try worker.setTracing(nil)
+                return (collector.records, landed)
+            }
+        }
+        let results = runConcurrently(bodies)
+        var parts: [(records: [BranchTransfer], end: Position?)] = []
+        for r in results { parts.append(try r.get()) }
+        for part in parts.dropFirst() {
+            try part.records.withUnsafeBufferPointer { try sink.receive($0) }
+        }
+        guard let workerEnd = parts.last?.end else { throw Inexact(message: "the last segment did not land at the end") }
+        // This replay stands at the first seam: bring it to the end (untraced).
+        let e = try session.runUntil(endTarget, progress: progress.map { p in { p(.tracing, $0) } })
+        guard e.landmark == workerEnd.landmark else {
+            throw Inexact(message: "the end landed at \(workerEnd.landmark) in its segment but at \(e.landmark) here")
+        }
+        return e
     }
 
     private func cpu(_ p: Position) -> CPUState {

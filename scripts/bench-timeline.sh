@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The checkpoint index (tt index) against replaying from the start, measured in one run:
+#   1. a counting replay: tt replay -p + tt run-until to a location never reached (the whole
+#      recording with tt's plugin counting) — the baseline, and the recording's length T;
+#   2. the index pass: tt index --every E (default T/20);
+#   3. tt replay -p + tt run-until to an exact landmark at ~90% of T, without the index
+#      (index.checkpoints moved aside: the replay boots without the index's snapshots) and
+#      with it. The landmark is the first indexed checkpoint's at or after 0.9 T, so the
+#      indexed run restores the checkpoint before it and replays one whole gap (the worst
+#      case; a random target is half a gap away on average). Both must land identically;
+#   4. tt verify (a whole replay stopping at every checkpoint).
+# Prints the times and the ratios (speed-up of the run-until, index pass and verify against
+# the counting replay).
+# Usage: scripts/bench-timeline.sh [STATEDIR [EVERY]]
+#   Without STATEDIR, the bundled 32-bit guest is recorded into a temporary directory.
+#   With STATEDIR (a recording), its checkpoint index is REPLACED by the one made here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
+bin=$(swift build --show-bin-path)
+tt="$bin/tt"
+work=$(mktemp -d /tmp/tt-bench-timeline.XXXXXX)
+if [[ $# -ge 1 ]]; then
+    state=$1
+    name=$(basename "$state")
+else
+    state="$work/state"
+    name=bench
+fi
+every=${2:-}
+cleanup() {
+    "$tt" replay -K -s "$state" "$name" >/dev/null 2>&1 || true
+    [[ -f "$work/index.checkpoints" ]] && mv "$work/index.checkpoints" "$state/index.checkpoints"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+[[ $# -ge 1 ]] || "$tt" record -s "$state" "$name" >/dev/null
+
+now() { date +%s.%N; }
+elapsed() { echo "$(now) - $1" | bc; }
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
+
+# The measurements start without an index (a previous one would be used by the replays).
+rm -f "$state/index.checkpoints" "$state/index.qcow2"
+
+# 1. counting replay to the end.
+t0=$(now)
+"$tt" replay -p -s "$state" "$name" >/dev/null
+end=$("$tt" run-until -s "$state" "$name" 0x1:999999999999 2>&1 >/dev/null || true)
+t_count=$(elapsed "$t0")
+"$tt" replay -K -s "$state" "$name" >/dev/null
+total=$(sed -n 's/.*(icount \([0-9]*\)).*/\1/p' <<<"$end")
+[[ -n "$total" ]] || { echo "bench-timeline: no icount in: $end" >&2; exit 1; }
+every=${every:-$((total / 20))}
+
+# 2. the index pass.
+t0=$(now)
+"$tt" index -s "$state" --every "$every" "$name" >"$work/index.out"
+t_index=$(elapsed "$t0")
+"$tt" index -s "$state" --list "$name" >"$work/list"
+count=$(grep -c '^checkpoint [0-9]' "$work/list")
+mb=$(head -1 "$work/list" | sed -n 's/.*images \([0-9]*\) MB.*/\1/p')
+target=$(awk -v t=$((total * 9 / 10)) '$1 == "checkpoint" && $3 == "icount" && $4 + 0 >= t { print $8; exit }' "$work/list")
+[[ -n "$target" ]] || target=$(awk '$1 == "checkpoint" && $3 == "icount" { l = $8 } END { print l }' "$work/list")
+target_icount=$(awk -v l="$target" '$1 == "checkpoint" && $3 == "icount" && $8 == l { print $4; exit }' "$work/list")
+
+# 3. run-until the landmark, without and with the index.
+mv "$state/index.checkpoints" "$work/index.checkpoints"
+t0=$(now)
+"$tt" replay -p -s "$state" "$name" >/dev/null
+without=$("$tt" run-until -s "$state" "$name" "$target")
+t_without=$(elapsed "$t0")
+"$tt" replay -K -s "$state" "$name" >/dev/null
+mv "$work/index.checkpoints" "$state/index.checkpoints"
+t0=$(now)
+"$tt" replay -p -s "$state" "$name" >/dev/null
+with=$("$tt" run-until -s "$state" "$name" "$target")
+t_with=$(elapsed "$t0")
+"$tt" replay -K -s "$state" "$name" >/dev/null
+if [[ "$with" != "$without" ]]; then
+    echo "bench-timeline: landed differently: without the index $without, with it $with" >&2
+    exit 1
+fi
+
+# 4. verify.
+t0=$(now)
+"$tt" verify -s "$state" "$name" >"$work/verify.out"
+t_verify=$(elapsed "$t0")
+
+printf 'recording %s: %s instructions; index every %s: %s checkpoints, %s MB of images\n' "$state" "$total" "$every" "$count" "$mb"
+printf 'target %s at icount %s (%s%% of the recording), landed %s\n' "$target" "$target_icount" "$((target_icount * 100 / total))" "$with"
+printf '  counting replay to the end (baseline)   %8.2f s\n' "$t_count"
+printf '  index pass                               %8.2f s  %sx the counting replay\n' "$t_index" "$(ratio "$t_index" "$t_count")"
+printf '  verify                                   %8.2f s  %sx the counting replay\n' "$t_verify" "$(ratio "$t_verify" "$t_count")"
+printf '  replay -p + run-until, no index          %8.2f s\n' "$t_without"
+printf '  replay -p + run-until, with the index    %8.2f s  %sx faster\n' "$t_with" "$(ratio "$t_without" "$t_with")"
