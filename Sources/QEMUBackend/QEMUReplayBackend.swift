@@ -746,6 +746,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     public func setRawTracing(_ newSink: BranchSink?) throws -> UInt64 {
         let (_, _, shm) = try requireVM()
         try drainRing()
+        shm.settle()
         let raw = shm.brctr
         if let newSink {
             sink = newSink
