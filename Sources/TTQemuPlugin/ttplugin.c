@@ -104,6 +104,48 @@ static uint64_t decode_kind(const uint8_t *b, size_t n, uint64_t pc, uint64_t *t
     return TT_KIND_NONE;
 }
 
+/* Can this instruction neither fault nor leave its block early (an I/O access QEMU
+ * re-executes alone)? Register-to-register arithmetic, moves and immediates, lea, nop:
+ * no memory operand (ModRM mod 3, except lea, which never accesses memory), no lock
+ * prefix, no division, no segment or control register, no pause. Only such instructions
+ * skip storing themselves in LAST_INFO: a block left early is always left at one that
+ * stored itself. Conservative: anything not listed stores. */
+static int cannot_leave_block(const uint8_t *b, size_t n) {
+    size_t i = 0;
+    for (; i < n; i++) {
+        uint8_t c = b[i];
+        if (c == 0xf0 || c == 0xf2 || c == 0xf3) return 0;     /* lock, rep/pause */
+        if (c == 0x66 || c == 0x67 || c == 0x2e || c == 0x36 || c == 0x3e || c == 0x26 || c == 0x64 || c == 0x65) continue;
+        break;
+    }
+    if (i < n && (b[i] & 0xf0) == 0x40 && i + 1 < n) i++;   /* REX (64-bit code) */
+    if (i >= n) return 0;
+    uint8_t op = b[i];
+    int reg_form = i + 1 < n && (b[i + 1] >> 6) == 3;
+    if (op >= 0xb0 && op <= 0xbf) return 1;                    /* mov r, imm */
+    if (op >= 0x91 && op <= 0x97) return 1;                    /* xchg eAX, r */
+    if (op == 0x90) return 1;                                  /* nop (pause has a rep prefix) */
+    if (op == 0x8d) return i + 1 < n && !reg_form;             /* lea (mod 3 is #UD) */
+    if (op < 0x40 && (op & 7) <= 3) return reg_form;           /* add..cmp r/m, r and r, r/m */
+    if (op == 0x84 || op == 0x85 || op == 0x86 || op == 0x87 || (op >= 0x88 && op <= 0x8b) || op == 0x63)
+        return reg_form;                                       /* test, xchg, mov, movsxd */
+    if (op == 0x80 || op == 0x81 || op == 0x83 || op == 0xc0 || op == 0xc1 || (op >= 0xd0 && op <= 0xd3))
+        return reg_form;                                       /* group 1 immediates, shifts */
+    if (op == 0xf6 || op == 0xf7) return reg_form && ((b[i + 1] >> 3) & 7) < 6;   /* not div, idiv */
+    if (op == 0xfe || op == 0xff) return reg_form && ((b[i + 1] >> 3) & 7) < 2;   /* inc, dec */
+    if (op == 0x0f && i + 2 < n) {
+        uint8_t op2 = b[i + 1];
+        int reg2 = (b[i + 2] >> 6) == 3;
+        if ((op2 >= 0x40 && op2 <= 0x4f) || (op2 >= 0x90 && op2 <= 0x9f) || op2 == 0xaf || op2 == 0xb6 ||
+            op2 == 0xb7 || op2 == 0xbe || op2 == 0xbf || op2 == 0xa3 || op2 == 0xab || op2 == 0xb3 ||
+            op2 == 0xbb || op2 == 0xbc || op2 == 0xbd || op2 == 0xa4 || op2 == 0xa5 || op2 == 0xac || op2 == 0xad)
+            return reg2;                                       /* cmov, setcc, imul, movzx/sx, bt*, bsf/bsr, shld/shrd */
+        if (op2 == 0x1f) return 1;                             /* nop r/m (no access) */
+    }
+    if (op == 0x0f && i + 1 < n && b[i + 1] >= 0xc8 && b[i + 1] <= 0xcf) return 1;   /* bswap */
+    return 0;
+}
+
 /* Registers the frame reader needs (found when the vCPU starts). */
 static struct qemu_plugin_register *reg_rsp, *reg_ss, *reg_cr0, *reg_efer, *reg_rip;
 static GByteArray *scratch;
@@ -363,9 +405,12 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
             qemu_plugin_outs(line);
             FIELD(TT_SHM_OFF_UNEXPLAINED) += 1;
         }
-        qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_last_info,
-                                                            tt_pack_insn(pc, size, kind, rel16, system, predicted,
-                                                                         chunk_end - 1 - i));
+        /* The last instruction always stores itself (its successor classifies against it);
+         * one that cannot leave the block early need not: the next one that can, stores. */
+        if (last || !cannot_leave_block(bytes, got < size ? got : size))
+            qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_last_info,
+                                                                tt_pack_insn(pc, size, kind, rel16, system, predicted,
+                                                                             chunk_end - 1 - i));
         if (!last) continue;
         if (kind == TT_KIND_JCC || kind == TT_KIND_DIRECT) {
             qemu_plugin_register_vcpu_insn_exec_inline_per_vcpu(insn, QEMU_PLUGIN_INLINE_STORE_U64, sb_branch_target, target);
