@@ -66,17 +66,17 @@ target_icount=$(awk -v l="$target" '$1 == "checkpoint" && $3 == "icount" && $8 =
 
 # 3. run-until the landmark, without and with the index.
 mv "$state/index.checkpoints" "$work/index.checkpoints"
-t0=$(now)
-"$tt" replay -p -s "$state" "$name" >/dev/null
-without=$("$tt" run-until -s "$state" "$name" "$target")
-t_without=$(elapsed "$t0")
-"$tt" replay -K -s "$state" "$name" >/dev/null
+landing() { # a paused replay, run-until the target, kill: prints the landing; seconds in $took
+    local t0
+    t0=$(now)
+    "$tt" replay -p -s "$state" "$name" >/dev/null
+    "$tt" run-until -s "$state" "$name" "$target"
+    took=$(elapsed "$t0")
+    "$tt" replay -K -s "$state" "$name" >/dev/null
+}
+landing >"$work/without"; without=$(cat "$work/without"); t_without=$took
 mv "$work/index.checkpoints" "$state/index.checkpoints"
-t0=$(now)
-"$tt" replay -p -s "$state" "$name" >/dev/null
-with=$("$tt" run-until -s "$state" "$name" "$target")
-t_with=$(elapsed "$t0")
-"$tt" replay -K -s "$state" "$name" >/dev/null
+landing >"$work/with"; with=$(cat "$work/with"); t_with=$took
 if [[ "$with" != "$without" ]]; then
     echo "bench-timeline: landed differently: without the index $without, with it $with" >&2
     exit 1

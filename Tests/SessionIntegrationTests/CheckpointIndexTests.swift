@@ -29,11 +29,6 @@ final class CheckpointIndexTests: XCTestCase {
         super.tearDown()
     }
 
-    struct SetupFailure: Error, CustomStringConvertible {
-        let message: String
-        var description: String { message }
-    }
-
     override func setUpWithError() throws {
         if let e = Self.setupFailure { throw SetupFailure(message: e) }
     }

@@ -30,11 +30,6 @@ final class SessionIntegrationTests: XCTestCase {
 
     static var fatalErrorOnce: String?
 
-    struct SetupFailure: Error, CustomStringConvertible {
-        let message: String
-        var description: String { message }
-    }
-
     override func setUpWithError() throws {
         // A failed recording fails every test here: it must never pass as skipped.
         if let e = Self.fatalErrorOnce { throw SetupFailure(message: e) }

@@ -211,3 +211,10 @@ enum IT {
         return lstat(path, &st) == 0 ? Int(st.st_mode & 0o777) : -1
     }
 }
+
+/// A class-level setup (a recording every test needs) that failed: each test throws it, so
+/// the failure is reported by every test and never passes as a skip.
+struct SetupFailure: Error, CustomStringConvertible {
+    let message: String
+    var description: String { message }
+}
