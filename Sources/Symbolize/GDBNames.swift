@@ -70,7 +70,12 @@ extension SymbolFile {
     public func address(ofSymbol query: String) throws -> UInt64 {
         var name = query
         var unitFilter: String? = nil
-        if let split = lastDoubleColon(in: query), split > 0 {
+        let split = lastDoubleColon(in: query)
+        // A name with one address among the ELF text symbols is that address whatever the
+        // DWARF says (below, a DWARF clone of it loses to the ELF symbol of the name itself),
+        // so the DWARF need not be walked for it.
+        if split == nil, let address = minimal.uniqueTextAddress(named: query) { return address }
+        if let split, split > 0 {
             let utf8 = Array(query.utf8)
             let unit = String(decoding: utf8[..<split], as: UTF8.self)
             if unit.contains(".") {

@@ -161,6 +161,17 @@ struct MinimalSymbols {
     @inline(__always) func size(_ i: Int) -> UInt64 { sizes[i] }
     @inline(__always) func kind(_ i: Int) -> Kind { kinds[i] }
 
+    /// The address of the text symbols named `name` when they all have one (nil: none, or
+    /// several addresses). A scan: one name lookup does not pay for a table.
+    func uniqueTextAddress(named name: String) -> UInt64? {
+        var found: UInt64?
+        for s in symbols where s.kind.isText && s.name == name {
+            if let f = found, f != s.address { return nil }
+            found = s.address
+        }
+        return found
+    }
+
     /// Indexes of symbols exactly at `address`.
     func indexes(at address: UInt64) -> Range<Int> {
         var lo = 0, hi = symbols.count

@@ -72,8 +72,11 @@ public final class SymbolFile {
     private let dwarf: OpaquePointer?
     private let dwarfImage: ELFImage?
     private let dropZero: Bool
-    /// Functions at load; inlined instances too after the first inline query.
-    private(set) var index: DWARFIndex
+    /// Functions, walked on the first query that needs DWARF (a name that the ELF symbol
+    /// table answers alone does not: `tt trace-task --start NAME` on a 630 MB vmlinux would
+    /// otherwise spend most of a second before the replay starts); inlined instances too
+    /// after the first inline query.
+    private(set) lazy var index: DWARFIndex = dwarf.map { walk($0, inlines: false) } ?? DWARFIndex()
     let minimal: MinimalSymbols
     private let mapped: MappedFile?
     private var names: NameTable?
@@ -121,9 +124,7 @@ public final class SymbolFile {
         let sectionAtZero = sections.contains { $0.isAllocated && $0.address == 0 && $0.size > 0 }
         dropZero = !sectionAtZero
         dwarfImage = dwarf == nil ? nil : dwarfSource
-        index = DWARFIndex()
         mapped = try? MappedFile(path: path)
-        if let dwarf { index = walk(dwarf, inlines: false) }
     }
 
     /// One walk over the DWARF, releasing the .debug_info pages it has passed.
