@@ -3,8 +3,8 @@ import XenTT
 import SystemPackage
 
 /// A client of QEMU's gdbstub (gdb remote serial protocol) over a unix socket, for
-/// breakpoints, single steps and register reads. QEMU 7.2's stub has no no-ack mode,
-/// so every packet is acknowledged. While the vCPU runs, send nothing but the
+/// breakpoints, single steps, register reads and monitor commands (HumanMonitor.swift).
+/// Every packet is acknowledged (no no-ack mode). While the vCPU runs, send nothing but the
 /// interrupt byte (QEMU takes any byte as an interrupt request and swallows it).
 final class GDBRemoteClient {
     private let socket: UnixSocket
@@ -38,7 +38,7 @@ final class GDBRemoteClient {
         bytes.reduce(0, &+)
     }
 
-    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+    static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
     func sendPacket(_ payload: String) throws {
         let body = Array(payload.utf8)
@@ -125,20 +125,31 @@ final class GDBRemoteClient {
         try hexBytes(request: "m\(String(address, radix: 16)),\(String(count, radix: 16))", limit: count)
     }
 
-    /// A request whose reply is hex-encoded bytes (`x` marks an unavailable byte: 0).
+    /// A request whose reply is hex-encoded bytes (the first `limit`).
     private func hexBytes(request payload: String, limit: Int) throws -> [UInt8] {
         let reply = try request(payload)
-        guard reply.utf8.count % 2 == 0, !reply.hasPrefix("E") else { throw Failure(request: payload, reply: reply) }
+        guard reply.utf8.count % 2 == 0, !reply.hasPrefix("E"),
+              let bytes = Self.decodeHex(reply.prefix(2 * min(limit, reply.utf8.count / 2))) else {
+            throw Failure(request: payload, reply: String(reply.prefix(40)))
+        }
+        return bytes
+    }
+
+    /// Hex-encoded bytes as the stub sends them (`x` marks an unavailable byte: 0); nil when
+    /// malformed.
+    static func decodeHex(_ s: Substring) -> [UInt8]? {
+        guard s.utf8.count % 2 == 0 else { return nil }
         var out: [UInt8] = []
-        out.reserveCapacity(min(limit, reply.utf8.count / 2))
+        out.reserveCapacity(s.utf8.count / 2)
         var high: UInt8? = nil
-        for c in reply.utf8.prefix(2 * min(limit, reply.utf8.count / 2)) {
+        for c in s.utf8 {
             let v: UInt8
             switch c {
             case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c - UInt8(ascii: "0")
             case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): v = c - UInt8(ascii: "A") + 10
             case UInt8(ascii: "x"): v = 0
-            default: throw Failure(request: payload, reply: String(reply.prefix(40)))
+            default: return nil
             }
             if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
         }

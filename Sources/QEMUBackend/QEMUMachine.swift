@@ -195,13 +195,13 @@ public struct QEMUMachine: Sendable {
     public func recordArguments(plugin: FilePath) -> [String] { arguments(plugin: plugin, replay: false) }
 
     /// The replay's argument vector: the recording's with the host-side plumbing renamed,
-    /// started paused (`-S`) with tt's QMP and gdb sockets. The guest's end (isa-debug-exit,
-    /// poweroff) pauses a replay instead of ending QEMU: a live replay stays usable there
-    /// (replay-seek goes back), even when the command that was running it died and the vCPU
+    /// started paused (`-S`) with tt's gdb socket (no QMP socket: see HumanMonitor.swift).
+    /// The guest's end (isa-debug-exit, poweroff) pauses a replay instead of ending QEMU: a
+    /// live replay stays usable there (a snapshot load goes back), even when the command that was running it died and the vCPU
     /// ran on to the end.
     public func replayArguments(plugin: FilePath) -> [String] {
         arguments(plugin: plugin, replay: true)
-            + ["-S", "-qmp", "unix:\(StateFile.qmp),server=on,wait=off", "-gdb", "unix:\(StateFile.gdb),server=on,wait=off",
+            + ["-S", "-gdb", "unix:\(StateFile.gdb),server=on,wait=off",
                "-action", "shutdown=pause"]
     }
 

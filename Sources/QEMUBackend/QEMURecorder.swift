@@ -98,7 +98,7 @@ public final class QEMURecorder: Recorder {
             let ownerDied = owner.map { !RunningProcess(pid: $0).isAlive } ?? false
             if ours && ownerDied { RunningProcess(pid: qemu).terminate() }
             if !ours || ownerDied {
-                for f in [StateFile.pid, StateFile.qmp, StateFile.gdb, StateFile.replaySnapshot] + (0..<StateFile.maxDisks).map(StateFile.replayDiskOverlay) {
+                for f in [StateFile.pid, StateFile.gdb, StateFile.replaySnapshot] + (0..<StateFile.maxDisks).map(StateFile.replayDiskOverlay) {
                     state.remove(f)
                 }
             }

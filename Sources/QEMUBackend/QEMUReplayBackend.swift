@@ -5,10 +5,11 @@ import XenTT
 import Glibc
 #endif
 
-/// `ReplayBackend` over QEMU's icount replay: the VM is controlled through QMP (run,
-/// stop, seek, icount) and the gdbstub (breakpoints, steps, registers), and the branch
-/// counter lives in tt's TCG plugin's shared control file. The replay VM outlives the
-/// command that started it; its pid and sockets are in the state directory.
+/// `ReplayBackend` over QEMU's icount replay: the VM is controlled through its gdbstub
+/// (runs, breakpoints, steps, registers) and the monitor commands the stub passes on
+/// (replay breaks, icount, snapshots; HumanMonitor.swift), and the branch counter lives in
+/// tt's TCG plugin's shared control file. The replay VM outlives the command that started
+/// it; its pid and socket are in the state directory.
 public final class QEMUReplayBackend: ReplayBackend {
     public let name = "qemu"
     public let capabilities: BackendCapabilities = [.seeking, .branchTracing]
@@ -16,7 +17,6 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// Print protocol steps on stderr.
     public var debug = false
 
-    private var qmp: QMPClient?
     private var gdb: GDBRemoteClient?
     private var shm: PluginControlBlock?
     private var pid: Int32 = 0
@@ -38,15 +38,15 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// is deleted first.
     private var breakMayBeArmed = false
 
-    private func setReplayBreak(_ qmp: QMPClient, at icount: UInt64) throws {
-        if breakMayBeArmed { _ = try? qmp.execute("replay-delete-break") }
+    private func setReplayBreak(_ gdb: GDBRemoteClient, at icount: UInt64) throws {
+        if breakMayBeArmed { _ = try? gdb.monitor("replay_delete_break") }
         breakMayBeArmed = true
-        try qmp.execute("replay-break", ["icount": icount])
+        _ = try gdb.monitor("replay_break \(icount)")
     }
 
-    private func deleteReplayBreak(_ qmp: QMPClient) {
+    private func deleteReplayBreak(_ gdb: GDBRemoteClient) {
         guard breakMayBeArmed else { return }
-        _ = try? qmp.execute("replay-delete-break")
+        _ = try? gdb.monitor("replay_delete_break")
         breakMayBeArmed = false
     }
 
@@ -99,7 +99,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         if let vm = vmDescription { throw StateError.vmRunning(state.path, vm: vm) }
         if let p = QEMURecorder.recordingPID(state) { throw StateError.vmRunning(state.path, vm: "recording QEMU (pid \(p))") }
         try QEMUMachine.requireRecordingQEMU(state)
-        for f in [F.qmp, F.gdb, F.pid] { state.remove(f) }
+        for f in [F.gdb, F.pid] { state.remove(f) }
         let record = try state.readLines(F.argv)
         let machine = try QEMUMachine(validatingRecorded: record, file: state.file(F.argv))
         let argv = machine.replayArguments(plugin: try TTInstallation.plugin())
@@ -145,33 +145,32 @@ public final class QEMUReplayBackend: ReplayBackend {
         loadedSnapshot = nil
     }
 
-    /// Connect QMP and gdb, waiting for QEMU to create the sockets.
+    /// Connect to the gdbstub, waiting for QEMU to create its socket.
     private func connect(timeoutMS: Int) throws {
         cachedRegs = nil
         var waited = 0
-        while qmp == nil || gdb == nil {
+        while gdb == nil {
             if pid > 0, !RunningProcess(pid: pid).isAlive || RunningProcess(pid: pid).reap() != nil {
                 throw QEMUError("QEMU exited while starting the replay: \(lastLine(of: state.file(F.replayLog)) ?? "no message")")
             }
             // A socket not there yet is retried; a QEMU that accepts but never answers is an
             // error at once (the clients' answer time-out), never a loop of time-outs.
             do {
-                if qmp == nil { qmp = try QMPClient(path: state.file(F.qmp)) }
-                if qmp != nil && gdb == nil { gdb = try GDBRemoteClient(path: state.file(F.gdb)) }
+                gdb = try GDBRemoteClient(path: state.file(F.gdb))
             } catch let timeout as UnixSocket.Timeout {
                 throw QEMUError("QEMU (pid \(pid)) does not answer: \(timeout)", status: ExitStatus.unavailable)
             } catch {}
-            if qmp != nil && gdb != nil { break }
+            if gdb != nil { break }
             guard waited < timeoutMS else { throw QEMUError("QEMU did not open its control sockets within \(timeoutMS / 1000) s") }
             usleep(20_000)
             waited += 20
         }
-        for f in [F.qmp, F.gdb] { _ = chmod(state.file(f).string, 0o600) }
+        _ = chmod(state.file(F.gdb).string, 0o600)
         // Whatever is awaited from QEMU, the ring keeps being drained (docs/qemu-plugin-shm.md).
         gdb!.whileWaiting = { [unowned self] in try self.whileWaiting() }
-        qmp!.whileWaiting = { [unowned self] in try self.whileWaiting() }
-        // The stub stops the VM when gdb connects; make sure, then sync with a query.
-        try stopIfRunning()
+        // The stub stops the VM when gdb connects (a detached replay left running, too):
+        // drop any stale packet, then sync with a query.
+        try gdb!.drainUnsolicited()
         _ = try gdb!.request("?")
     }
 
@@ -194,9 +193,8 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     public func detach() {
         detachBreakpoints()
-        if let qmp, !ended { deleteReplayBreak(qmp) }
+        if let gdb, !ended { deleteReplayBreak(gdb) }
         armedWatch = nil
-        qmp = nil
         gdb = nil
     }
 
@@ -210,14 +208,14 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// The files of a replay VM that is gone (the recording's files stay; the session's
     /// timeline forgets the checkpoints, which lived in the replay's image).
     private func removeReplayFiles() {
-        for f in [F.pid, F.qmp, F.gdb, F.replaySnapshot] + (0..<F.maxDisks).map(F.replayDiskOverlay) { state.remove(f) }
+        for f in [F.pid, F.gdb, F.replaySnapshot] + (0..<F.maxDisks).map(F.replayDiskOverlay) { state.remove(f) }
     }
 
-    private func requireVM() throws -> (QMPClient, GDBRemoteClient, PluginControlBlock) {
-        guard !ended, let qmp, let gdb, let shm else {
+    private func requireVM() throws -> (GDBRemoteClient, PluginControlBlock) {
+        guard !ended, let gdb, let shm else {
             throw QEMUError(ended ? "the replay has ended (start it again with tt replay)" : "not connected to a replay VM")
         }
-        return (qmp, gdb, shm)
+        return (gdb, shm)
     }
 
     // MARK: position
@@ -248,7 +246,7 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     private func readRegs() throws -> Regs {
         if let cachedRegs { return cachedRegs }
-        let r = Regs(bytes: try requireVM().1.readRegisterBytes(limit: 236))
+        let r = Regs(bytes: try requireVM().0.readRegisterBytes(limit: 236))
         cachedRegs = r
         return r
     }
@@ -259,7 +257,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// read from the monitor's register dump.
     private func linearIP(_ regs: Regs) throws -> UInt64 {
         guard regs.realMode else { return regs.rip }
-        let dump = try requireVM().0.human("info registers")
+        let dump = try requireVM().0.monitor("info registers")
         for line in dump.split(whereSeparator: \.isNewline) where line.hasPrefix("CS =") {
             let fields = line.dropFirst(4).split(separator: " ")
             if fields.count >= 2, let base = UInt64(fields[1], radix: 16) { return base &+ (regs.rip & 0xffff) }
@@ -275,13 +273,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             if regs.realMode { width = 16; sp = (regs.ss & 0xffff) * 16 + (regs.rsp & 0xffff) }
             else if regs.efer & (1 << 10) != 0 { width = 64; sp = regs.rsp }
             else { width = 32; sp = regs.rsp & 0xffff_ffff }
-            guard let reply = try? gdb.request("m\(String(sp, radix: 16)),30"), reply.utf8.count == 96 else { return nil }
-            var bytes: [UInt8] = []
-            var it = reply.utf8.makeIterator()
-            while let h = it.next(), let l = it.next() {
-                guard let hv = UInt8(String(UnicodeScalar(h)), radix: 16), let lv = UInt8(String(UnicodeScalar(l)), radix: 16) else { return nil }
-                bytes.append(hv << 4 | lv)
-            }
+            guard let bytes = try? gdb.readMemory(at: sp, count: 0x30), bytes.count == 0x30 else { return nil }
             return (bytes, width, sp)
         }
     }
@@ -298,7 +290,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             shm.settle()
             return Landmark(ip: shm.last.pc, brctr: shm.brctr, cx: 0)
         }
-        let (_, _, shm) = try requireVM()
+        let (_, shm) = try requireVM()
         let regs = try readRegs()
         let ip = try linearIP(regs)
         try drainRing()
@@ -313,12 +305,12 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// CRC-32C of every byte of the gdbstub's `g` packet (general, segment, control, FPU and
     /// SSE registers as QEMU's stub sends them).
     public func registerHash() throws -> UInt32? {
-        let bytes = try requireVM().1.readRegisterBytes()
+        let bytes = try requireVM().0.readRegisterBytes()
         return bytes.withUnsafeBytes { CRC32C.checksum($0) }
     }
 
     public func registers() throws -> [RegisterValue] {
-        let r = Regs(bytes: try requireVM().1.readRegisterBytes())
+        let r = Regs(bytes: try requireVM().0.readRegisterBytes())
         let names = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip"]
         var out = names.enumerated().map { RegisterValue(name: $1, value: r.u64($0 * 8)) }
         out.append(RegisterValue(name: "eflags", value: r.u32(136)))
@@ -327,20 +319,20 @@ public final class QEMUReplayBackend: ReplayBackend {
     }
 
     public func readMemory(at address: UInt64, count: Int) throws -> [UInt8] {
-        try requireVM().1.readMemory(at: address, count: count)
+        try requireVM().0.readMemory(at: address, count: count)
     }
 
     // MARK: running
 
     public func insertBreakpoint(at address: UInt64) throws {
-        let (_, gdb, _) = try requireVM()
+        let (gdb, _) = try requireVM()
         guard !breakpoints.contains(address) else { return }
         try gdb.expectOK("Z0,\(String(address, radix: 16)),1")
         breakpoints.insert(address)
     }
 
     public func removeBreakpoint(at address: UInt64) throws {
-        let (_, gdb, _) = try requireVM()
+        let (gdb, _) = try requireVM()
         guard breakpoints.contains(address) else { return }
         try gdb.expectOK("z0,\(String(address, radix: 16)),1")
         breakpoints.remove(address)
@@ -363,7 +355,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         // The plugin's instruction count is never below icount (it can run a few ahead: 5
         // after 4.7 G instructions of a Linux boot, instructions QEMU executed again after
         // an I/O access): below the break, this stop is not it, with no QMP round trip
-        // (about 5 ms) at each breakpoint hit. Near it, QEMU's icount decides.
+        // at each breakpoint hit. Near it, QEMU's icount decides.
         guard shm.instructions >= armed else { return false }
         let now = try requireVM().0.replayICount()
         if now < armed { return false }
@@ -388,15 +380,15 @@ public final class QEMUReplayBackend: ReplayBackend {
         let plugin = shm.instructions
         if let armed = armedWatch {
             guard plugin >= armed else { return }
-            let (qmp, _, _) = try requireVM()
-            guard try qmp.replayICount() >= armed else { return }
-            deleteReplayBreak(qmp)
+            let (gdb, _) = try requireVM()
+            guard try gdb.replayICount() >= armed else { return }
+            deleteReplayBreak(gdb)
             armedWatch = nil
         }
         guard nextWatched(after: plugin > Self.countDrift ? plugin - Self.countDrift : 0) != nil else { return }
-        let (qmp, _, _) = try requireVM()
-        guard let w = nextWatched(after: try qmp.replayICount()) else { return }
-        try setReplayBreak(qmp, at: w)
+        let (gdb, _) = try requireVM()
+        guard let w = nextWatched(after: try gdb.replayICount()) else { return }
+        try setReplayBreak(gdb, at: w)
         armedWatch = w
     }
 
@@ -404,17 +396,16 @@ public final class QEMUReplayBackend: ReplayBackend {
         ended = true
         armedWatch = nil
         breakpoints = []
-        qmp = nil
         gdb = nil
         if pid > 0 { _ = RunningProcess(pid: pid).waitGone(timeoutMS: 2000) }
         removeReplayFiles()
     }
 
     public func step() throws -> StopReason {
-        let (qmp, gdb, _) = try requireVM()
+        let (gdb, _) = try requireVM()
         cachedRegs = nil
         // At the guest's end the stub would wait for a run that QEMU refuses to start.
-        if try qmp.guestEnded() { return .ended }
+        if try gdb.guestEnded() { return .ended }
         do {
             let reply = try gdb.step()
             try drainRing()
@@ -473,23 +464,23 @@ public final class QEMUReplayBackend: ReplayBackend {
             let here = try position()
             guard here.landmark.brctr + closeEnough < target, let icount = here.icount else { return nil }
             if !lifted {
-                let (_, gdb, _) = try requireVM()
+                let (gdb, _) = try requireVM()
                 for b in breakpoints { try gdb.expectOK("z0,\(String(b, radix: 16)),1") }
                 lifted = true
             }
-            let (qmp, _, _) = try requireVM()
+            let (gdb, _) = try requireVM()
             let budget = target - here.landmark.brctr - 1
             // A watched icount (an indexed checkpoint) on the way is a stop of its own.
             var stopAt = icount + budget
             if let w = nextWatched(after: icount), w < stopAt { stopAt = w }
             log("fast-forward: brctr \(here.landmark.brctr) → at most \(target - 1), replay-break at icount \(stopAt)")
-            try setReplayBreak(qmp, at: stopAt)
+            try setReplayBreak(gdb, at: stopAt)
             armedWatch = nil
             let outcome = try runOnce(cancellation: cancellation, progress: progress)
             if case .exited = outcome { return .exited }
-            deleteReplayBreak(qmp)
+            deleteReplayBreak(gdb)
             if case .interrupted = outcome { return .interrupted }
-            let now = try qmp.replayICount()
+            let now = try gdb.replayICount()
             // Not where the break was set (and no breakpoint is armed): the replay ran out.
             if now != stopAt { return .ended }
             if watched.contains(now) {
@@ -499,8 +490,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
     }
 
-    /// Continue with the gdb stub's `c` (about 1.3 ms per breakpoint hit, against 8.7 ms
-    /// when resuming through QMP and waiting for its STOP event), then wait for its stop
+    /// Continue with the gdb stub's `c` (about 1.3 ms per breakpoint hit), then wait for its stop
     /// reply while draining the ring, reporting progress, and watching for QEMU's exit and
     /// for signals (an interrupt is the protocol's 0x03 byte: the only byte ever sent
     /// to the stub while the vCPU runs).
@@ -533,8 +523,7 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     /// Run the vCPU (gdb `c`) until the next stop of any kind.
     private func runOnce(cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> Outcome {
-        let (qmp, gdb, shm) = try requireVM()
-        qmp.discardEvents()
+        let (gdb, shm) = try requireVM()
         cachedRegs = nil
         try gdb.sendPacket("c")
         let exitFD = RunningProcess(pid: pid).exitDescriptor()?.rawValue ?? -1
@@ -583,7 +572,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         if reply.hasPrefix("W") || reply.hasPrefix("X") { try drainRing(); markEnded(); return .exited }
         try drainRing()
         if stalled, let loaded = loadedSnapshot {
-            deleteReplayBreak(qmp)
+            deleteReplayBreak(gdb)
             armedWatch = nil
             throw SessionError.stalled(checkpointICount: loaded, at: try landmark(), seconds: stallTimeoutMS / 1000)
         }
@@ -591,23 +580,13 @@ public final class QEMUReplayBackend: ReplayBackend {
         return .stopped(try linearIP(try readRegs()))
     }
 
-    private func stopIfRunning() throws {
-        cachedRegs = nil
-        let (qmp, gdb, _) = (qmp!, gdb!, shm)
-        if try qmp.isRunning() {
-            try qmp.execute("stop")
-            _ = try qmp.takeEvent(["STOP"], timeoutMS: 5000)
-            _ = try? gdb.receivePacketIfAny(timeoutMS: 1000)
-        }
-        try gdb.drainUnsolicited()
-        qmp.discardEvents()
-    }
-
     public func resumeDetached() throws {
-        let (qmp, _, _) = try requireVM()
+        let (gdb, _) = try requireVM()
         detachBreakpoints()
         cachedRegs = nil
-        try qmp.execute("cont")
+        // The VM runs on after the stub's connection closes; the next command's
+        // connection stops it again.
+        _ = try gdb.monitor("cont")
     }
 
     /// Lift every breakpoint (best effort) and forget them.
@@ -618,29 +597,32 @@ public final class QEMUReplayBackend: ReplayBackend {
         breakpoints = []
     }
 
+    /// Connected is stopped: the stub stops the VM when gdb connects, and every run of
+    /// this controller waits for its stop.
     public func pause() throws {
-        _ = try requireVM()
-        try stopIfRunning()
+        let (gdb, _) = try requireVM()
+        cachedRegs = nil
+        try gdb.drainUnsolicited()
     }
 
     public func runToICount(_ icount: UInt64, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
-        let (qmp, gdb, _) = try requireVM()
-        let now = try qmp.replayICount()
+        let (gdb, _) = try requireVM()
+        let now = try gdb.replayICount()
         if now == icount { return .stepped }
         guard now < icount else { throw QEMUError("cannot run to icount \(icount): the replay is already at \(now)") }
-        if try qmp.guestEnded() { return .ended }
+        if try gdb.guestEnded() { return .ended }
         for b in breakpoints { try gdb.expectOK("z0,\(String(b, radix: 16)),1") }
         defer {
             if !ended, let gdb = self.gdb { for b in breakpoints { _ = try? gdb.request("Z0,\(String(b, radix: 16)),1") } }
         }
         armedWatch = nil
         do {
-            try setReplayBreak(qmp, at: icount)
+            try setReplayBreak(gdb, at: icount)
             let outcome = try runOnce(cancellation: cancellation, progress: progress)
             if case .exited = outcome { return .exited }
-            deleteReplayBreak(qmp)
+            deleteReplayBreak(gdb)
             if case .interrupted = outcome { return .interrupted }
-            return try qmp.replayICount() == icount ? .stepped : .ended
+            return try gdb.replayICount() == icount ? .stepped : .ended
         } catch is UnixSocket.PeerClosed {
             try? drainRing()
             markEnded()
@@ -652,12 +634,11 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// the index image later replays boot with (and each disk's overlay likewise): QEMU is
     /// asked to quit, so that the images are closed and complete, then they are renamed.
     public func keepCheckpoints() throws {
-        let (qmp, _, _) = try requireVM()
+        let (gdb, _) = try requireVM()
         let vm = pid
         detachBreakpoints()
-        _ = try? qmp.execute("quit")
-        self.qmp = nil
-        gdb = nil
+        _ = try? gdb.monitor("quit")
+        self.gdb = nil
         guard vm > 0, RunningProcess(pid: vm).waitGone(timeoutMS: 30_000) else {
             try kill()
             throw QEMUError("QEMU (pid \(vm)) did not quit; the index's snapshots were not kept")
@@ -676,39 +657,59 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// image, plus the plugin's counters at that moment, which snapshots do not hold:
     /// backendState = [brctr, insns, last_pc, last_size, last_flags, last_target].
     public func saveCheckpoint(at position: Position) throws -> Checkpoint? {
-        let (qmp, _, shm) = try requireVM()
-        guard let icount = position.icount else { return nil }
+        let (gdb, shm) = try requireVM()
+        // The start needs none: the recording's own `init` is there.
+        guard let icount = position.icount, icount > 0 else { return nil }
         shm.settle()
         let counters = [shm.brctr, shm.instructions, shm.load(PluginControlBlock.Offset.lastPC),
                         shm.load(PluginControlBlock.Offset.lastSize), shm.load(PluginControlBlock.Offset.lastFlags),
                         shm.load(PluginControlBlock.Offset.lastTarget)]
-        let out = try qmp.human("savevm tt-\(icount)")
-        guard out.trimmingWhitespace.isEmpty else {
-            log("savevm: \(out)")
+        do {
+            let out = try gdb.monitor("savevm \(Self.snapshotName(icount))")
+            guard out.trimmingWhitespace.isEmpty else {
+                log("savevm: \(out)")
+                return nil
+            }
+        } catch let failure as GDBRemoteClient.MonitorFailure {
+            log("savevm: \(failure)")
             return nil
         }
-        log("snapshot tt-\(icount) at brctr \(position.landmark.brctr)")
+        log("snapshot \(Self.snapshotName(icount)) at brctr \(position.landmark.brctr)")
         return Checkpoint(icount: icount, brctr: position.landmark.brctr, backendState: counters)
     }
 
-    /// `replay-seek` to the checkpoint's exact icount loads its snapshot (the recording's
-    /// initial one for the start) without running forward; then the plugin's counters are
-    /// put back to what they were when it was taken (all 0 at the start).
+    /// The snapshot of the checkpoint at `icount`: the recording's initial one at 0, else
+    /// the one `saveCheckpoint` took there.
+    static func snapshotName(_ icount: UInt64) -> String { icount == 0 ? "init" : "tt-\(icount)" }
+
+    /// `loadvm` of the checkpoint's snapshot (the recording's initial one for the start)
+    /// puts the replay exactly at its icount, stopped (HMP's loadvm returns when it is
+    /// done; QMP's replay-seek returned at once and ran on to the icount); then the
+    /// plugin's counters are put back to what they were when it was taken (all 0 at the start).
     public func restore(_ checkpoint: Checkpoint) throws -> Position {
-        let (qmp, gdb, shm) = try requireVM()
+        let (gdb, shm) = try requireVM()
         var c = checkpoint.backendState.count >= 5 ? checkpoint.backendState : [0, 0, 0, 0, 0]
         if c.count == 5 { c.append(0) }
-        log("replay-seek to icount \(checkpoint.icount) (snapshot at brctr \(checkpoint.brctr))")
+        let name = Self.snapshotName(checkpoint.icount)
+        log("restore icount \(checkpoint.icount) (snapshot \(name), brctr \(checkpoint.brctr))")
         cachedRegs = nil
-        armedWatch = nil // replay-seek uses (and spends) QEMU's one replay break
-        qmp.discardEvents()
-        deleteReplayBreak(qmp)
-        try qmp.execute("replay-seek", ["icount": checkpoint.icount])
-        _ = try qmp.takeEvent(["STOP"], timeoutMS: 10_000)
-        _ = try? gdb.receivePacketIfAny(timeoutMS: 200)
+        armedWatch = nil
+        deleteReplayBreak(gdb)
+        if try gdb.guestEnded() {
+            // At the guest's end (run state "shutdown") a loaded snapshot keeps that state and
+            // the vCPU never runs again; replay_seek leaves it: it loads the snapshot and
+            // starts the vCPU with a replay break at that very icount, which stops it before
+            // any instruction. The interrupt byte, handled before the next packet, makes sure
+            // it has stopped; the icount is checked below.
+            _ = try gdb.monitor("replay_seek \(checkpoint.icount)")
+            breakMayBeArmed = true
+            try gdb.sendInterrupt()
+        } else {
+            _ = try gdb.monitor("loadvm \(name)")
+        }
         try gdb.drainUnsolicited()
-        guard try qmp.replayICount() == checkpoint.icount else {
-            throw QEMUError("replay-seek to icount \(checkpoint.icount) landed elsewhere")
+        guard try gdb.replayICount() == checkpoint.icount else {
+            throw QEMUError("loading snapshot \(name) put the replay elsewhere than icount \(checkpoint.icount)")
         }
         shm.restore(brctr: c[0], instructions: c[1], lastPC: c[2], lastSize: c[3], lastFlags: c[4], lastTarget: c[5])
         loadedSnapshot = checkpoint.icount > 0 ? checkpoint.icount : nil
@@ -718,7 +719,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     // MARK: tracing
 
     public func setTracing(_ newSink: BranchSink?) throws {
-        let (_, _, shm) = try requireVM()
+        let (_, shm) = try requireVM()
         let here = try landmark()
         if let newSink {
             // Records after the current landmark only: the arrival here (which the
@@ -744,7 +745,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     }
 
     public func setRawTracing(_ newSink: BranchSink?) throws -> UInt64 {
-        let (_, _, shm) = try requireVM()
+        let (_, shm) = try requireVM()
         try drainRing()
         shm.settle()
         let raw = shm.brctr

@@ -129,7 +129,7 @@ final class CheckpointIndexTests: XCTestCase {
         XCTAssertTrue(timeline.contains("checkpoint icount \(Self.every) brctr "), timeline)
         XCTAssertTrue(timeline.contains("(index 1)"), timeline)
         let indexedResult = try IT.tt(["run-until", "-d", "--registers", "g32", fromStart.location], state: s)
-        let seek = indexedResult.err.split(separator: "\n").first { $0.contains("replay-seek to icount ") }
+        let seek = indexedResult.err.split(separator: "\n").first { $0.contains("restore icount ") }
         let seekICount = seek.flatMap { $0.split(separator: " ").drop { $0 != "icount" }.dropFirst().first }.flatMap { UInt64($0) }
         XCTAssertNotNil(seekICount, indexedResult.err)
         if let seekICount {
@@ -217,7 +217,7 @@ final class CheckpointIndexTests: XCTestCase {
             // starts by restoring checkpoint 4, the latest before that count.
             let target = "0x\(String(try IT.symbolAddress(Self.elf32, "fib"), radix: 16)):\(fifthBrctr)"
             let r = try IT.tt(["run-until", "-d", "g32", target], state: s, expect: nil)
-            XCTAssertTrue(r.err.contains("replay-seek to icount \(fourth[1])"), r.err)
+            XCTAssertTrue(r.err.contains("restore icount \(fourth[1])"), r.err)
             XCTAssertEqual(r.status, 3, r.err)
             XCTAssertTrue(r.err.contains("divergence at checkpoint 4 (icount \(fourth[1])): registers differ"), r.err)
         }
@@ -246,7 +246,7 @@ final class CheckpointIndexTests: XCTestCase {
         XCTAssertGreaterThan(end.brctr, sixth, "the window passes checkpoints 5 and 6")
         let withIndex = Self.base + "/with.bts", without = Self.base + "/without.bts"
         let a = try IT.tt(["trace-task", "-d", "--start", start, "--end", end.location, "-o", withIndex, "--print-limit", "0", "g32"], state: s)
-        XCTAssertTrue(a.err.contains("replay-seek to icount \(checkpoints[2].split(separator: " ")[1])"), a.err)
+        XCTAssertTrue(a.err.contains("restore icount \(checkpoints[2].split(separator: " ")[1])"), a.err)
         XCTAssertTrue(a.err.contains("passing checkpoint icount \(checkpoints[4].split(separator: " ")[1])"), a.err)
         try FileManager.default.moveItem(atPath: indexPath, toPath: Self.base + "/index.aside")
         defer { try? FileManager.default.moveItem(atPath: Self.base + "/index.aside", toPath: indexPath) }
@@ -304,8 +304,8 @@ final class CheckpointIndexTests: XCTestCase {
         XCTAssertTrue(try IT.tt(["verify", "g32"], state: s).out.contains("checkpoints equal"))
         try IT.tt(["replay", "-p", "g32"], state: s)
         let indexed = try IT.tt(["run-until", "-d", "--registers", "g32", target.location], state: s)
-        XCTAssertTrue(indexed.err.contains("replay-seek to icount "), indexed.err)
-        XCTAssertFalse(indexed.err.contains("replay-seek to icount 0 "), indexed.err)
+        XCTAssertTrue(indexed.err.contains("restore icount "), indexed.err)
+        XCTAssertFalse(indexed.err.contains("restore icount 0 "), indexed.err)
         XCTAssertEqual(indexed.out, fromStart.out)
         try IT.tt(["replay", "-K", "g32"], state: s)
         try IT.tt(["record", "-D", "g32"], state: s)

@@ -41,6 +41,7 @@ public enum StateFile {
     public static let recordConsole = "console.record", replayConsole = "console.replay"
     public static let recordLog = "record.log", replayLog = "replay.log"
     public static let recordShm = "record.shm", replayShm = "replay.shm"
+    /// `qmp` is the QMP socket of replays made by earlier versions (none now), still removed.
     public static let qmp = "qmp.sock", gdb = "gdb.sock", pid = "pid", recordPID = "record.pid"
     /// The interactive console's socket (`tt record -c`): QEMU listens, tt record connects.
     public static let consoleSocket = "console.sock"
