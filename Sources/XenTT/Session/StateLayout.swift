@@ -31,6 +31,9 @@ public enum StateFile {
     /// removed when its segment is traced.
     public static func jobDirectory(_ k: Int) -> String { "job\(k)" }
     public static let maxJobs = 16
+    /// `tt trace-task --plan DIR --segment K`: the directory the segment's replay VM runs in
+    /// (as a worker's), one job per segment at a time (its lock); removed when it is done.
+    public static func segmentDirectory(_ k: Int) -> String { "segment\(k)" }
     /// What a replay of the recording reads: linked into a worker's directory.
     public static let recordingForReplay = [argv, backend, kernel, initrd, recording, qemuVersion, symfile, disks,
                                             index, indexImage] + (0..<maxDisks).map(indexDiskOverlay)

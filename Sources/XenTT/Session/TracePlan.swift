@@ -201,12 +201,8 @@ public struct TracePlan: Equatable, Sendable {
 
     // MARK: one segment
 
-    /// Trace segment `k` with `session` (active, at the beginning of a replay of the planned
-    /// recording in a directory of its own) into `DIR/segment-K.ttlog`: written as `.partial`,
-    /// renamed when complete. The log holds a session start (`segment K of N`), a landmark
-    /// entry `from <boundary k>`, the records, a landmark entry `to <boundary k+1>` and a
-    /// session end `complete`.
-    public func traceSegment(_ k: Int, session: ReplaySession, into dir: StateDirectory, guestWordSize: UInt8) throws -> UInt64 {
+    /// Segment `k` is one of the plan's (else 64), and the recording is the one planned (else 65).
+    public func check(segment k: Int, in dir: StateDirectory) throws {
         guard (0..<segmentCount).contains(k) else {
             throw Refused("\(dir.file(Self.planFile)): no segment \(k): the plan has \(segmentCount) (0…\(segmentCount - 1))", status: ExitStatus.usage)
         }
@@ -214,6 +210,15 @@ public struct TracePlan: Equatable, Sendable {
         guard actual == identity else {
             throw Refused("segment \(k): the recording \(statePath) is not the one planned (recording bytes and index \(actual), the plan has \(identity))")
         }
+    }
+
+    /// Trace segment `k` with `session` (active, at the beginning of a replay of the planned
+    /// recording in a directory of its own) into `DIR/segment-K.ttlog`: written as `.partial`,
+    /// renamed when complete. The log holds a session start (`segment K of N`), a landmark
+    /// entry `from <boundary k>`, the records, a landmark entry `to <boundary k+1>` and a
+    /// session end `complete`.
+    public func traceSegment(_ k: Int, session: ReplaySession, into dir: StateDirectory, guestWordSize: UInt8) throws -> UInt64 {
+        try check(segment: k, in: dir)
         session.guestWordSize = guestWordSize
         let partial = Self.partialSegmentFile(k)
         dir.remove(partial)
