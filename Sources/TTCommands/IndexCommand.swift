@@ -66,7 +66,7 @@ struct IndexCommand: ParsableCommand {
             }
             if let vm = scope.backend.vmDescription { throw StateError.vmRunning(dir.path, vm: vm) }
             // The old index goes first: the new replay must boot from the recording's own image.
-            for f in [StateFile.index, StateFile.indexImage] + (0..<StateFile.maxDisks).map(StateFile.indexDiskOverlay) { dir.remove(f) }
+            for f in [StateFile.index, StateFile.indexImage, StateFile.indexHits] + (0..<StateFile.maxDisks).map(StateFile.indexDiskOverlay) { dir.remove(f) }
             scope.session.timeline.setIndex(nil)
             let started = monotonicSeconds()
             try scope.bootOwn()

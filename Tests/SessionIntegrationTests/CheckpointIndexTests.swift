@@ -343,6 +343,40 @@ final class CheckpointIndexTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: three)), bytesA)
     }
 
+    /// WHERE#N with the index: a run passing indexed checkpoints keeps the arrivals counted up
+    /// to each (index.hits); later runs count from the latest checkpoint with fewer than N
+    /// and land exactly where runs from the start without an index land (landmark and
+    /// icount): the first arrival after a checkpoint, the last one before it, one further.
+    func testOccurrenceCountsFromACheckpointWhereAnEarlierRunCounted() throws {
+        let s = Self.state
+        let fm = FileManager.default
+        for f in ["index.checkpoints", "index.qcow2", "index.hits"] { try? fm.removeItem(atPath: s + "/" + f) }
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        var baseline: [Int: String] = [:]
+        for n in [23, 24, 30] { baseline[n] = try IT.tt(["run-until", "g32", "copy_block#\(n)"], state: s).out }
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        _ = try ensureIndex()
+        XCTAssertFalse(fm.fileExists(atPath: s + "/index.hits"))
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        XCTAssertEqual(try IT.tt(["run-until", "g32", "copy_block#30"], state: s).out, baseline[30])
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        XCTAssertEqual(IT.mode(s + "/index.hits"), 0o600)
+        let hits = try String(contentsOfFile: s + "/index.hits", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(hits.first, "tt-index-hits 1")
+        let copyBlock = try IT.symbolAddress(Self.elf32, "copy_block")
+        XCTAssertTrue(hits.contains { $0.hasPrefix("hits 0x\(String(copyBlock, radix: 16)) ") && !$0.hasSuffix(" 0") }, hits.joined(separator: "\n"))
+        for n in [24, 23, 30] {
+            try IT.tt(["replay", "-p", "g32"], state: s)
+            let r = try IT.tt(["run-until", "-d", "g32", "copy_block#\(n)"], state: s)
+            XCTAssertEqual(r.out, baseline[n], "copy_block#\(n)")
+            XCTAssertTrue(r.err.contains("replay-seek to icount "), r.err)
+            XCTAssertFalse(r.err.contains("replay-seek to icount 0 "), r.err)
+            try IT.tt(["replay", "-K", "g32"], state: s)
+        }
+        try IT.tt(["index", "--every", String(Self.every), "g32"], state: s)
+        XCTAssertFalse(fm.fileExists(atPath: s + "/index.hits"), "a new index starts without counts")
+    }
+
     /// trace-task --plan: the window cut as --jobs 3 cuts it, written for a scheduler; the
     /// commands file run by xargs -P 2 (exec'ing tt through env, no shell), then --merge
     /// gives the same bytes as one job, raw and extended. A plan directory whose path has a
