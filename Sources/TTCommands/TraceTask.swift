@@ -87,10 +87,10 @@ struct TraceTaskCommand: ParsableCommand {
         case .segment:
             guard plan != nil else { throw ValidationError("--segment K needs --plan DIR (the plan it is a segment of)") }
             guard segment! >= 0 else { throw ValidationError("--segment must be ≥ 0") }
-            try absent(window + planOnly + [("-o", output != nil), ("-x", extended), ("--merge", merge != nil)],
+            try absent(window + planOnly + [("-o", output != nil), ("-x", extended), ("--merge", merge != nil), ("--jobs", jobs != 1)],
                        "is not used with --segment: the plan says what to trace")
         case .merge:
-            try absent(window + planOnly + [("--plan", plan != nil), ("--segment", segment != nil)],
+            try absent(window + planOnly + [("--plan", plan != nil), ("--segment", segment != nil), ("--jobs", jobs != 1)],
                        "is not used with --merge: the plan in DIR says what was traced")
         }
         if let parallelism, parallelism < 1 { throw ValidationError("--parallelism must be ≥ 1") }
