@@ -30,6 +30,9 @@ extension TraceTaskCommand {
         _ = try Location(parsing: endText!)
         let dir = try Self.planDirectory(plan!)
         try StateOwnership.check(dir.path)
+        guard !StateOwnership.hasRecording(dir) else {
+            throw StateError.refused(dir.path, "a recording's state directory; name a directory of its own for the plan")
+        }
         guard let tt = readSymbolicLink("/proc/self/exe")?.string,
               tt.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7f }) else {
             throw TracePlan.Refused("cannot name this tt's executable (/proc/self/exe) in the job scripts", status: ExitStatus.unavailable)
