@@ -91,7 +91,7 @@ final class GDBRemoteClient {
     }
 
     /// Send a request and return the next packet as its reply. Stop replies left over
-    /// from an earlier resume (QEMU sends T02 after a QMP-driven stop) must have been
+    /// from an earlier resume (a T02 after a stop by the interrupt byte) must have been
     /// drained first (`drainUnsolicited`).
     func request(_ payload: String) throws -> String {
         try sendPacket(payload)

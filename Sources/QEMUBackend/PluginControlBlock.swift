@@ -39,8 +39,8 @@ final class PluginControlBlock {
 
     /// Create (replacing) the control file, mode 0600, with an empty ring. The default ring
     /// (1M records, 24 MiB, sparse until used) lets the plugin run long stretches while
-    /// the controller is busy elsewhere (QMP commands are answered by QEMU's main loop
-    /// only; a full ring stops the vCPU until drained).
+    /// the controller is busy elsewhere (monitor commands are answered by QEMU's main
+    /// loop only; a full ring stops the vCPU until drained).
     static func create(at path: FilePath, ringCapacity: Int = 1 << 20) throws -> PluginControlBlock {
         precondition(ringCapacity > 0 && ringCapacity & (ringCapacity - 1) == 0)
         _ = unlink(path.string)

@@ -24,8 +24,8 @@ public struct QEMUError: Error, CustomStringConvertible, ExitStatusProviding {
 /// machine it describes, and its own vector is the same one with only host-side plumbing
 /// renamed: `rr=record` → `rr=replay`, the snapshot image (a per-replay copy), the disks'
 /// overlays (fresh per replay), the serial log file (the interactive console's socket
-/// chardev becomes a file chardev) and the plugin's control file; then `-S` and the QMP
-/// and gdb sockets are appended. QEMU runs with the state directory as
+/// chardev becomes a file chardev) and the plugin's control file; then `-S` and the gdb
+/// socket are appended. QEMU runs with the state directory as
 /// its working directory, so every state file is named relatively.
 public struct QEMUMachine: Sendable {
     public enum Arch: String, Sendable, CaseIterable { case i386, x86_64 }
@@ -77,7 +77,7 @@ public struct QEMUMachine: Sendable {
     static let replayConsoleChardev = "file,id=console,path=\(StateFile.replayConsole)"
 
     public static let binary = "qemu-system-x86_64"
-    /// How long tt waits for an answer from QEMU's QMP or gdb socket while the vCPU is
+    /// How long tt waits for an answer from QEMU's gdb socket while the vCPU is
     /// stopped (a running vCPU is waited for by polling, without a limit).
     static let answerTimeoutMS: Int32 = 30_000
 

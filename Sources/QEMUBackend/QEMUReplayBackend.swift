@@ -72,7 +72,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         guard let pid = vmPID else { return }
         // The replay pauses at the guest's end (see replayArguments): follow until the vCPU
         // has executed nothing for a second, which the plugin's instruction count tells
-        // without taking QMP from whoever drives the replay. A vCPU can also sit still that
+        // without taking the stub from whoever drives the replay. A vCPU can also sit still that
         // long mid-run (measured: a Linux guest's replay on a loaded 2-core machine stopped
         // counting for over a second while loading a module), so when the recording's own
         // count is known (record.shm) the stop counts as the end only near it: QEMU serves
@@ -354,8 +354,8 @@ public final class QEMUReplayBackend: ReplayBackend {
         guard let armed = armedWatch, let shm else { return false }
         // The plugin's instruction count is never below icount (it can run a few ahead: 5
         // after 4.7 G instructions of a Linux boot, instructions QEMU executed again after
-        // an I/O access): below the break, this stop is not it, with no QMP round trip
-        // at each breakpoint hit. Near it, QEMU's icount decides.
+        // an I/O access): below the break, this stop is not it, with no monitor round
+        // trip at each breakpoint hit. Near it, QEMU's icount decides.
         guard shm.instructions >= armed else { return false }
         let now = try requireVM().0.replayICount()
         if now < armed { return false }

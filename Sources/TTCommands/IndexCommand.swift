@@ -58,7 +58,7 @@ struct IndexCommand: ParsableCommand {
                     printLine("tt: \(dir.name) has no checkpoint index (make one with tt index)")
                     return
                 }
-                printIndex(index, dir: dir)
+                for line in Self.listing(index, dir: dir) { printLine(line) }
                 return
             }
             guard scope.backend.capabilities.contains(.seeking) else {
@@ -66,7 +66,7 @@ struct IndexCommand: ParsableCommand {
             }
             if let vm = scope.backend.vmDescription { throw StateError.vmRunning(dir.path, vm: vm) }
             // The old index goes first: the new replay must boot from the recording's own image.
-            for f in [StateFile.index, StateFile.indexImage] + (0..<StateFile.maxDisks).map(StateFile.indexDiskOverlay) { dir.remove(f) }
+            for f in [StateFile.index, StateFile.indexImage, StateFile.indexHits] + (0..<StateFile.maxDisks).map(StateFile.indexDiskOverlay) { dir.remove(f) }
             scope.session.timeline.setIndex(nil)
             let started = monotonicSeconds()
             try scope.bootOwn()
@@ -106,11 +106,15 @@ struct IndexCommand: ParsableCommand {
         return names.compactMap { dir.size($0) }.reduce(0, +)
     }
 
-    func printIndex(_ index: CheckpointIndex, dir: StateDirectory) {
-        printLine("checkpoint index of \(dir.name): \(index.checkpoints.count) checkpoints, spacing \(index.spacing); images \(Self.imageBytes(dir, index: true) / 1_048_576) MB")
+    /// The index as `tt index --list` prints it (and `tt log summary` beside a recording's
+    /// log): a head line (count, spacing, images), then one line per checkpoint (icount,
+    /// brctr, landmark, register hash, the unresumable mark).
+    static func listing(_ index: CheckpointIndex, dir: StateDirectory) -> [String] {
+        var lines = ["checkpoint index of \(dir.name): \(index.checkpoints.count) checkpoints, spacing \(index.spacing); images \(Self.imageBytes(dir, index: true) / 1_048_576) MB"]
         for (i, c) in index.checkpoints.enumerated() {
             let mark = index.unresumable.contains(c.icount) ? " (unresumable: QEMU cannot run on from its snapshot)" : ""
-            printLine("checkpoint \(i + 1) icount \(c.icount) brctr \(c.fingerprint.landmark.brctr) at \(c.fingerprint.landmark) registers 0x\(String(c.fingerprint.registerHash, radix: 16))\(mark)")
+            lines.append("checkpoint \(i + 1) icount \(c.icount) brctr \(c.fingerprint.landmark.brctr) at \(c.fingerprint.landmark) registers 0x\(String(c.fingerprint.registerHash, radix: 16))\(mark)")
         }
+        return lines
     }
 }

@@ -172,7 +172,12 @@ enum Bytes {
 struct LogSummary: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "summary",
-        abstract: "Count a replay log's entries by event type; branch counter range per vCPU; bytes.")
+        abstract: "Count a replay log's entries by event type; branch counter range per vCPU; bytes.",
+        discussion: """
+            A log in a recording's state directory (trace-task's trace.ttlog) is summarised \
+            with the recording's checkpoint index when it has one (tt index --list's lines; \
+            with --json, "checkpointIndex").
+            """)
 
     @Flag(help: "One JSON object.")
     var json = false
@@ -222,6 +227,7 @@ struct LogSummary: ParsableCommand {
 
         let h = reader.header
         let types = counts.keys.sorted()
+        let index = recordingIndex()
         let out = OutputBuffer(fd: 1)
         try outputting {
             if json {
@@ -239,7 +245,19 @@ struct LogSummary: ParsableCommand {
                 s += (0..<vcpus).filter { perVCPU[$0] > 0 }.map {
                     "{\"vcpu\":\($0),\"entries\":\(perVCPU[$0]),\"brctrFirst\":\(lo[$0]),\"brctrLast\":\(hi[$0])}"
                 }.joined(separator: ",")
-                s += "],\"salvagedSkips\":\(reader.salvageReport.skips.count),\"salvagedBytes\":\(reader.salvageReport.skippedBytes)}"
+                s += "],\"salvagedSkips\":\(reader.salvageReport.skips.count),\"salvagedBytes\":\(reader.salvageReport.skippedBytes)"
+                switch index {
+                case .none: break
+                case .problem(let why): s += ",\"checkpointIndex\":{\"error\":\(JSONString.quoted(why))}"
+                case .index(let i, _):
+                    s += ",\"checkpointIndex\":{\"spacing\":\(i.spacing),\"checkpoints\":["
+                    s += i.checkpoints.map { c in
+                        let l = c.fingerprint.landmark
+                        return "{\"icount\":\(c.icount),\"brctr\":\(l.brctr),\"ip\":\"0x\(String(l.ip, radix: 16))\",\"cx\":\"0x\(String(l.cx, radix: 16))\",\"unresumable\":\(i.unresumable.contains(c.icount))}"
+                    }.joined(separator: ",")
+                    s += "]}"
+                }
+                s += "}"
                 try out.append(s)
                 try out.endLine()
             } else {
@@ -263,11 +281,40 @@ struct LogSummary: ParsableCommand {
                 if !reader.salvageReport.isEmpty {
                     try out.append("salvaged: \(reader.salvageReport.skips.count) skips, \(reader.salvageReport.skippedBytes) bytes\n")
                 }
+                switch index {
+                case .none: break
+                case .problem(let why): try out.append("checkpoint index: \(why)\n")
+                case .index(let i, let dir): for line in IndexCommand.listing(i, dir: dir) { try out.append(line + "\n") }
+                }
             }
             try out.flush()
         }
     }
 
+
+    enum RecordingIndex {
+        case none
+        case index(CheckpointIndex, StateDirectory)
+        case problem(String)
+    }
+
+    /// The checkpoint index of the recording whose state directory holds the log, if any
+    /// (a damaged one is reported, not fatal: the summary is the log's).
+    func recordingIndex() -> RecordingIndex {
+        var parent = FilePath(input.file).removingLastComponent()
+        if parent.isEmpty { parent = "." }
+        guard var dir = try? StateDirectory(name: "recording", explicit: parent.string, base: "/"),
+              dir.fileExists(StateFile.index) else { return .none }
+        // Named as the recording is: its directory's name, when that is a valid one.
+        if let name = dir.path.lastComponent?.string, let named = try? StateDirectory(name: name, explicit: dir.path.string, base: "/") {
+            dir = named
+        }
+        do {
+            return try CheckpointIndex.load(dir).map { .index($0, dir) } ?? .none
+        } catch {
+            return .problem(String(describing: error))
+        }
+    }
 }
 
 

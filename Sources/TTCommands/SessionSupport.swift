@@ -10,14 +10,34 @@ import Glibc
 
 /// `-s STATEDIR` and `NAME`, shared by the session commands.
 struct StateOptions: ParsableArguments {
-    @Option(name: .customShort("s"), help: ArgumentHelp("State directory (default: <state base>/NAME; state base from etc/xentt/tt.conf or TT_STATE_BASE).", valueName: "STATEDIR"))
+    static let directoryHelp = ArgumentHelp("State directory (default: <state base>/NAME; state base from etc/xentt/tt.conf or TT_STATE_BASE).", valueName: "STATEDIR")
+    static let nameHelp = ArgumentHelp("Name of the recording.")
+
+    @Option(name: .customShort("s"), help: directoryHelp)
     var stateDirectory: String?
 
-    @Argument(help: "Name of the recording.")
+    @Argument(help: nameHelp)
     var name: String
 
+    func resolve() throws -> StateDirectory { try Self.resolve(name: name, explicit: stateDirectory) }
+
+    static func resolve(name: String, explicit: String?) throws -> StateDirectory {
+        try StateDirectory(name: name, explicit: explicit, base: TTConfiguration.stateBase())
+    }
+}
+
+/// `-s STATEDIR` and `NAME` for a command some of whose modes name no recording
+/// (`tt trace-task --plan DIR --segment K`, `--merge DIR`).
+struct OptionalStateOptions: ParsableArguments {
+    @Option(name: .customShort("s"), help: StateOptions.directoryHelp)
+    var stateDirectory: String?
+
+    @Argument(help: StateOptions.nameHelp)
+    var name: String?
+
     func resolve() throws -> StateDirectory {
-        try StateDirectory(name: name, explicit: stateDirectory, base: TTConfiguration.stateBase())
+        guard let name else { throw ValidationError("Missing expected argument '<name>'") }
+        return try StateOptions.resolve(name: name, explicit: stateDirectory)
     }
 }
 
@@ -73,8 +93,12 @@ final class SessionScope {
     /// This command booted the VM (and kills it at the end).
     private(set) var bootedVM = false
 
-    init(_ options: StateOptions, debug: Bool, choice: BackendChoice? = nil) throws {
-        state = try options.resolve()
+    convenience init(_ options: StateOptions, debug: Bool, choice: BackendChoice? = nil) throws {
+        try self.init(state: try options.resolve(), debug: debug, choice: choice)
+    }
+
+    init(state: StateDirectory, debug: Bool, choice: BackendChoice? = nil) throws {
+        self.state = state
         // Whether it can be replayed is the backend's boot to check: tt replay -K and a
         // live replay's commands work on an incomplete recording too.
         try state.requireRecording(complete: false)

@@ -36,9 +36,9 @@ struct TraceTaskCommand: ParsableCommand {
     @Flag(name: .customShort("d"), help: "Debug output (QEMU protocol steps, extraction counts).")
     var debug = false
     @Option(name: .customLong("start"), help: ArgumentHelp("Where tracing starts: WHERE[:brctr[:cx]] or WHERE#N.", valueName: "LOC"))
-    var startText: String
+    var startText: String?
     @Option(name: .customLong("end"), help: ArgumentHelp("Where tracing ends: WHERE[:brctr[:cx]] or WHERE#N.", valueName: "LOC"))
-    var endText: String
+    var endText: String?
     @Option(name: .customShort("o"), help: ArgumentHelp("Output BTS file (default: STATEDIR/trace.bts).", valueName: "OUT"))
     var output: String?
     @Flag(name: .customShort("x"), help: "Write an extended BTS file (magic record, branch counter in each record).")
@@ -51,30 +51,85 @@ struct TraceTaskCommand: ParsableCommand {
     var backend: BackendChoice?
     @Option(help: ArgumentHelp("Trace with up to N replays at once: the window is split at the recording's indexed checkpoints (tt index; an end given as WHERE:brctr[:cx]), the seams checked; the output is the same as with 1.", valueName: "N"))
     var jobs: Int = 1
+    @Option(help: ArgumentHelp("Write a plan of the window into DIR for a scheduler: the segments --jobs N would trace (one job each), a Slurm array script, a Kubernetes Indexed Job, a commands file; with --segment K, trace segment K of the plan in DIR.", valueName: "DIR"))
+    var plan: String?
+    @Option(help: ArgumentHelp("With --plan DIR: trace segment K (0…) of the plan into DIR/segment-K.ttlog.", valueName: "K"))
+    var segment: Int?
+    @Option(help: ArgumentHelp("Check the segments of the plan in DIR and join them into OUT (default DIR/trace.bts), as one job writes it.", valueName: "DIR"))
+    var merge: String?
+    @Option(help: ArgumentHelp("With --plan: how many segments the Kubernetes Job runs at once (default: all).", valueName: "P"))
+    var parallelism: Int?
+    @Option(help: ArgumentHelp("With --plan: the container image of the Kubernetes Job (holding tt and QEMU at the paths of this machine).", valueName: "IMAGE"))
+    var image: String?
     @OptionGroup var divergence: DivergenceOptions
-    @OptionGroup var state: StateOptions
+    @OptionGroup var state: OptionalStateOptions
+
+    /// What the command line asks for: one trace, a plan, one segment of a plan, a merge.
+    enum Mode { case trace, plan, segment, merge }
+    var mode: Mode { merge != nil ? .merge : segment != nil ? .segment : plan != nil ? .plan : .trace }
 
     func validate() throws {
         guard printLimit >= 0 else { throw ValidationError("--print-limit must be ≥ 0") }
-        guard (1...StateFile.maxJobs).contains(jobs) else { throw ValidationError("--jobs must be 1…\(StateFile.maxJobs)") }
+        let maxJobs = mode == .plan ? TracePlan.maxSegments : StateFile.maxJobs
+        guard (1...maxJobs).contains(jobs) else { throw ValidationError("--jobs must be 1…\(maxJobs)\(mode == .plan ? " with --plan" : "")") }
+        func absent(_ given: [(String, Bool)], _ why: String) throws {
+            if let (flag, _) = given.first(where: { $0.1 }) { throw ValidationError("\(flag) \(why)") }
+        }
+        let window = [("--start", startText != nil), ("--end", endText != nil), ("NAME", state.name != nil), ("-s", state.stateDirectory != nil)]
+        let planOnly = [("--parallelism", parallelism != nil), ("--image", image != nil)]
+        switch mode {
+        case .trace, .plan:
+            guard startText != nil else { throw ValidationError("Missing expected argument '--start <LOC>'") }
+            guard endText != nil else { throw ValidationError("Missing expected argument '--end <LOC>'") }
+            guard state.name != nil else { throw ValidationError("Missing expected argument '<name>'") }
+            if mode == .plan { try absent([("-o", output != nil), ("-x", extended)], "is given to --merge, not to --plan") }
+            else { try absent(planOnly, "goes with --plan") }
+        case .segment:
+            guard plan != nil else { throw ValidationError("--segment K needs --plan DIR (the plan it is a segment of)") }
+            guard segment! >= 0 else { throw ValidationError("--segment must be ≥ 0") }
+            try absent(window + planOnly + [("-o", output != nil), ("-x", extended), ("--merge", merge != nil), ("--jobs", jobs != 1)],
+                       "is not used with --segment: the plan says what to trace")
+        case .merge:
+            try absent(window + planOnly + [("--plan", plan != nil), ("--segment", segment != nil), ("--jobs", jobs != 1)],
+                       "is not used with --merge: the plan in DIR says what was traced")
+        }
+        if let parallelism, parallelism < 1 { throw ValidationError("--parallelism must be ≥ 1") }
+        if let image, image.isEmpty || image.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
+            throw ValidationError("--image: empty or with control characters")
+        }
     }
 
     func run() throws {
+        switch mode {
+        case .trace: try trace()
+        case .plan: try makePlan()
+        case .segment: try traceSegment()
+        case .merge: try mergeSegments()
+        }
+    }
+
+    /// The window's locations (syntax, then symbols of the recording).
+    func window(_ recording: RecordingSymbols) throws -> (start: ResolvedLocation, end: ResolvedLocation) {
+        let start = try Location(parsing: startText!).resolved(recording.address(ofSymbol:))
+        let end = try Location(parsing: endText!).resolved(recording.address(ofSymbol:))
+        if case .callReturn = start.condition {
+            throw ValidationError("--start return: 'return' can only end a trace (the return of the call the start enters)")
+        }
+        if case .callReturn = end.condition { try recording.requireFunctionEntry(start.address, for: "the start \(start.text) at") }
+        return (start, end)
+    }
+
+    private func trace() throws {
         // Syntax first, before touching anything.
         if backend == .xen { try XenSessions.requireAvailable() }
-        let startLocation = try Location(parsing: startText)
-        let endLocation = try Location(parsing: endText)
-        let scope = try SessionScope(state, debug: debug, choice: backend)
+        _ = try Location(parsing: startText!)
+        _ = try Location(parsing: endText!)
+        let scope = try SessionScope(state: try state.resolve(), debug: debug, choice: backend)
         divergence.apply(to: scope.session)
         try scope.run { scope in
             let dir = scope.state
             let recording = RecordingSymbols(dir)
-            let start = try startLocation.resolved(recording.address(ofSymbol:))
-            let end = try endLocation.resolved(recording.address(ofSymbol:))
-            if case .callReturn = start.condition {
-                throw ValidationError("--start return: 'return' can only end a trace (the return of the call the start enters)")
-            }
-            if case .callReturn = end.condition { try recording.requireFunctionEntry(start.address, for: "the start \(start.text) at") }
+            let (start, end) = try window(recording)
             let out = output.map { FilePath($0) } ?? dir.file(StateFile.traceOutput)
             // Before running anything: OUT must be new or a regular file, in a directory.
             try SafeFiles.requireReplaceable(out)
@@ -139,19 +194,26 @@ struct TraceTaskCommand: ParsableCommand {
     static func worker(_ k: Int, of scope: SessionScope, debug: Bool) throws -> ReplaySession {
         let dir = try workerDirectory(k, of: scope.state)
         if dir.exists { _ = try StateOwnership.remove(dir) }  // left by a command that died
+        return try replay(in: dir, of: scope.state, name: "\(dir.name) job \(k)", cancellation: scope.cancellation,
+                          policy: scope.session.divergencePolicy, debug: debug)
+    }
+
+    /// A replay of the recording in `recording` booted in `dir` (created here, the
+    /// recording's files linked in; its own sockets, pid and images), at its start.
+    static func replay(in dir: StateDirectory, of recording: StateDirectory, name: String, cancellation: Cancellation,
+                       policy: DivergencePolicy, debug: Bool) throws -> ReplaySession {
         try dir.create()
-        for f in StateFile.recordingForReplay where scope.state.fileExists(f) { try scope.state.link(f, into: dir) }
+        for f in StateFile.recordingForReplay where recording.fileExists(f) { try recording.link(f, into: dir) }
         let backend = QEMUReplayBackend(state: dir)
         backend.debug = debug
-        let session = ReplaySession(name: "\(dir.name) job \(k)", backend: backend, timeline: Timeline(state: dir),
-                                    cancellation: scope.cancellation)
-        session.divergencePolicy = scope.session.divergencePolicy
+        let session = ReplaySession(name: name, backend: backend, timeline: Timeline(state: dir), cancellation: cancellation)
+        session.divergencePolicy = policy
         try session.start(paused: true)
         return session
     }
 
     /// The trace in GDB style (bts-dump -G's formatting), or the command that prints it.
-    private func printTrace(_ path: FilePath, records: UInt64, recording: RecordingSymbols) throws {
+    func printTrace(_ path: FilePath, records: UInt64, recording: RecordingSymbols) throws {
         guard records > 0 else { return }
         // --symbols, else the recording's symbol file if it is an ELF file (a bzImage is not).
         let symbolPath = symbols ?? (recording.elfWordSize == nil ? nil : recording.path)

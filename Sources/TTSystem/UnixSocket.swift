@@ -3,8 +3,8 @@ import SystemPackage
 import Glibc
 #endif
 
-/// A connected unix stream socket with a read buffer: the transport under the QMP and
-/// gdb-remote clients. Paths longer than sun_path allows are reached through the
+/// A connected unix stream socket with a read buffer: the transport under the gdb-remote
+/// client. Paths longer than sun_path allows are reached through the
 /// directory's /proc/self/fd link, so deep state directories work.
 public final class UnixSocket {
     public let fd: Int32

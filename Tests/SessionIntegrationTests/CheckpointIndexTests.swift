@@ -342,4 +342,146 @@ final class CheckpointIndexTests: XCTestCase {
         XCTAssertTrue(c.out.contains("traced in 1 segment at once"), c.out)
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: three)), bytesA)
     }
+
+    /// WHERE#N with the index: a run passing indexed checkpoints keeps the arrivals counted up
+    /// to each (index.hits); later runs count from the latest checkpoint with fewer than N
+    /// and land exactly where runs from the start without an index land (landmark and
+    /// icount): the first arrival after a checkpoint, the last one before it, one further.
+    func testOccurrenceCountsFromACheckpointWhereAnEarlierRunCounted() throws {
+        let s = Self.state
+        let fm = FileManager.default
+        for f in ["index.checkpoints", "index.qcow2", "index.hits"] { try? fm.removeItem(atPath: s + "/" + f) }
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        var baseline: [Int: String] = [:]
+        for n in [23, 24, 30] { baseline[n] = try IT.tt(["run-until", "g32", "copy_block#\(n)"], state: s).out }
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        _ = try ensureIndex()
+        XCTAssertFalse(fm.fileExists(atPath: s + "/index.hits"))
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        XCTAssertEqual(try IT.tt(["run-until", "g32", "copy_block#30"], state: s).out, baseline[30])
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        XCTAssertEqual(IT.mode(s + "/index.hits"), 0o600)
+        let hits = try String(contentsOfFile: s + "/index.hits", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(hits.first, "tt-index-hits 1")
+        let copyBlock = try IT.symbolAddress(Self.elf32, "copy_block")
+        XCTAssertTrue(hits.contains { $0.hasPrefix("hits 0x\(String(copyBlock, radix: 16)) ") && !$0.hasSuffix(" 0") }, hits.joined(separator: "\n"))
+        for n in [24, 23, 30] {
+            try IT.tt(["replay", "-p", "g32"], state: s)
+            let r = try IT.tt(["run-until", "-d", "g32", "copy_block#\(n)"], state: s)
+            XCTAssertEqual(r.out, baseline[n], "copy_block#\(n)")
+            XCTAssertTrue(r.err.contains("restore icount "), r.err)
+            XCTAssertFalse(r.err.contains("restore icount 0 "), r.err)
+            try IT.tt(["replay", "-K", "g32"], state: s)
+        }
+        try IT.tt(["index", "--every", String(Self.every), "g32"], state: s)
+        XCTAssertFalse(fm.fileExists(atPath: s + "/index.hits"), "a new index starts without counts")
+    }
+
+    /// trace-task --plan: the window cut as --jobs 3 cuts it, written for a scheduler; the
+    /// commands file run by xargs -P 2 (exec'ing tt through env, no shell), then --merge
+    /// gives the same bytes as one job, raw and extended. A plan directory whose path has a
+    /// space and a quote exercises the scripts' quoting (bash -n, a YAML parser).
+    func testTraceTaskPlanSegmentsMergeToOneJobsOutput() throws {
+        let s = Self.state
+        let checkpoints = try ensureIndex().map { $0.split(separator: " ") }
+        let start = "\(checkpoints[0][3]):\(checkpoints[0][2]):\(checkpoints[0][4])"
+        let fib = try IT.symbolAddress(Self.elf32, "fib")
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let end = landing(try IT.tt(["run-until", "g32", "0x\(String(fib, radix: 16))#400"], state: s))
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        let dir = Self.base + "/plan 'one'"
+        let made = try IT.tt(["trace-task", "--plan", dir, "--jobs", "3", "--parallelism", "2", "--start", start, "--end", end.location, "g32"], state: s)
+        XCTAssertTrue(made.out.contains("3 segments"), made.out)
+        XCTAssertEqual(IT.mode(dir), 0o700)
+        for f in ["plan", "commands", "slurm.sh", "k8s-job.yaml"] { XCTAssertEqual(IT.mode(dir + "/" + f), 0o600, f) }
+        let plan = try String(contentsOfFile: dir + "/plan", encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertEqual(plan.first, "tt-trace-plan 1")
+        XCTAssertTrue(plan.contains("recording g32 \(s)"), plan.joined(separator: "\n"))
+        XCTAssertTrue(plan.contains { $0.hasPrefix("start \(start) icount ") }, plan.joined(separator: "\n"))
+        XCTAssertTrue(plan.contains("end \(end.location) icount \(end.icount)"), plan.joined(separator: "\n"))
+        // The seams are indexed checkpoints, as the index has them.
+        let seams = plan.filter { $0.hasPrefix("seam ") }.map { $0.split(separator: " ") }
+        XCTAssertEqual(seams.count, 2)
+        for seam in seams {
+            XCTAssertTrue(checkpoints.contains { Array($0[1...5]) == Array(seam[1...5]) }, "\(seam) is not an indexed checkpoint")
+        }
+        let commands = try String(contentsOfFile: dir + "/commands", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(commands.count, 3)
+        let xargs = try IT.run(["xargs", "-a", dir + "/commands", "-P", "2", "-L", "1", "env"], timeout: 300)
+        XCTAssertEqual(xargs.status, 0, xargs.err + xargs.out)
+        for k in 0..<3 { XCTAssertEqual(IT.mode(dir + "/segment-\(k).ttlog"), 0o600, "segment \(k)") }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: s + "/segment1"), "the segment's replay directory is removed")
+
+        let one = Self.base + "/plan-one.bts", merged = Self.base + "/plan-merged.bts"
+        try IT.tt(["trace-task", "--start", start, "--end", end.location, "-o", one, "--print-limit", "0", "g32"], state: s)
+        let m = try IT.run([IT.tt, "trace-task", "--merge", dir, "-o", merged, "--print-limit", "0"])
+        XCTAssertEqual(m.status, 0, m.err)
+        XCTAssertTrue(m.out.contains("merged from 3 segments"), m.out)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: one))
+        XCTAssertGreaterThan(bytes.count, 24 * 1_000_000)
+        XCTAssertEqual(bytes, try Data(contentsOf: URL(fileURLWithPath: merged)))
+        try IT.tt(["trace-task", "-x", "--start", start, "--end", end.location, "-o", one, "--print-limit", "0", "g32"], state: s)
+        XCTAssertEqual(try IT.run([IT.tt, "trace-task", "--merge", dir, "-x", "-o", merged, "--print-limit", "0"]).status, 0)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: one)), try Data(contentsOf: URL(fileURLWithPath: merged)))
+
+        // The scheduler files parse; they run tt on this plan by its quoted path.
+        let slurm = try IT.run(["bash", "-n", dir + "/slurm.sh"])
+        XCTAssertEqual(slurm.status, 0, slurm.err)
+        let script = try String(contentsOfFile: dir + "/slurm.sh", encoding: .utf8)
+        XCTAssertTrue(script.contains("#SBATCH --array=0-2\n"), script)
+        XCTAssertTrue(script.contains(#"--plan '\#(Self.base)/plan '\''one'\''' --segment "${SLURM_ARRAY_TASK_ID"#), script)
+        let check = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"
+        let yaml = try IT.run(["python3", "-c", check, dir + "/k8s-job.yaml"])
+        if yaml.status == 0 {
+            let job = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(yaml.out.utf8)) as? [String: Any])
+            let spec = try XCTUnwrap(job["spec"] as? [String: Any])
+            XCTAssertEqual(job["kind"] as? String, "Job")
+            XCTAssertEqual(spec["completionMode"] as? String, "Indexed")
+            XCTAssertEqual(spec["completions"] as? Int, 3)
+            XCTAssertEqual(spec["parallelism"] as? Int, 2)
+            let pod = try XCTUnwrap((spec["template"] as? [String: Any])?["spec"] as? [String: Any])
+            let container = try XCTUnwrap((pod["containers"] as? [[String: Any]])?.first)
+            XCTAssertEqual(container["command"] as? [String], [IT.tt, "trace-task", "--plan", dir, "--segment", "$(JOB_COMPLETION_INDEX)"])
+        } else {
+            let text = try String(contentsOfFile: dir + "/k8s-job.yaml", encoding: .utf8)
+            for line in ["  completionMode: Indexed\n", "  completions: 3\n", "  parallelism: 2\n", "- name: JOB_COMPLETION_INDEX\n"] {
+                XCTAssertTrue(text.contains(line), line)
+            }
+        }
+
+        // Refused, naming the segment: a missing one, an unfinished one, two swapped, a tampered seam.
+        let fm = FileManager.default
+        let aside = Self.base + "/segment-aside"
+        try fm.moveItem(atPath: dir + "/segment-1.ttlog", toPath: aside)
+        var r = try IT.run([IT.tt, "trace-task", "--merge", dir, "-o", merged])
+        XCTAssertEqual(r.status, 66, r.err)
+        XCTAssertTrue(r.err.contains("segment 1 of 3") && r.err.contains("missing"), r.err)
+        try fm.copyItem(atPath: aside, toPath: dir + "/segment-1.ttlog.partial")
+        r = try IT.run([IT.tt, "trace-task", "--merge", dir, "-o", merged])
+        XCTAssertEqual(r.status, 66, r.err)
+        XCTAssertTrue(r.err.contains("segment 1 of 3") && r.err.contains("unfinished"), r.err)
+        try fm.removeItem(atPath: dir + "/segment-1.ttlog.partial")
+        try fm.moveItem(atPath: dir + "/segment-2.ttlog", toPath: dir + "/segment-1.ttlog")
+        try fm.moveItem(atPath: aside, toPath: dir + "/segment-2.ttlog")
+        r = try IT.run([IT.tt, "trace-task", "--merge", dir, "-o", merged])
+        XCTAssertEqual(r.status, 65, r.err)
+        XCTAssertTrue(r.err.contains("segment 1 of 3"), r.err)
+        try fm.moveItem(atPath: dir + "/segment-2.ttlog", toPath: aside)
+        try fm.moveItem(atPath: dir + "/segment-1.ttlog", toPath: dir + "/segment-2.ttlog")
+        try fm.moveItem(atPath: aside, toPath: dir + "/segment-1.ttlog")
+        XCTAssertEqual(try IT.run([IT.tt, "trace-task", "--merge", dir, "-o", merged]).status, 0, "put back in order")
+        let original = try String(contentsOfFile: dir + "/plan", encoding: .utf8)
+        var seam = seams[1].map(String.init)
+        seam[6] = String(UInt64(seam[6])! + 1)
+        try original.replacingOccurrences(of: seams[1].joined(separator: " "), with: seam.joined(separator: " "))
+            .write(toFile: dir + "/plan", atomically: false, encoding: .utf8)
+        r = try IT.run([IT.tt, "trace-task", "--merge", dir, "-o", merged])
+        XCTAssertEqual(r.status, 65, r.err)
+        XCTAssertTrue(r.err.contains("segment 1 of 3"), r.err)
+        // A recording that is not the planned one: a segment refuses it before replaying.
+        try original.replacingOccurrences(of: "\nidentity ", with: "\nidentity 1").write(toFile: dir + "/plan", atomically: false, encoding: .utf8)
+        r = try IT.run([IT.tt, "trace-task", "--plan", dir, "--segment", "0"])
+        XCTAssertEqual(r.status, 65, r.err)
+        XCTAssertTrue(r.err.contains("segment 0: the recording") && r.err.contains("not the one planned"), r.err)
+    }
 }

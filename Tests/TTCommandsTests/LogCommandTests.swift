@@ -128,6 +128,39 @@ final class LogCommandTests: XCTestCase {
         XCTAssertEqual(o["bytes"] as? Int, size)
     }
 
+    /// A log in a recording's state directory: the summary lists the recording's checkpoint
+    /// index (the lines of tt index --list), unresumable marks included; none without one.
+    func testSummaryListsTheRecordingsCheckpointIndex() throws {
+        let path = dir + "/trace.ttlog"
+        _ = try writeSample(path)
+        XCTAssertFalse(try run(["log", "summary", path]).1.contains("checkpoint"))
+        try """
+            tt-checkpoint-index 1
+            spacing 1000000
+            checkpoint 1000000 137074 0xe9dc7 0x1dc1d 0xd3ae9f54 137074 1000000 957892 3 1 0
+            checkpoint 2000000 330417 0xc3f4e 0x5728 0x71fcf735 330416 2000000 1 3 1 0
+            unresumable 2000000
+
+            """.write(toFile: dir + "/index.checkpoints", atomically: false, encoding: .utf8)
+        let (status, out, _) = try run(["log", "summary", path])
+        XCTAssertEqual(status, 0)
+        let name = URL(fileURLWithPath: dir).lastPathComponent
+        XCTAssertEqual(Array(out.split(separator: "\n").suffix(3)), [
+            "checkpoint index of \(name): 2 checkpoints, spacing 1000000; images 0 MB",
+            "checkpoint 1 icount 1000000 brctr 137074 at 0xe9dc7:137074:0x1dc1d registers 0xd3ae9f54",
+            "checkpoint 2 icount 2000000 brctr 330417 at 0xc3f4e:330417:0x5728 registers 0x71fcf735 (unresumable: QEMU cannot run on from its snapshot)",
+        ])
+        let json = try run(["log", "summary", "--json", path])
+        let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.1.utf8)) as? [String: Any])
+        let index = try XCTUnwrap(o["checkpointIndex"] as? [String: Any])
+        XCTAssertEqual(index["spacing"] as? Int, 1_000_000)
+        let checkpoints = try XCTUnwrap(index["checkpoints"] as? [[String: Any]])
+        XCTAssertEqual(checkpoints.map { $0["icount"] as? Int }, [1_000_000, 2_000_000])
+        XCTAssertEqual(checkpoints.map { $0["brctr"] as? Int }, [137074, 330417])
+        XCTAssertEqual(checkpoints.map { $0["ip"] as? String }, ["0xe9dc7", "0xc3f4e"])
+        XCTAssertEqual(checkpoints.map { $0["unresumable"] as? Bool }, [false, true])
+    }
+
     func testExitStatuses() throws {
         let path = dir + "/ttd.log"
         _ = try writeSample(path)

@@ -223,6 +223,11 @@ public struct ResolvedLocation: Hashable, Sendable, CustomStringConvertible {
         self.text = text ?? Location(place: .address(address), condition: condition).description
     }
 
+    /// Exactly `landmark` (its ip, brctr and cx).
+    public init(_ landmark: Landmark) {
+        self.init(address: landmark.ip, condition: .exact(brctr: landmark.brctr, cx: landmark.cx))
+    }
+
     public var description: String { text }
 
     /// Whether the vCPU, stopped at `landmark`, is at this location (`.next` and

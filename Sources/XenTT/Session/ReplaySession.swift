@@ -94,6 +94,9 @@ public final class ReplaySession {
     /// Whether a landing gets a checkpoint (a snapshot: ~0.2 s for a 256 MB guest). Off when
     /// nothing will come back to it: a trace-task in a VM that dies with the command.
     public var checkpointsLandings = true
+    /// A `WHERE#N` run in progress: the address and the arrivals counted since the start,
+    /// kept at each indexed checkpoint it passes (`Timeline.recordHits`).
+    private var counting: (address: UInt64, seen: UInt64)?
 
     /// Create a session object; creates no VM.
     public init(name: String, backend: ReplayBackend, timeline: Timeline = Timeline(),
@@ -265,15 +268,32 @@ public final class ReplaySession {
             checkpointIfWorthIt(at: again)
             return again
         case .occurrence(let n):
-            if !(position.landmark.brctr == 0 && (position.icount ?? 0) == 0) {
-                position = try goBack(before: 0, target: target, from: position.landmark)
-            }
-            var seen: UInt64 = position.landmark.ip == target.address ? 1 : 0
-            if seen == n { return position }
-            landed = try runToBreakpoint(target, hint: nil, progress: progress) { here in
-                guard here.ip == target.address else { return false }
-                seen += 1
-                return seen == n
+            defer { counting = nil }
+            while true {
+                // From the latest indexed checkpoint where an earlier run counted fewer than
+                // N arrivals (Timeline.hits), or from the start.
+                let from = !tracing && backend.capabilities.contains(.seeking) ? timeline.latestHits(at: target.address, below: n) : nil
+                if let from {
+                    position = try restore(from.checkpoint)
+                    counting = (target.address, from.count)
+                } else {
+                    if !(position.landmark.brctr == 0 && (position.icount ?? 0) == 0) {
+                        position = try goBack(before: 0, target: target, from: position.landmark)
+                    }
+                    counting = (target.address, position.landmark.ip == target.address ? 1 : 0)
+                    if counting!.seen == n { return position }
+                }
+                do {
+                    landed = try runToBreakpoint(target, hint: nil, progress: progress) { here in
+                        guard here.ip == target.address else { return false }
+                        self.counting!.seen += 1
+                        return self.counting!.seen == n
+                    }
+                    break
+                } catch SessionError.stalled(let icount, _, let seconds) where from != nil {
+                    try timeline.markUnresumable(icount)
+                    divergenceReport(nil, "tt: warning: the checkpoint at icount \(icount) cannot be resumed (nothing executed for \(seconds) s after loading it); it is marked so, and the count starts again from an earlier one")
+                }
             }
         }
         // Landing check: a second, independent read must agree.
@@ -318,7 +338,9 @@ public final class ReplaySession {
             return
         }
         backend.watchICounts(index.checkpoints.map(\.icount)) { [unowned self] position in
-            try self.compareWithIndex(position)
+            // A count is kept only where the replay is the index's run.
+            guard try self.compareWithIndex(position), let c = self.counting, let icount = position.icount else { return }
+            try? self.timeline.recordHits(c.address, icount: icount, count: c.seen)
         }
     }
 
@@ -330,14 +352,17 @@ public final class ReplaySession {
     }
 
     /// At an indexed checkpoint's icount: what the index saw there must be what is here.
-    private func compareWithIndex(_ position: Position) throws {
-        guard let icount = position.icount, let (number, entry) = timeline.indexed(at: icount) else { return }
+    /// False when it differs (and the policy is to warn).
+    @discardableResult
+    private func compareWithIndex(_ position: Position) throws -> Bool {
+        guard let icount = position.icount, let (number, entry) = timeline.indexed(at: icount) else { return true }
         let actual = try fingerprint(position)
-        guard actual != entry.fingerprint else { return }
+        guard actual != entry.fingerprint else { return true }
         let d = Divergence(expected: entry.fingerprint, actual: actual, number: number)
         divergences.append(d)
         if divergencePolicy == .abort { throw d }
         divergenceReport(d, "tt: warning: \(d)")
+        return false
     }
 
     private func interruptedHere() -> SessionError {

@@ -26,11 +26,17 @@ public enum StateFile {
     /// take every writable drive).
     public static let index = "index.checkpoints", indexImage = "index.qcow2"
     public static func indexDiskOverlay(_ n: Int) -> String { "index-disk\(n).qcow2" }
+    /// Arrivals at addresses counted from the start up to indexed checkpoints, by `WHERE#N`
+    /// runs that passed them (see `Timeline.hits`); part of the index, removed with it.
+    public static let indexHits = "index.hits"
     /// `tt trace-task --jobs N`: worker K's own state directory inside this one (its replay
     /// VM's files), holding hard links to the files a replay reads (`recordingForReplay`);
     /// removed when its segment is traced.
     public static func jobDirectory(_ k: Int) -> String { "job\(k)" }
     public static let maxJobs = 16
+    /// `tt trace-task --plan DIR --segment K`: the directory the segment's replay VM runs in
+    /// (as a worker's), one job per segment at a time (its lock); removed when it is done.
+    public static func segmentDirectory(_ k: Int) -> String { "segment\(k)" }
     /// What a replay of the recording reads: linked into a worker's directory.
     public static let recordingForReplay = [argv, backend, kernel, initrd, recording, qemuVersion, symfile, disks,
                                             index, indexImage] + (0..<maxDisks).map(indexDiskOverlay)
@@ -75,7 +81,7 @@ public enum StateFile {
     /// Every name above: what removing a recording (`tt record -D`, `-f`) may unlink, and
     /// nothing else (see StateOwnership.remove).
     public static let all = [backend, symfile, lock, traceLog, traceOutput, traceLogIndex, traceOutputPartial,
-                             marker, incomplete, checkpoints, index, indexImage,
+                             marker, incomplete, checkpoints, index, indexImage, indexHits,
                              argv, replayArgv, recording, snapshot, replaySnapshot, recordConsole, replayConsole,
                              recordLog, replayLog, recordShm, replayShm, qmp, gdb, consoleSocket, consoleAttach, pid, recordPID, kernel, initrd, qemuVersion,
                              disks, rootfs] + (0..<maxDisks).flatMap { [diskOverlay($0), replayDiskOverlay($0), indexDiskOverlay($0)] } + [

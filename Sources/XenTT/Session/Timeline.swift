@@ -76,6 +76,7 @@ public final class Timeline {
                 return
             }
             index = loaded
+            loadHits(state)
         } catch {
             indexProblem = "\(error); index not used"
         }
@@ -85,6 +86,67 @@ public final class Timeline {
     public func setIndex(_ index: CheckpointIndex?) {
         self.index = index
         indexProblem = nil
+        hits = [:]
+    }
+
+    // MARK: arrivals counted up to indexed checkpoints (`WHERE#N`)
+
+    /// hits[address][icount]: arrivals at the address from the start of the replay up to the
+    /// indexed checkpoint at icount, as a `WHERE#N` run that passed it counted them. Kept in
+    /// `StateFile.indexHits` (versioned text, 0600, written atomically):
+    ///
+    ///     tt-index-hits 1
+    ///     hits 0x<address> <icount> <count>
+    ///
+    /// A malformed or other-version file is ignored (the runs count from the start).
+    public private(set) var hits: [UInt64: [UInt64: UInt64]] = [:]
+    public static let hitsMagic = "tt-index-hits 1"
+
+    private func loadHits(_ state: StateDirectory) {
+        guard let text = state.readIfPresent(StateFile.indexHits) else { return }
+        var lines = text.split(separator: "\n")
+        guard lines.first.map(String.init) == Self.hitsMagic else { return }
+        lines.removeFirst()
+        var loaded: [UInt64: [UInt64: UInt64]] = [:]
+        for line in lines {
+            let f = line.split(separator: " ")
+            guard f.count == 4, f[0] == "hits", f[1].hasPrefix("0x"), let address = UInt64(f[1].dropFirst(2), radix: 16),
+                  let icount = UInt64(f[2]), let count = UInt64(f[3]) else { return }
+            loaded[address, default: [:]][icount] = count
+        }
+        hits = loaded
+    }
+
+    /// Whether arrivals at `address` counted up to `checkpoint` are unambiguous: the stop is
+    /// not at the address itself (an arrival exactly there would be counted by one run and
+    /// not by another, depending on where it resumed), and no transfer is pending there
+    /// (the raw count is the landmark's: the next instruction executed is the landmark's).
+    public static func hitsUsable(_ checkpoint: IndexedCheckpoint, for address: UInt64) -> Bool {
+        checkpoint.fingerprint.landmark.ip != address && checkpoint.backendState.first == checkpoint.fingerprint.landmark.brctr
+    }
+
+    /// A run counting arrivals at `address` passed the indexed checkpoint at `icount` having
+    /// counted `count`: keep it (when the checkpoint's count is usable).
+    public func recordHits(_ address: UInt64, icount: UInt64, count: UInt64) throws {
+        guard let (_, entry) = indexed(at: icount), Self.hitsUsable(entry, for: address), hits[address]?[icount] != count else { return }
+        hits[address, default: [:]][icount] = count
+        guard let state else { return }
+        var text = Self.hitsMagic + "\n"
+        for a in hits.keys.sorted() {
+            for (i, c) in hits[a]!.sorted(by: { $0.key < $1.key }) { text += "hits 0x\(String(a, radix: 16)) \(i) \(c)\n" }
+        }
+        try state.write(StateFile.indexHits, text)
+    }
+
+    /// The latest resumable indexed checkpoint with fewer than `n` arrivals at `address`
+    /// counted up to it, and that count: where the `n`-th arrival is counted from.
+    public func latestHits(at address: UInt64, below n: UInt64) -> (checkpoint: Checkpoint, count: UInt64)? {
+        guard let index, let counted = hits[address] else { return nil }
+        let usable = index.checkpoints.filter { c in
+            !index.unresumable.contains(c.icount) && !c.backendState.isEmpty && Self.hitsUsable(c, for: address)
+                && (counted[c.icount].map { $0 < n } ?? false)
+        }
+        return usable.max { $0.icount < $1.icount }.map { ($0.checkpoint, counted[$0.icount]!) }
     }
 
     /// The indexed checkpoint at exactly `icount` and its 1-based number, if there is one.

@@ -163,11 +163,11 @@ public final class TraceTask {
             window.traced = true
             let e: Position
             if case .exact(let endBrctr, _) = endTarget.condition, jobs > 1, let makeWorker,
-               case let splits = splitPoints(after: s, beforeBrctr: endBrctr), !splits.isEmpty {
+               case let splits = Self.splitPoints(session.timeline, jobs: jobs, after: s, beforeBrctr: endBrctr), !splits.isEmpty {
                 e = try runSplit(splits, endTarget: endTarget, sink: sk, makeWorker: makeWorker)
             } else {
-                e = try session.runUntil(endTarget, progress: progress.map { p in { p(.tracing, $0) } })
-                try session.setTracing(nil)
+                e = try Self.traceSegment(0, of: [], in: session, endTarget: endTarget, sink: sk,
+                                          progress: progress.map { p in { p(.tracing, $0) } })!
             }
             tracing = false
             takeCounts(sk)
@@ -198,9 +198,9 @@ public final class TraceTask {
     }
 
     /// Up to `jobs - 1` resumable indexed checkpoints after the start and before the end's
-    /// branch count, evenly spread: where the window is cut.
-    func splitPoints(after start: Position, beforeBrctr endBrctr: UInt64) -> [IndexedCheckpoint] {
-        guard let index = session.timeline.index, let here = start.icount else { return [] }
+    /// branch count, evenly spread: where the window is cut (`--jobs`, and `--plan`'s segments).
+    public static func splitPoints(_ timeline: Timeline, jobs: Int, after start: Position, beforeBrctr endBrctr: UInt64) -> [IndexedCheckpoint] {
+        guard let index = timeline.index, let here = start.icount else { return [] }
         let candidates = index.checkpoints.filter {
             !index.unresumable.contains($0.icount) && $0.icount > here && $0.fingerprint.landmark.brctr < endBrctr
                 && !$0.backendState.isEmpty
@@ -215,54 +215,63 @@ public final class TraceTask {
         func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws { records.append(contentsOf: batch) }
     }
 
-    /// The window cut at `splits`. A seam is the plugin's raw count at the checkpoint (its
-    /// first backend word): the segment before records up to it, the one after from the
-    /// next — both see only transfers that executed, whatever is pending at the stop. Each
-    /// seam is checked: the fingerprint where a segment stops, the count where the next
-    /// starts, and the records consecutive across it (the sink refuses a gap or a repeat).
+    /// Segment `j` of a window cut at `splits` (none: one segment), traced into `sink` by
+    /// `session`. A seam is the plugin's raw count at the checkpoint (its first backend
+    /// word): the segment before records up to it, the one after from the next — both see
+    /// only transfers that executed, whatever is pending at the stop. Segment 0 starts at
+    /// the start's landing, where `session` must stand with tracing on into `sink`; segment
+    /// j > 0 at the indexed checkpoint `splits[j-1]`, restored here (its count checked).
+    /// Each but the last ends at the next seam (its fingerprint and count checked) and
+    /// returns nil; the last runs to `endTarget` and returns its landing. Tracing is off after.
+    public static func traceSegment(_ j: Int, of splits: [IndexedCheckpoint], in session: ReplaySession,
+                                    endTarget: ResolvedLocation, sink: BranchSink,
+                                    progress: ((UInt64) -> Void)? = nil) throws -> Position? {
+        precondition(j >= 0 && j <= splits.count)
+        if j > 0 {
+            let from = splits[j - 1]
+            try session.restoreIndexed(from.icount)
+            let start = try session.setRawTracing(sink)
+            guard start == from.backendState[0] else {
+                throw Inexact(message: "segment \(j) starts at count \(start), the checkpoint's is \(from.backendState[0])")
+            }
+        }
+        guard j < splits.count else {
+            let landed = try session.runUntil(endTarget, progress: progress)
+            try session.setTracing(nil)
+            return landed
+        }
+        let to = splits[j]
+        let p = try session.runToICount(to.icount, progress: progress)
+        let here = try session.fingerprint(p)
+        guard here == to.fingerprint else {
+            throw Inexact(message: "segment \(j) stopped at \(here), the index has \(to.fingerprint)")
+        }
+        let raw = try session.setRawTracing(nil)
+        guard raw == to.backendState[0] else {
+            throw Inexact(message: "segment \(j) ends at count \(raw), the checkpoint's is \(to.backendState[0])")
+        }
+        return nil
+    }
+
+    /// The window cut at `splits`: segment 0 here (its records straight into `sink`), the
+    /// others by workers at once into memory, appended in order (the sink refuses a gap or
+    /// a repeat across a seam).
     private func runSplit(_ splits: [IndexedCheckpoint], endTarget: ResolvedLocation, sink: ReplayLogBranchSink,
                           makeWorker: @escaping (Int) throws -> ReplaySession) throws -> Position {
         segments = splits.count + 1
-        let raws = splits.map { $0.backendState[0] }
-        let first = splits[0]
         let main = session
         var bodies: [() throws -> (records: [BranchTransfer], end: Position?)] = []
         bodies.append {
-            let p = try main.runToICount(first.icount)
-            let here = try main.fingerprint(p)
-            guard here == first.fingerprint else {
-                throw Inexact(message: "segment 0 stopped at \(here), the index has \(first.fingerprint)")
-            }
-            let raw = try main.setRawTracing(nil)
-            guard raw == raws[0] else { throw Inexact(message: "segment 0 ends at count \(raw), the checkpoint's is \(raws[0])") }
+            _ = try Self.traceSegment(0, of: splits, in: main, endTarget: endTarget, sink: sink)
             return ([], nil)
         }
-        for j in splits.indices {
-            let from = splits[j], to = j + 1 < splits.count ? splits[j + 1] : nil
+        for j in 1...splits.count {
             let dispose = disposeWorker
             bodies.append {
-                let worker = try makeWorker(j + 1)
-                defer { dispose?(worker, j + 1) }
+                let worker = try makeWorker(j)
+                defer { dispose?(worker, j) }
                 let collector = Collector()
-                try worker.restoreIndexed(from.icount)
-                let start = try worker.setRawTracing(collector)
-                guard start == raws[j] else {
-                    throw Inexact(message: "segment \(j + 1) starts at count \(start), the checkpoint's is \(raws[j])")
-                }
-                if let to {
-                    let p = try worker.runToICount(to.icount)
-                    let here = try worker.fingerprint(p)
-                    guard here == to.fingerprint else {
-                        throw Inexact(message: "segment \(j + 1) stopped at \(here), the index has \(to.fingerprint)")
-                    }
-                    let raw = try worker.setRawTracing(nil)
-                    guard raw == raws[j + 1] else {
-                        throw Inexact(message: "segment \(j + 1) ends at count \(raw), the checkpoint's is \(raws[j + 1])")
-                    }
-                    return (collector.records, nil)
-                }
-                let landed = try worker.runUntil(endTarget)
-                try worker.setTracing(nil)
+                let landed = try Self.traceSegment(j, of: splits, in: worker, endTarget: endTarget, sink: collector)
                 return (collector.records, landed)
             }
         }
@@ -281,11 +290,16 @@ public final class TraceTask {
         return e
     }
 
-    private func cpu(_ p: Position) -> CPUState {
-        CPUState(ip: p.landmark.ip, brctr: p.landmark.brctr, rcx: p.landmark.cx)
-    }
+    private func cpu(_ p: Position) -> CPUState { Self.cpu(p.landmark) }
+
+    static func cpu(_ l: Landmark) -> CPUState { CPUState(ip: l.ip, brctr: l.brctr, rcx: l.cx) }
 
     private func appendText(_ w: ReplayLogWriter, _ type: ReplayEventType, info: UInt32, cpu: CPUState, _ text: String) throws {
+        try Self.appendText(w, type, info: info, cpu: cpu, text)
+    }
+
+    /// A text entry (session start/end, landmark) of at most 4096 bytes.
+    static func appendText(_ w: ReplayLogWriter, _ type: ReplayEventType, info: UInt32, cpu: CPUState, _ text: String) throws {
         var bytes = Array(text.utf8.prefix(4096))
         try bytes.withUnsafeMutableBytes { try w.append(type: type, info: info, domid: 0, vcpu: 0, cpu: cpu, payload: UnsafeRawBufferPointer($0)) }
     }
