@@ -8,17 +8,28 @@
 #      with it. The landmark is the first indexed checkpoint's at or after 0.9 T, so the
 #      indexed run restores the checkpoint before it and replays one whole gap (the worst
 #      case; a random target is half a gap away on average). Both must land identically;
-#   4. tt verify (a whole replay stopping at every checkpoint).
+#   4. tt verify (a whole replay stopping at every checkpoint);
+#   5. tt trace-task of a long window with --jobs 1 and --jobs 2 (byte-identical outputs
+#      checked): the window runs from one indexed checkpoint's landmark to a later one's, at
+#      least MIN_RECORDS transfers apart (default 50,000,000) and with a checkpoint inside to
+#      cut at; the last such window before 90% of the recording. Skipped when there is none.
 # Prints the times and the ratios (speed-up of the run-until, index pass and verify against
-# the counting replay).
+# the counting replay; --jobs 2 against --jobs 1).
 # Usage: scripts/bench-timeline.sh [STATEDIR [EVERY]]
+#   Builds tt and the plugin in release mode (TT_BIN=DIR uses another build).
 #   Without STATEDIR, the bundled 32-bit guest is recorded into a temporary directory.
 #   With STATEDIR (a recording), its checkpoint index is REPLACED by the one made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
-bin=$(swift build --show-bin-path)
+if [ -z "${TT_BIN:-}" ]; then
+    for p in tt ttplugin; do
+        swift build -c release --product "$p" 2>&1 | grep -E 'error|warning: ' >&2 || true
+    done
+fi
+bin="${TT_BIN:-$(swift build -c release --show-bin-path)}"
 tt="$bin/tt"
+min_records=${MIN_RECORDS:-50000000}
 work=$(mktemp -d /tmp/tt-bench-timeline.XXXXXX)
 if [[ $# -ge 1 ]]; then
     state=$1
@@ -87,6 +98,28 @@ t0=$(now)
 "$tt" verify -s "$state" "$name" >"$work/verify.out"
 t_verify=$(elapsed "$t0")
 
+# 5. a long window traced with one job and with two.
+window=$(awk -v limit=$((total * 9 / 10)) -v min="$min_records" '
+    $1 == "checkpoint" && $3 == "icount" && $5 == "brctr" && $0 !~ /unresumable/ && $4 + 0 <= limit {
+        n++; icount[n] = $4; brctr[n] = $6; at[n] = $8 }
+    END {
+        for (j = n; j >= 3; j--) for (i = j - 2; i >= 1; i--)
+            if (brctr[j] - brctr[i] >= min) { print at[i], at[j], brctr[j] - brctr[i]; exit }
+    }' "$work/list")
+t_jobs1=""; t_jobs2=""
+if [[ -n "$window" ]]; then
+    read -r wstart wend wrecords <<<"$window"
+    traced() { # jobs: seconds in $took, output in $work/jobsN.bts
+        local t0
+        t0=$(now)
+        "$tt" trace-task -s "$state" --jobs "$1" --start "$wstart" --end "$wend" -o "$work/jobs$1.bts" --print-limit 0 "$name" >/dev/null
+        took=$(elapsed "$t0")
+    }
+    traced 1; t_jobs1=$took
+    traced 2; t_jobs2=$took
+    cmp -s "$work/jobs1.bts" "$work/jobs2.bts" || { echo "bench-timeline: --jobs 2 differs from --jobs 1" >&2; exit 1; }
+fi
+
 printf 'recording %s: %s instructions; index every %s: %s checkpoints, %s MB of images\n' "$state" "$total" "$every" "$count" "$mb"
 printf 'target %s at icount %s (%s%% of the recording), landed %s\n' "$target" "$target_icount" "$((target_icount * 100 / total))" "$with"
 printf '  counting replay to the end (baseline)   %8.2f s\n' "$t_count"
@@ -94,3 +127,10 @@ printf '  index pass                               %8.2f s  %sx the counting rep
 printf '  verify                                   %8.2f s  %sx the counting replay\n' "$t_verify" "$(ratio "$t_verify" "$t_count")"
 printf '  replay -p + run-until, no index          %8.2f s\n' "$t_without"
 printf '  replay -p + run-until, with the index    %8.2f s  %sx faster\n' "$t_with" "$(ratio "$t_without" "$t_with")"
+if [[ -n "$t_jobs1" ]]; then
+    printf 'trace-task %s .. %s: %s records (byte-identical with 1 and 2 jobs)\n' "$wstart" "$wend" "$wrecords"
+    printf '  trace-task --jobs 1                      %8.2f s\n' "$t_jobs1"
+    printf '  trace-task --jobs 2                      %8.2f s  %sx --jobs 1\n' "$t_jobs2" "$(ratio "$t_jobs2" "$t_jobs1")"
+else
+    printf 'trace-task --jobs: no window of %s records between indexed checkpoints\n' "$min_records"
+fi
