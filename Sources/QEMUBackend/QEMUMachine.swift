@@ -51,8 +51,17 @@ public struct QEMUMachine: Sendable {
     /// `tt record --net user[,OPTION=VALUE…]`: QEMU's user-mode network on a virtio-net NIC,
     /// its traffic recorded and replayed through QEMU's `filter-replay`; nil: no network.
     public var network: String?
+    /// QEMU's machine (`-machine`): the PC without its HPET. QEMU 10's HPET model does not
+    /// save when a timer was last armed (it re-arms no sooner than 1 µs after that): once a
+    /// guest has programmed the HPET (Linux does), a snapshot loaded in replay re-arms a
+    /// timer at a time already passed, which needs a clock event the replay log does not
+    /// have there, and the vCPU never runs again (docs/sessions.md, Unresumable snapshots).
+    /// Recordings made before with the HPET (`pc`) are replayed as they were made.
+    public var machineType = QEMUMachine.defaultMachineType
 
     public static let defaultCPU = "qemu64"
+    public static let defaultMachineType = "pc,hpet=off"
+    static let acceptedMachineTypes = [defaultMachineType, "pc"]
 
     public init(kernel: FilePath, initrd: FilePath? = nil, append: String? = nil, memoryMB: Int = 64, arch: Arch = .i386,
                 cpu: String = QEMUMachine.defaultCPU, diskCount: Int = 0, extraArguments: [String] = [],
@@ -206,7 +215,7 @@ public struct QEMUMachine: Sendable {
     }
 
     private func arguments(plugin: FilePath, replay: Bool) -> [String] {
-        var a = [Self.binary, "-machine", "pc", "-cpu", cpu, "-smp", "1", "-m", String(memoryMB),
+        var a = [Self.binary, "-machine", machineType, "-cpu", cpu, "-smp", "1", "-m", String(memoryMB),
                  "-kernel", StateFile.kernel]
         if initrd != nil { a += ["-initrd", StateFile.initrd] }
         if let append { a += ["-append", append] }
@@ -266,6 +275,8 @@ public struct QEMUMachine: Sendable {
                   interactiveConsole: argv.contains("-chardev"),
                   network: value(after: "-netdev").map { String($0.hasSuffix(",id=net0") ? $0.dropLast(",id=net0".count) : Substring($0)) })
         if let network, let why = Self.refusal(ofNetwork: network) { throw refuse("-netdev \(network): \(why)") }
+        guard let machine = value(after: "-machine"), Self.acceptedMachineTypes.contains(machine) else { throw refuse("no valid -machine") }
+        machineType = machine
         // tt's own part is the vector without the extra arguments: they are what lies
         // between it and the plugin.
         let recordedPlugin = argv.last ?? ""

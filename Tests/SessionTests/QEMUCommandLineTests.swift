@@ -45,12 +45,24 @@ final class QEMUCommandLineTests: XCTestCase {
         hostile.append(record + ["-S"])
         var memory = record; memory[memory.firstIndex(of: "-m")! + 1] = "-x"; hostile.append(memory)
         var plugin = record; plugin[plugin.count - 1] = "/tmp/evil.so"; hostile.append(plugin)
+        var q35 = record; q35[q35.firstIndex(of: "-machine")! + 1] = "q35"; hostile.append(q35)
+        var hpetOn = record; hpetOn[hpetOn.firstIndex(of: "-machine")! + 1] = "pc,hpet=on"; hostile.append(hpetOn)
         for argv in hostile {
             XCTAssertThrowsError(try QEMUMachine(validatingRecorded: argv, file: "qemu.argv"), "\(argv)") { error in
                 XCTAssertTrue(String(describing: error).contains("qemu.argv"), "\(error)")
                 XCTAssertTrue(String(describing: error).contains("refusing to run it"), "\(error)")
             }
         }
+    }
+
+    /// New recordings run the PC without its HPET (QEMU 10 cannot resume snapshots taken once
+    /// a guest programmed it); a recording made with the HPET is replayed with it.
+    func testMachineIsThePCWithoutHPETAndOldRecordingsKeepTheirs() throws {
+        let record = QEMUMachine(kernel: "kernel", memoryMB: 64).recordArguments(plugin: "/p.so")
+        XCTAssertEqual(record[record.firstIndex(of: "-machine")! + 1], "pc,hpet=off")
+        var old = record; old[old.firstIndex(of: "-machine")! + 1] = "pc"
+        let replay = try QEMUMachine(validatingRecorded: old, file: "qemu.argv").replayArguments(plugin: "/p.so")
+        XCTAssertEqual(replay[replay.firstIndex(of: "-machine")! + 1], "pc")
     }
 
     func testForeignCommandLineIsRefused() {
