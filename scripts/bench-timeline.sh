@@ -5,9 +5,10 @@
 #   2. the index pass: tt index --every E (default T/20);
 #   3. tt replay -p + tt run-until to an exact landmark at ~90% of T, without the index
 #      (index.checkpoints moved aside: the replay boots without the index's snapshots) and
-#      with it. The landmark is the first indexed checkpoint's at or after 0.9 T, so the
-#      indexed run restores the checkpoint before it and replays one whole gap (the worst
-#      case; a random target is half a gap away on average). Both must land identically;
+#      with it. The target is the first indexed checkpoint's landmark at or after 0.9 T
+#      without its cx (with it, the checkpoint itself would be restored), so the indexed run
+#      restores the checkpoint before it and replays one whole gap (the worst case; a random
+#      target is half a gap away on average). Both must land identically;
 #   4. tt verify (a whole replay stopping at every checkpoint);
 #   5. tt trace-task of a long window with --jobs 1 and --jobs 2 (byte-identical outputs
 #      checked): the window runs from one indexed checkpoint's landmark to a later one's, at
@@ -74,6 +75,8 @@ mb=$(head -1 "$work/list" | sed -n 's/.*images \([0-9]*\) MB.*/\1/p')
 target=$(awk -v t=$((total * 9 / 10)) '$1 == "checkpoint" && $3 == "icount" && $4 + 0 >= t { print $8; exit }' "$work/list")
 [[ -n "$target" ]] || target=$(awk '$1 == "checkpoint" && $3 == "icount" { l = $8 } END { print l }' "$work/list")
 target_icount=$(awk -v l="$target" '$1 == "checkpoint" && $3 == "icount" && $8 == l { print $4; exit }' "$work/list")
+# Without its cx: a checkpoint's exact landmark is restored directly (no gap replayed).
+target=${target%:*}
 
 # 3. run-until the landmark, without and with the index.
 mv "$state/index.checkpoints" "$work/index.checkpoints"

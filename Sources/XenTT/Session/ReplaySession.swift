@@ -215,6 +215,13 @@ public final class ReplaySession {
             }
         case .exact(let brctr, let cx):
             if target.matches(position.landmark) { return position }
+            // The index has a checkpoint at exactly this moment (landmarks it printed, trace
+            // windows cut at them): load it, whichever way it lies. Never while tracing.
+            if !tracing, backend.capabilities.contains(.seeking), let cx,
+               let exact = timeline.indexed(at: Landmark(ip: target.address, brctr: brctr, cx: cx)), exact.icount != position.icount {
+                position = try restore(exact)
+                if target.matches(position.landmark) { return position }
+            }
             if Timeline.isBefore(address: target.address, brctr: brctr, cx: cx, position.landmark) {
                 position = try goBack(before: brctr, target: target, from: position.landmark)
                 if target.matches(position.landmark) { return position }
@@ -226,13 +233,17 @@ public final class ReplaySession {
                 position = try restore(ahead)
                 if target.matches(position.landmark) { return position }
             }
+            let jumpsRepIterations = try backend.position().icount != nil
             while true {
                 do {
-                    landed = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
+                    var stop = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
                         if target.matches(here) { return true }
                         if here.brctr > brctr { throw SessionError.passed(target: target.text, at: here) }
-                        return false
+                        // Iterations of the target's rep instruction before its cx: jumped below.
+                        return jumpsRepIterations && here.ip == target.address && here.brctr == brctr && (cx ?? 0) < here.cx
                     }
+                    if !target.matches(stop), let cx { stop = try skipRepIterations(to: target, cx: cx, from: stop, progress: progress) }
+                    landed = stop
                     break
                 } catch SessionError.stalled(let icount, _, let seconds) {
                     // QEMU cannot resume from that snapshot: never again; from an earlier one.
@@ -541,6 +552,20 @@ public final class ReplaySession {
             if try accept(here) { return here }
             if reason == .interrupted { throw SessionError.interrupted(at: here, signal: cancellation.signal) }
         }
+    }
+
+    /// At the target's rep string instruction with the target's branch count and a larger
+    /// cx: every iteration is one instruction, and none of those up to the target can be
+    /// followed by a transfer (the branch count would change), so the target is exactly
+    /// cx − target's cx instructions on; QEMU's replay break stops there. (A breakpoint hit
+    /// per iteration costs ~2 ms: a `rep stos` of millions of bytes took hours.) Landing
+    /// anywhere else means the instruction ended first (a repe/repne condition): passed.
+    private func skipRepIterations(to target: ResolvedLocation, cx: UInt64, from here: Landmark,
+                                   progress: ((UInt64) -> Void)?) throws -> Landmark {
+        guard let icount = try backend.position().icount else { return here }
+        let after = try runToICount(icount + (here.cx - cx), progress: progress).landmark
+        guard target.matches(after) else { throw SessionError.passed(target: target.text, at: after) }
+        return after
     }
 
     /// The stack pointer (rsp, or esp where the backend names it so).

@@ -155,6 +155,12 @@ public final class Timeline {
         return (i + 1, index.checkpoints[i])
     }
 
+    /// The resumable indexed checkpoint taken exactly at `landmark`, if there is one.
+    public func indexed(at landmark: Landmark) -> Checkpoint? {
+        guard let index else { return nil }
+        return index.checkpoints.first { $0.fingerprint.landmark == landmark && !index.unresumable.contains($0.icount) }?.checkpoint
+    }
+
     /// QEMU loaded the checkpoint at `icount` but could not run on from it: never restore it
     /// again (an indexed one is marked in the index file; a landing is forgotten).
     public func markUnresumable(_ icount: UInt64) throws {

@@ -207,12 +207,69 @@ public final class TraceTask {
         }
         let k = min(jobs - 1, candidates.count)
         guard k > 0 else { return [] }
-        return (1...k).map { candidates[($0 * candidates.count) / (k + 1)] }
+        // The segments' records balanced: at each j/(k+1) of the window's branch counts, the
+        // candidate nearest to it (checkpoints are spread by instructions, and branch
+        // density varies: a Linux boot's decompressor has a tenth of the kernel's).
+        let first = start.landmark.brctr, span = endBrctr > first ? endBrctr - first : 0
+        var picks: [IndexedCheckpoint] = []
+        for j in 1...k {
+            let ideal = first + span / UInt64(k + 1) * UInt64(j)
+            let later = candidates.filter { c in picks.last.map { c.icount > $0.icount } ?? true }
+            guard let best = later.min(by: { a, b in
+                let da = a.fingerprint.landmark.brctr.distance(to: ideal).magnitude
+                let db = b.fingerprint.landmark.brctr.distance(to: ideal).magnitude
+                return da < db
+            }) else { break }
+            picks.append(best)
+        }
+        return picks
     }
 
-    final class Collector: BranchSink {
-        var records: [BranchTransfer] = []
-        func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws { records.append(contentsOf: batch) }
+    /// A worker's records, spilled to a file and read back in order when their turn comes:
+    /// a segment of tens of millions of records never sits in memory (24 bytes each). The
+    /// file is created new (0600, never through a link) beside the trace log and unlinked
+    /// at once: only the descriptor holds it, so nothing is left behind whatever ends tt.
+    final class Spill: BranchSink {
+        private let fd: FileDescriptor
+        private(set) var count = 0
+
+        init(beside log: FilePath, segment: Int) throws {
+            var dir = log
+            dir.removeLastComponent()
+            let path = dir.appending(".tt-segment-\(segment)-\(getpid()).spill")
+            fd = try FileDescriptor.open(path, .readWrite, options: [.create, .exclusiveCreate, .noFollow, .closeOnExec],
+                                         permissions: [.ownerReadWrite])
+            _ = unlinkIfPresent(path)
+        }
+
+        deinit { try? fd.close() }
+
+        func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws {
+            _ = try fd.writeAll(UnsafeRawBufferPointer(batch))
+            count += batch.count
+        }
+
+        /// Everything received, in order, into `sink`, a chunk at a time.
+        func replay(into sink: BranchSink) throws {
+            let chunk = 1 << 16
+            var buffer = [BranchTransfer](repeating: BranchTransfer(from: 0, to: 0, brctr: 0), count: chunk)
+            var done = 0
+            while done < count {
+                let n = min(chunk, count - done)
+                try buffer.withUnsafeMutableBufferPointer { records in
+                    let bytes = UnsafeMutableRawBufferPointer(start: records.baseAddress, count: n * MemoryLayout<BranchTransfer>.stride)
+                    var got = 0
+                    while got < bytes.count {
+                        let r = try fd.read(fromAbsoluteOffset: Int64(done * MemoryLayout<BranchTransfer>.stride + got),
+                                            into: UnsafeMutableRawBufferPointer(rebasing: bytes[got...]))
+                        guard r > 0 else { throw Inexact(message: "a segment's spilled records ended early") }
+                        got += r
+                    }
+                    try sink.receive(UnsafeBufferPointer(rebasing: records[0..<n]))
+                }
+                done += n
+            }
+        }
     }
 
     /// Segment `j` of a window cut at `splits` (none: one segment), traced into `sink` by
@@ -254,33 +311,32 @@ public final class TraceTask {
     }
 
     /// The window cut at `splits`: segment 0 here (its records straight into `sink`), the
-    /// others by workers at once into memory, appended in order (the sink refuses a gap or
-    /// a repeat across a seam).
+    /// others by workers at once, each into a spill file, appended in order (the sink
+    /// refuses a gap or a repeat across a seam).
     private func runSplit(_ splits: [IndexedCheckpoint], endTarget: ResolvedLocation, sink: ReplayLogBranchSink,
                           makeWorker: @escaping (Int) throws -> ReplaySession) throws -> Position {
         segments = splits.count + 1
         let main = session
-        var bodies: [() throws -> (records: [BranchTransfer], end: Position?)] = []
+        var bodies: [() throws -> (records: Spill?, end: Position?)] = []
         bodies.append {
             _ = try Self.traceSegment(0, of: splits, in: main, endTarget: endTarget, sink: sink)
-            return ([], nil)
+            return (nil, nil)
         }
+        let log = logPath
         for j in 1...splits.count {
             let dispose = disposeWorker
             bodies.append {
                 let worker = try makeWorker(j)
                 defer { dispose?(worker, j) }
-                let collector = Collector()
-                let landed = try Self.traceSegment(j, of: splits, in: worker, endTarget: endTarget, sink: collector)
-                return (collector.records, landed)
+                let spill = try Spill(beside: log, segment: j)
+                let landed = try Self.traceSegment(j, of: splits, in: worker, endTarget: endTarget, sink: spill)
+                return (spill, landed)
             }
         }
         let results = runConcurrently(bodies)
-        var parts: [(records: [BranchTransfer], end: Position?)] = []
+        var parts: [(records: Spill?, end: Position?)] = []
         for r in results { parts.append(try r.get()) }
-        for part in parts.dropFirst() {
-            try part.records.withUnsafeBufferPointer { try sink.receive($0) }
-        }
+        for part in parts.dropFirst() { try part.records?.replay(into: sink) }
         guard let workerEnd = parts.last?.end else { throw Inexact(message: "the last segment did not land at the end") }
         // This replay stands at the first seam: bring it to the end (untraced).
         let e = try session.runUntil(endTarget, progress: progress.map { p in { p(.tracing, $0) } })
