@@ -236,11 +236,18 @@ public final class ReplaySession {
             let jumpsRepIterations = try backend.position().icount != nil
             while true {
                 do {
+                    var previous: Landmark?
                     var stop = try runToBreakpoint(target, hint: brctr, progress: progress) { here in
                         if target.matches(here) { return true }
                         if here.brctr > brctr { throw SessionError.passed(target: target.text, at: here) }
-                        // Iterations of the target's rep instruction before its cx: jumped below.
+                        // Iterations of the target's rep instruction before its cx, jumped below:
+                        // known by a second stop at its address with the same branch count and
+                        // a smaller cx (only a rep iteration runs an instruction again with no
+                        // transfer between).
+                        let before = previous
+                        previous = here
                         return jumpsRepIterations && here.ip == target.address && here.brctr == brctr && (cx ?? 0) < here.cx
+                            && before.map { $0.ip == here.ip && $0.brctr == here.brctr && $0.cx > here.cx } == true
                     }
                     if !target.matches(stop), let cx { stop = try skipRepIterations(to: target, cx: cx, from: stop, progress: progress) }
                     landed = stop
@@ -554,8 +561,8 @@ public final class ReplaySession {
         }
     }
 
-    /// At the target's rep string instruction with the target's branch count and a larger
-    /// cx: every iteration is one instruction, and none of those up to the target can be
+    /// At an iteration of the target's rep string instruction with the target's branch count
+    /// and a larger cx: every iteration is one instruction, and none of those up to the target can be
     /// followed by a transfer (the branch count would change), so the target is exactly
     /// cx − target's cx instructions on; QEMU's replay break stops there. (A breakpoint hit
     /// per iteration costs ~2 ms: a `rep stos` of millions of bytes took hours.) Landing
