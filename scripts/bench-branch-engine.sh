@@ -12,17 +12,9 @@
 #   START/END override the window (addresses or names; names need vmlinux for --symbols).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
 L=guest/build/linux
 [ -f "$L/vmlinuz" ] && [ -f "$L/initramfs.cpio.gz" ] || { echo "bench-branch-engine: run scripts/linux-guest first" >&2; exit 1; }
-if [ -z "${TT_BIN:-}" ]; then
-    for p in tt ttplugin; do
-        swift build -c release --product "$p" 2>&1 | grep -E 'error|warning: ' >&2 || true
-    done
-fi
-bin="${TT_BIN:-$(swift build -c release --show-bin-path)}"
-tt="$bin/tt"
-[ -x "$tt" ] || { echo "bench-branch-engine: no $tt" >&2; exit 1; }
+. scripts/bench/release-build.sh
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/tt-bench-engine.XXXXXX")"
 state="${1:-$dir/state}"

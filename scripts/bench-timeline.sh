@@ -22,14 +22,7 @@
 #   With STATEDIR (a recording), its checkpoint index is REPLACED by the one made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
-if [ -z "${TT_BIN:-}" ]; then
-    for p in tt ttplugin; do
-        swift build -c release --product "$p" 2>&1 | grep -E 'error|warning: ' >&2 || true
-    done
-fi
-bin="${TT_BIN:-$(swift build -c release --show-bin-path)}"
-tt="$bin/tt"
+. scripts/bench/release-build.sh
 min_records=${MIN_RECORDS:-50000000}
 work=$(mktemp -d /tmp/tt-bench-timeline.XXXXXX)
 if [[ $# -ge 1 ]]; then

@@ -8,17 +8,9 @@
 #        repetitions, default 5, the best is kept)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v swift >/dev/null 2>&1 || export PATH="/opt/swift/usr/bin:$PATH"
 arch="${1:-i386}"
 runs="${RUNS:-5}"
-if [ -z "${TT_BIN:-}" ]; then
-    for p in tt ttplugin; do
-        swift build -c release --product "$p" 2>&1 | grep -E 'error|warning: ' >&2 || true
-    done
-fi
-bin="${TT_BIN:-$(swift build -c release --show-bin-path)}"
-tt="$bin/tt"
-[ -x "$tt" ] || { echo "bench-trace-task: no $tt (run scripts/setup)" >&2; exit 1; }
+. scripts/bench/release-build.sh
 make -s -C guest
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/tt-bench-trace.XXXXXX")"
