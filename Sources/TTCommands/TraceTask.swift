@@ -141,6 +141,7 @@ struct TraceTaskCommand: ParsableCommand {
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)
             task.jobs = jobs
+            task.vmEndsWithTask = scope.bootedVM
             if jobs > 1 {
                 let debug = self.debug
                 task.makeWorker = { k in try Self.worker(k, of: scope, debug: debug) }

@@ -35,6 +35,9 @@ public final class TraceTask {
     public var makeWorker: ((Int) throws -> ReplaySession)?
     /// Called with each worker when its segment is done (or failed): end its VM.
     public var disposeWorker: ((ReplaySession, Int) -> Void)?
+    /// The session's VM ends with the command: after a split run it need not be brought to
+    /// the end (a replay of every later segment again, untraced, after its own).
+    public var vmEndsWithTask = false
     /// How many segments the last run traced at once (1: no split).
     public private(set) var segments = 1
 
@@ -338,7 +341,10 @@ public final class TraceTask {
         for r in results { parts.append(try r.get()) }
         for part in parts.dropFirst() { try part.records?.replay(into: sink) }
         guard let workerEnd = parts.last?.end else { throw Inexact(message: "the last segment did not land at the end") }
-        // This replay stands at the first seam: bring it to the end (untraced).
+        // The last worker's landing was checked where it landed (a second, independent read).
+        if vmEndsWithTask { return workerEnd }
+        // This replay stands at the first seam: bring it to the end (untraced), where a
+        // live replay is left.
         let e = try session.runUntil(endTarget, progress: progress.map { p in { p(.tracing, $0) } })
         guard e.landmark == workerEnd.landmark else {
             throw Inexact(message: "the end landed at \(workerEnd.landmark) in its segment but at \(e.landmark) here")
