@@ -135,8 +135,6 @@ struct TraceTaskCommand: ParsableCommand {
             try SafeFiles.requireReplaceable(out)
             try scope.attachOrBoot()
             let session = scope.session
-            // This command's own VM goes with it: its landings are never come back to.
-            session.checkpointsLandings = !scope.bootedVM
             let wordSize = recording.elfWordSize ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)

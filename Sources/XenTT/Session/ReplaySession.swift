@@ -233,7 +233,7 @@ public final class ReplaySession {
                 position = try restore(ahead)
                 if target.matches(position.landmark) { return position }
             }
-            let jumpsRepIterations = try backend.position().icount != nil
+            let jumpsRepIterations = position.icount != nil   // a replay break needs an icount
             while true {
                 do {
                     var previous: Landmark?

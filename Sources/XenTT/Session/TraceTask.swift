@@ -35,8 +35,9 @@ public final class TraceTask {
     public var makeWorker: ((Int) throws -> ReplaySession)?
     /// Called with each worker when its segment is done (or failed): end its VM.
     public var disposeWorker: ((ReplaySession, Int) -> Void)?
-    /// The session's VM ends with the command: after a split run it need not be brought to
-    /// the end (a replay of every later segment again, untraced, after its own).
+    /// The session's VM ends with the command: its landings get no checkpoint (nothing comes
+    /// back to them), and after a split run it is not brought to the end (a replay of every
+    /// later segment again, untraced, after its own).
     public var vmEndsWithTask = false
     /// How many segments the last run traced at once (1: no split).
     public private(set) var segments = 1
@@ -101,6 +102,7 @@ public final class TraceTask {
         let backend = session.backend
         let cancellation = session.cancellation
         session.guestWordSize = guestWordSize
+        if vmEndsWithTask { session.checkpointsLandings = false }
         // The last CPU state stamped into the log (stamps never go backwards).
         var stamped = CPUState()
         // The session-start entry is written at the start landmark: on a live replay the
@@ -201,7 +203,8 @@ public final class TraceTask {
     }
 
     /// Up to `jobs - 1` resumable indexed checkpoints after the start and before the end's
-    /// branch count, evenly spread: where the window is cut (`--jobs`, and `--plan`'s segments).
+    /// branch count, each the nearest to an equal share of the window's branch counts: where
+    /// the window is cut (`--jobs`, and `--plan`'s segments).
     public static func splitPoints(_ timeline: Timeline, jobs: Int, after start: Position, beforeBrctr endBrctr: UInt64) -> [IndexedCheckpoint] {
         guard let index = timeline.index, let here = start.icount else { return [] }
         let candidates = index.checkpoints.filter {
