@@ -487,6 +487,11 @@ public final class QEMUReplayBackend: ReplayBackend {
                 log("passing checkpoint icount \(now)")
                 try watchHandler?(try position())
             }
+            // Stopped at a breakpoint's address: the caller judges it as a hit. Continuing
+            // from there does not always stop at it first (a CI run missed copy_block's entry
+            // that way and passed the target); judging it twice is harmless for an exact
+            // target, the only kind fast-forwarded.
+            if breakpoints.contains(try landmark().ip) { return .breakpoint }
         }
     }
 
