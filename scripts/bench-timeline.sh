@@ -2,7 +2,8 @@
 # The checkpoint index (tt index) against replaying from the start, measured in one run:
 #   1. a counting replay: tt replay -p + tt run-until to a location never reached (the whole
 #      recording with tt's plugin counting) — the baseline, and the recording's length T;
-#   2. the index pass: tt index --every E (default T/20);
+#   2. the index pass: tt index with its default spacing (a checkpoint every second of
+#      replay), or --every E when E is given;
 #   3. tt replay -p + tt run-until to an exact landmark at ~90% of T, without the index
 #      (index.checkpoints moved aside: the replay boots without the index's snapshots) and
 #      with it. The target is the first indexed checkpoint's landmark at or after 0.9 T
@@ -17,6 +18,7 @@
 # Prints the times and the ratios (speed-up of the run-until, index pass and verify against
 # the counting replay; --jobs 2 against --jobs 1).
 # Usage: scripts/bench-timeline.sh [STATEDIR [EVERY]]
+#   EVERY: instructions between checkpoints (tt index --every); without it, tt index's default.
 #   Builds tt and the plugin in release mode (TT_BIN=DIR uses another build).
 #   Without STATEDIR, the bundled 32-bit guest is recorded into a temporary directory.
 #   With STATEDIR (a recording), its checkpoint index is REPLACED by the one made here.
@@ -56,11 +58,12 @@ t_count=$(elapsed "$t0")
 "$tt" replay -K -s "$state" "$name" >/dev/null
 total=$(sed -n 's/.*(icount \([0-9]*\)).*/\1/p' <<<"$end")
 [[ -n "$total" ]] || { echo "bench-timeline: no icount in: $end" >&2; exit 1; }
-every=${every:-$((total / 20))}
 
 # 2. the index pass.
 t0=$(now)
-"$tt" index -s "$state" --every "$every" "$name" >"$work/index.out"
+"$tt" index -s "$state" ${every:+--every "$every"} "$name" >"$work/index.out"
+spacing="by its default spacing"
+[[ -z "$every" ]] || spacing="every $every instructions"
 t_index=$(elapsed "$t0")
 "$tt" index -s "$state" --list "$name" >"$work/list"
 count=$(grep -c '^checkpoint [0-9]' "$work/list")
@@ -116,7 +119,7 @@ if [[ -n "$window" ]]; then
     cmp -s "$work/jobs1.bts" "$work/jobs2.bts" || { echo "bench-timeline: --jobs 2 differs from --jobs 1" >&2; exit 1; }
 fi
 
-printf 'recording %s: %s instructions; index every %s: %s checkpoints, %s MB of images\n' "$state" "$total" "$every" "$count" "$mb"
+printf 'recording %s: %s instructions; index %s: %s checkpoints, %s MB of images\n' "$state" "$total" "$spacing" "$count" "$mb"
 printf 'target %s at icount %s (%s%% of the recording), landed %s\n' "$target" "$target_icount" "$((target_icount * 100 / total))" "$with"
 printf '  counting replay to the end (baseline)   %8.2f s\n' "$t_count"
 printf '  index pass                               %8.2f s  %sx the counting replay\n' "$t_index" "$(ratio "$t_index" "$t_count")"

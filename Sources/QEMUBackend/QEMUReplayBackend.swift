@@ -433,7 +433,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             }
             switch try runUntilStop(cancellation: cancellation, progress: progress) {
             case .exited: return .exited
-            case .interrupted: return .interrupted
+            case .interrupted, .deadline: return .interrupted // (no deadline is given here)
             // A stop at no breakpoint that nobody asked for: the replay ran out.
             case .stopped(let ip): return breakpoints.contains(ip) ? .breakpoint : .ended
             }
@@ -499,7 +499,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// reply while draining the ring, reporting progress, and watching for QEMU's exit and
     /// for signals (an interrupt is the protocol's 0x03 byte: the only byte ever sent
     /// to the stub while the vCPU runs).
-    private enum Outcome { case stopped(UInt64), exited, interrupted }
+    private enum Outcome { case stopped(UInt64), exited, interrupted, deadline }
 
     /// The cancellation of the `c` in progress: while it is set, the vCPU runs and the stub
     /// may be sent the interrupt byte (once).
@@ -527,7 +527,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     }
 
     /// Run the vCPU (gdb `c`) until the next stop of any kind.
-    private func runOnce(cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> Outcome {
+    private func runOnce(cancellation: Cancellation, progress: ((UInt64) -> Void)?, deadline: Double? = nil) throws -> Outcome {
         let (gdb, shm) = try requireVM()
         cachedRegs = nil
         try gdb.sendPacket("c")
@@ -539,6 +539,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             runCancellation = nil
         }
         var lastProgress = monotonicMilliseconds()
+        var deadlinePassed = false
         var reply = ""
         var lastCount = shm.instructions, lastMove = monotonicMilliseconds(), stalled = false
         while true {
@@ -562,7 +563,18 @@ public final class QEMUReplayBackend: ReplayBackend {
             var fds = [pollfd(fd: gdb.fileDescriptor, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: exitFD, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: cancellation.descriptor, events: Int16(POLLIN), revents: 0)]
-            _ = poll(&fds, 3, sink == nil ? 100 : 5)
+            var timeout: Int32 = sink == nil ? 100 : 5
+            if let deadline, !interruptSent {
+                let left = deadline - monotonicSeconds()
+                if left <= 0 {
+                    interruptSent = true
+                    deadlinePassed = true
+                    try gdb.sendInterrupt()
+                } else {
+                    timeout = min(timeout, Int32((left * 1000).rounded(.up)))
+                }
+            }
+            _ = poll(&fds, 3, timeout)
             try drainRing()
             if fds[1].revents != 0 && fds[0].revents == 0 { try drainRing(); markEnded(); return .exited }
             if cancellation.isCancelled && !interruptSent {
@@ -581,7 +593,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             armedWatch = nil
             throw SessionError.stalled(checkpointICount: loaded, at: try landmark(), seconds: stallTimeoutMS / 1000)
         }
-        if interruptSent { return .interrupted }
+        if interruptSent { return deadlinePassed && !cancellation.isCancelled ? .deadline : .interrupted }
         return .stopped(try linearIP(try readRegs()))
     }
 
@@ -610,7 +622,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         try gdb.drainUnsolicited()
     }
 
-    public func runToICount(_ icount: UInt64, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
+    public func runToICount(_ icount: UInt64, deadline: Double?, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
         let (gdb, _) = try requireVM()
         let now = try gdb.replayICount()
         if now == icount { return .stepped }
@@ -623,11 +635,15 @@ public final class QEMUReplayBackend: ReplayBackend {
         armedWatch = nil
         do {
             try setReplayBreak(gdb, at: icount)
-            let outcome = try runOnce(cancellation: cancellation, progress: progress)
+            let outcome = try runOnce(cancellation: cancellation, progress: progress, deadline: deadline)
             if case .exited = outcome { return .exited }
             deleteReplayBreak(gdb)
             if case .interrupted = outcome { return .interrupted }
-            return try gdb.replayICount() == icount ? .stepped : .ended
+            let now = try gdb.replayICount()
+            if now == icount { return .stepped }
+            // The deadline's interrupt and the end of the recording can meet: the end wins.
+            if case .deadline = outcome, try !gdb.guestEnded() { return .deadline }
+            return .ended
         } catch is UnixSocket.PeerClosed {
             try? drainRing()
             markEnded()

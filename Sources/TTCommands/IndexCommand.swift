@@ -18,7 +18,7 @@ struct DivergenceOptions: ParsableArguments {
 struct IndexCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "index",
-        abstract: "Replay the recording once and keep checkpoints every N instructions for later replays.",
+        abstract: "Replay the recording once and keep checkpoints every S seconds of replay (or N instructions) for later replays.",
         discussion: """
             Each checkpoint is a QEMU snapshot in the index image (STATEDIR/index.qcow2, which \
             every later replay boots with) and, in STATEDIR/index.checkpoints, the plugin's \
@@ -26,15 +26,17 @@ struct IndexCommand: ParsableCommand {
             of the registers. Runs to an exact WHERE:brctr then start from the latest checkpoint \
             before it; runs that pass a checkpoint compare the fingerprint (--on-divergence). \
             Each new checkpoint is loaded and run on a little: one QEMU cannot run on from is \
-            marked unresumable (never restored, still compared). An existing index is replaced. Needs no live replay (tt replay -K first). \
-            --list prints the index without replaying.
+            marked unresumable (never restored, still compared). The replay time between \
+            checkpoints is kept too: trace-task --jobs balances its segments by it. An existing \
+            index is replaced. Needs no live replay (tt replay -K first). --list prints the \
+            index without replaying.
             """)
 
     @Flag(name: .customShort("d"), help: "Debug output.")
     var debug = false
-    @Option(help: ArgumentHelp("Instructions between checkpoints.", valueName: "N"))
+    @Option(help: ArgumentHelp("Instead of --seconds: exactly N instructions between checkpoints.", valueName: "N"))
     var every: UInt64?
-    @Option(help: ArgumentHelp("Instead of --every: about S seconds of replay between checkpoints (the gap is measured as the replay goes; the first is 1,000,000 instructions).", valueName: "S"))
+    @Option(help: ArgumentHelp("S seconds of replay between checkpoints (default 1): the replay is paused after S seconds wherever it is.", valueName: "S"))
     var seconds: Double?
     @Option(help: ArgumentHelp("Stop taking checkpoints once the index's images reach MB megabytes (the last one may pass it).", valueName: "MB"))
     var budget: UInt64 = 4096
@@ -70,17 +72,13 @@ struct IndexCommand: ParsableCommand {
             scope.session.timeline.setIndex(nil)
             let started = monotonicSeconds()
             try scope.bootOwn()
-            let gap = every ?? 1_000_000
+            let spacing: IndexSpacing = every.map { .instructions($0) } ?? .seconds(seconds ?? Self.defaultSeconds)
             let budgetBytes = budget * 1_048_576
             var overBudget = false
             let progress = ProgressLine()
             defer { progress.end() }
             let index = try scope.session.buildIndex(
-                every: gap,
-                nextGap: seconds.map { want in { last, took in
-                    let next = Double(last) * want / max(took, 0.001)
-                    return UInt64(min(max(next, Double(last) / 8, 100_000), Double(last) * 8))
-                } },
+                spacing: spacing,
                 keepGoing: { _ in
                     overBudget = Self.imageBytes(dir) >= budgetBytes
                     return !overBudget
@@ -90,12 +88,24 @@ struct IndexCommand: ParsableCommand {
             try index.save(dir)
             let bytes = Self.imageBytes(dir, index: true)
             let last = index.checkpoints.last.map { ", the last at icount \($0.icount)" } ?? ""
-            printLine("tt: indexed \(dir.name): \(index.checkpoints.count) checkpoints\(seconds == nil ? " every \(gap) instructions" : " about \(seconds!) s apart")\(last); images \(bytes / 1_048_576) MB; \(String(format: "%.1f", monotonicSeconds() - started)) s")
+            printLine("tt: indexed \(dir.name): \(index.checkpoints.count) checkpoints\(Self.apart(spacing))\(last); images \(bytes / 1_048_576) MB; \(String(format: "%.1f", monotonicSeconds() - started)) s")
             if !index.unresumable.isEmpty {
                 let list = index.checkpoints.enumerated().filter { index.unresumable.contains($0.element.icount) }.map { String($0.offset + 1) }
                 printLine("tt: \(index.unresumable.count) of \(index.checkpoints.count) checkpoints are unresumable (QEMU cannot run on from their snapshots; they are checked when passed, never restored): \(list.joined(separator: ", "))")
             }
             if overBudget { printLine("tt: stopped at the budget of \(budget) MB; later runs replay from the last checkpoint") }
+        }
+    }
+
+    /// Seconds of replay between checkpoints when neither --every nor --seconds is given:
+    /// any point of the recording is then about a second of replay from a checkpoint.
+    static let defaultSeconds = 1.0
+
+    /// " every N instructions" or " about S s of replay apart".
+    static func apart(_ spacing: IndexSpacing) -> String {
+        switch spacing {
+        case .instructions(let n): return " every \(n) instructions"
+        case .seconds(let s): return " about \(s) s of replay apart"
         }
     }
 
@@ -110,11 +120,13 @@ struct IndexCommand: ParsableCommand {
     /// log): a head line (count, spacing, images), then one line per checkpoint (icount,
     /// brctr, landmark, register hash, the unresumable mark).
     static func listing(_ index: CheckpointIndex, dir: StateDirectory) -> [String] {
-        var lines = ["checkpoint index of \(dir.name): \(index.checkpoints.count) checkpoints, spacing \(index.spacing); images \(Self.imageBytes(dir, index: true) / 1_048_576) MB"]
+        var lines = ["checkpoint index of \(dir.name): \(index.checkpoints.count) checkpoints, \(index.spacing); images \(Self.imageBytes(dir, index: true) / 1_048_576) MB"]
+        func took(_ s: Double?) -> String { s.map { String(format: " replayed %.3f s", $0) } ?? "" }
         for (i, c) in index.checkpoints.enumerated() {
             let mark = index.unresumable.contains(c.icount) ? " (unresumable: QEMU cannot run on from its snapshot)" : ""
-            lines.append("checkpoint \(i + 1) icount \(c.icount) brctr \(c.fingerprint.landmark.brctr) at \(c.fingerprint.landmark) registers 0x\(String(c.fingerprint.registerHash, radix: 16))\(mark)")
+            lines.append("checkpoint \(i + 1) icount \(c.icount) brctr \(c.fingerprint.landmark.brctr) at \(c.fingerprint.landmark) registers 0x\(String(c.fingerprint.registerHash, radix: 16))\(took(c.replaySeconds))\(mark)")
         }
+        if let end = index.end { lines.append("end icount \(end.icount) brctr \(end.brctr)\(took(end.replaySeconds))") }
         return lines
     }
 }

@@ -250,12 +250,18 @@ struct LogSummary: ParsableCommand {
                 case .none: break
                 case .problem(let why): s += ",\"checkpointIndex\":{\"error\":\(JSONString.quoted(why))}"
                 case .index(let i, _):
-                    s += ",\"checkpointIndex\":{\"spacing\":\(i.spacing),\"checkpoints\":["
+                    switch i.spacing {
+                    case .instructions(let n): s += ",\"checkpointIndex\":{\"spacing\":\(n),\"checkpoints\":["
+                    case .seconds(let seconds): s += ",\"checkpointIndex\":{\"seconds\":\(seconds),\"checkpoints\":["
+                    }
+                    func took(_ s: Double?) -> String { s.map { ",\"replaySeconds\":\($0)" } ?? "" }
                     s += i.checkpoints.map { c in
                         let l = c.fingerprint.landmark
-                        return "{\"icount\":\(c.icount),\"brctr\":\(l.brctr),\"ip\":\"0x\(String(l.ip, radix: 16))\",\"cx\":\"0x\(String(l.cx, radix: 16))\",\"unresumable\":\(i.unresumable.contains(c.icount))}"
+                        return "{\"icount\":\(c.icount),\"brctr\":\(l.brctr),\"ip\":\"0x\(String(l.ip, radix: 16))\",\"cx\":\"0x\(String(l.cx, radix: 16))\",\"unresumable\":\(i.unresumable.contains(c.icount))\(took(c.replaySeconds))}"
                     }.joined(separator: ",")
-                    s += "]}"
+                    s += "]"
+                    if let end = i.end { s += ",\"end\":{\"icount\":\(end.icount),\"brctr\":\(end.brctr)\(took(end.replaySeconds))}" }
+                    s += "}"
                 }
                 s += "}"
                 try out.append(s)

@@ -133,21 +133,24 @@ struct TraceTaskCommand: ParsableCommand {
             let out = output.map { FilePath($0) } ?? dir.file(StateFile.traceOutput)
             // Before running anything: OUT must be new or a regular file, in a directory.
             try SafeFiles.requireReplaceable(out)
-            try scope.attachOrBoot()
             let session = scope.session
             let wordSize = recording.elfWordSize ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)
             task.jobs = jobs
-            task.vmEndsWithTask = scope.bootedVM
+            if debug { task.debug = { printError("tt: trace-task: \($0)") } }
             if jobs > 1 {
                 let debug = self.debug
-                task.makeWorker = { k in try Self.worker(k, of: scope, debug: debug) }
+                task.makeWorker = { k, cancellation in try Self.worker(k, of: scope, cancellation: cancellation, debug: debug) }
                 task.disposeWorker = { worker, k in
                     try? worker.destroy()
                     if let dir = try? Self.workerDirectory(k, of: dir) { _ = try? StateOwnership.remove(dir) }
                 }
+                // The workers boot beside this command's replay (when the window is exact).
+                task.startWorkers()
             }
+            try scope.attachOrBoot()
+            task.vmEndsWithTask = scope.bootedVM
             let progress = ProgressLine()
             if isatty(2) != 0 {
                 task.progress = { phase, brctr in
@@ -166,11 +169,12 @@ struct TraceTaskCommand: ParsableCommand {
                 }
                 throw failure
             }
+            let extracting = monotonicSeconds()
             guard let result = try TraceTaskOutput.write(window, to: out, extended: extended) else {
                 throw TraceTask.Inexact(message: "no start position")
             }
             if debug {
-                printError("tt: \(window.logPath): \(result.summary.branchEntriesRead) branch entries read, \(result.summary.records) records written")
+                printError("tt: \(window.logPath): \(result.summary.branchEntriesRead) branch entries read, \(result.summary.records) records written in \(String(format: "%.2f", monotonicSeconds() - extracting)) s")
             }
             let s = window.start!, e = window.end!
             let range = window.brctrRange.map { "brctr \($0.lowerBound)…\($0.upperBound)" } ?? "empty"
@@ -190,10 +194,10 @@ struct TraceTaskCommand: ParsableCommand {
     }
 
     /// A replay of the same recording in worker k's directory, booted, at its start.
-    static func worker(_ k: Int, of scope: SessionScope, debug: Bool) throws -> ReplaySession {
+    static func worker(_ k: Int, of scope: SessionScope, cancellation: Cancellation, debug: Bool) throws -> ReplaySession {
         let dir = try workerDirectory(k, of: scope.state)
         if dir.exists { _ = try StateOwnership.remove(dir) }  // left by a command that died
-        return try replay(in: dir, of: scope.state, name: "\(dir.name) job \(k)", cancellation: scope.cancellation,
+        return try replay(in: dir, of: scope.state, name: "\(dir.name) job \(k)", cancellation: cancellation,
                           policy: scope.session.divergencePolicy, debug: debug)
     }
 

@@ -16,8 +16,23 @@ public final class Cancellation: @unchecked Sendable {
     /// The signal that cancelled it (0: none, or cancelled by `cancel()`); written before the byte.
     private var signalNumber: Int32 = 0
     private var cancelled: Bool = false
+    /// Cancelled with this one (see `init(linkedTo:)`).
+    private let parent: Cancellation?
 
-    public init() {
+    /// A cancellation of its own, also cancelled when `parent` is: for a part of a command
+    /// that can be given up alone (a `--jobs` worker) but must stop on the command's
+    /// signals too. Its descriptor becomes readable on its own cancellation only; a wait
+    /// loop sees the parent's through `isCancelled`, which it checks after each poll.
+    public convenience init(linkedTo parent: Cancellation) {
+        self.init(parent: parent)
+    }
+
+    public convenience init() {
+        self.init(parent: nil)
+    }
+
+    private init(parent: Cancellation?) {
+        self.parent = parent
         var fds: [Int32] = [-1, -1]
         if pipe(&fds) == 0 {
             for fd in fds {
@@ -41,10 +56,10 @@ public final class Cancellation: @unchecked Sendable {
     /// Readable once cancelled; poll it with POLLIN. -1 if no pipe could be made.
     public var descriptor: Int32 { pipeFDs.read }
 
-    public var isCancelled: Bool { cancelled }
+    public var isCancelled: Bool { cancelled || parent?.isCancelled == true }
 
-    /// The signal that cancelled it; 0 when none did.
-    public var signal: Int32 { signalNumber }
+    /// The signal that cancelled it (or its parent); 0 when none did.
+    public var signal: Int32 { cancelled || parent == nil ? signalNumber : parent!.signal }
 
     /// Request cancellation; safe from any thread and from a signal handler.
     public func cancel() { note(signal: 0) }
@@ -58,12 +73,12 @@ public final class Cancellation: @unchecked Sendable {
 
     /// Throws `Cancelled` once cancelled: for the points between steps of a long operation.
     public func check() throws {
-        if cancelled { throw Cancelled(signal: signalNumber) }
+        if isCancelled { throw Cancelled(signal: signal) }
     }
 
     /// The status a command ends with when cancelled: 128 + the signal (130 for SIGINT,
     /// 143 for SIGTERM), 130 when cancelled without one.
-    public var exitStatus: Int32 { Cancelled(signal: signalNumber).exitStatus }
+    public var exitStatus: Int32 { Cancelled(signal: signal).exitStatus }
 
     // MARK: signals
 

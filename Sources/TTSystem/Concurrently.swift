@@ -8,33 +8,84 @@ private final class ThreadBox {
     init(_ body: @escaping () -> Void) { self.body = body }
 }
 
-/// Run each body on a thread of its own and wait for all: their results, in order.
-/// (The replay backends are driven synchronously, one object per thread.)
-public func runConcurrently<T>(_ bodies: [() throws -> T]) -> [Result<T, Error>] {
-    var results = [Result<T, Error>?](repeating: nil, count: bodies.count)
-    var threads: [pthread_t] = []
-    results.withUnsafeMutableBufferPointer { out in
-        let slots = out
-        for (i, body) in bodies.enumerated() {
-            let box = ThreadBox { slots[i] = Result { try body() } }
-            var thread = pthread_t()
-            let unmanaged = Unmanaged.passRetained(box)
-            let rc = pthread_create(&thread, nil, { raw in
-                Unmanaged<ThreadBox>.fromOpaque(raw!).takeRetainedValue().body()
-                return nil
-            }, unmanaged.toOpaque())
-            if rc == 0 {
-                threads.append(thread)
-            } else {
-                unmanaged.release()
-                box.body()
-            }
+/// A body started on a thread of its own at once; `result()` waits for it (the replay
+/// backends are driven synchronously, one object per thread). When no thread can be made
+/// the body runs inline, in `init`.
+public final class BackgroundThread<T> {
+    private var thread: pthread_t?
+    /// Written by the thread before it ends, read after the join.
+    private var outcome: Result<T, Error>?
+
+    public init(_ body: @escaping () throws -> T) {
+        // The thread holds this object until its body is done: it is never freed under it.
+        let box = ThreadBox { self.outcome = Result { try body() } }
+        var thread = pthread_t()
+        let unmanaged = Unmanaged.passRetained(box)
+        let rc = pthread_create(&thread, nil, { raw in
+            Unmanaged<ThreadBox>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, unmanaged.toOpaque())
+        if rc == 0 {
+            self.thread = thread
+        } else {
+            unmanaged.release()
+            box.body()
         }
-        for t in threads { pthread_join(t, nil) }
     }
-    return results.map { $0 ?? .failure(ThreadFailure()) }
+
+    /// Wait for the body (once; later calls return the same result).
+    public func result() -> Result<T, Error> {
+        if let t = thread {
+            pthread_join(t, nil)
+            thread = nil
+        }
+        return outcome ?? .failure(ThreadFailure())
+    }
+
+    deinit {
+        // Its thread has ended (it held this object): reclaim it.
+        if let t = thread { pthread_join(t, nil) }
+    }
 }
 
 struct ThreadFailure: Error, CustomStringConvertible {
     var description: String { "a worker thread gave no result" }
+}
+
+/// A value handed from one thread to another once: `take()` waits until `put` gives it.
+public final class OneShot<T>: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let ready = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var value: T?
+
+    public init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(ready, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(ready)
+        pthread_mutex_destroy(mutex)
+        ready.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Give the value (a second `put` is ignored: it is handed over once).
+    public func put(_ v: T) {
+        pthread_mutex_lock(mutex)
+        if value == nil {
+            value = v
+            pthread_cond_broadcast(ready)
+        }
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Wait for the value.
+    public func take() -> T {
+        pthread_mutex_lock(mutex)
+        while value == nil { pthread_cond_wait(ready, mutex) }
+        let v = value!
+        pthread_mutex_unlock(mutex)
+        return v
+    }
 }

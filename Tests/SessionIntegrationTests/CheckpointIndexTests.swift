@@ -47,9 +47,10 @@ final class CheckpointIndexTests: XCTestCase {
             XCTAssertTrue(r.out.contains("tt: indexed g32: "), r.out)
         }
         let lines = try String(contentsOfFile: indexPath, encoding: .utf8).split(separator: "\n").map(String.init)
-        XCTAssertEqual(lines.first, "tt-checkpoint-index 1")
+        XCTAssertEqual(lines.first, "tt-checkpoint-index 2")
         XCTAssertEqual(lines.dropFirst().first, "spacing \(Self.every)")
-        return Array(lines.dropFirst(2))
+        XCTAssertEqual(lines.filter { $0.hasPrefix("end ") }.count, 1, "the pass reached the end")
+        return lines.filter { $0.hasPrefix("checkpoint ") }
     }
 
     /// Replace one checkpoint line's field (1-based checkpoint, 0-based field) for the body's
@@ -272,13 +273,30 @@ final class CheckpointIndexTests: XCTestCase {
         XCTAssertTrue(budget.out.contains("indexed g32: 1 checkpoints"), budget.out)
         XCTAssertTrue(budget.out.contains("stopped at the budget of 1 MB"), budget.out)
         let timed = try IT.tt(["index", "--seconds", "0.05", "g32"], state: s)
-        XCTAssertTrue(timed.out.contains("about 0.05 s apart"), timed.out)
-        let lines = try String(contentsOfFile: s + "/index.checkpoints", encoding: .utf8).split(separator: "\n").filter { $0.hasPrefix("checkpoint ") }
-        // The first gap is 1,000,000 instructions; each next one follows the measured time
-        // (at most 8x the last): more than one checkpoint in 7.3 M instructions, not evenly spaced.
-        let icounts = lines.compactMap { UInt64($0.split(separator: " ")[1]) }
-        XCTAssertEqual(icounts.first, 1_000_000, lines.joined(separator: "\n"))
-        XCTAssertGreaterThanOrEqual(icounts.count, 2, lines.joined(separator: "\n"))
+        XCTAssertTrue(timed.out.contains("about 0.05 s of replay apart"), timed.out)
+        let text = try String(contentsOfFile: s + "/index.checkpoints", encoding: .utf8)
+        let lines = text.split(separator: "\n")
+        XCTAssertEqual(lines.prefix(2), ["tt-checkpoint-index 2", "seconds 0.05"], text)
+        // The replay is paused 0.05 s after each checkpoint wherever it is: more than one
+        // checkpoint in 7.3 M instructions, each after at least 45 ms of replay (the 7th
+        // field), not evenly spaced by instructions, and the end kept.
+        let checkpoints = lines.filter { $0.hasPrefix("checkpoint ") }.map { $0.split(separator: " ") }
+        XCTAssertGreaterThanOrEqual(checkpoints.count, 2, text)
+        for c in checkpoints { XCTAssertGreaterThanOrEqual(Int(c[6]) ?? 0, 45, text) }
+        let icounts = checkpoints.compactMap { UInt64($0[1]) }
+        XCTAssertNotEqual(Set(zip(icounts, [0] + icounts).map { $0 - $1 }).count, 1, text)
+        let end = lines.filter { $0.hasPrefix("end ") }.map { $0.split(separator: " ") }
+        XCTAssertEqual(end.count, 1, text)
+        // The end is where a replay of the recording ends, as run-until reports it — within
+        // a few instructions: QEMU stops a replay at the guest's shutdown request from its
+        // main loop, and the vCPU may run on a little first (11 instructions apart measured).
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let never = try IT.tt(["run-until", "g32", "0x1:999999999"], state: s, expect: 2)
+        let ended = never.err.split(separator: "(icount ").last.flatMap { UInt64($0.prefix { $0.isNumber }) }
+        let kept = end.first.flatMap { UInt64($0[1]) }
+        XCTAssertNotNil(ended, never.err)
+        XCTAssertLessThanOrEqual(max(ended ?? 0, kept ?? 0) - min(ended ?? 0, kept ?? 0), 100, never.err + text)
+        try IT.tt(["replay", "-K", "g32"], state: s)
         try IT.tt(["replay", "-p", "g32"], state: s)
         let live = try IT.tt(["index", "--every", "1000000", "g32"], state: s, expect: nil)
         XCTAssertNotEqual(live.status, 0)
@@ -336,6 +354,16 @@ final class CheckpointIndexTests: XCTestCase {
         XCTAssertGreaterThan(bytesA.count, 24 * 1_000_000)
         XCTAssertEqual(bytesA, bytesB)
         for k in 1...3 { XCTAssertFalse(FileManager.default.fileExists(atPath: s + "/job\(k)"), "job\(k)") }
+        // A start found by counting (WHERE#N) is cut after its landing (an exact start is
+        // cut before anything boots): the same bytes as one job again.
+        let counted = "\(checkpoints[0][3])#1", one2 = Self.base + "/jobs1b.bts", three2 = Self.base + "/jobs3b.bts"
+        try IT.tt(["trace-task", "--start", counted, "--end", end.location, "-o", one2, "--print-limit", "0", "g32"], state: s)
+        let d = try IT.tt(["trace-task", "-d", "--jobs", "3", "--start", counted, "--end", end.location, "-o", three2, "--print-limit", "0", "g32"], state: s)
+        XCTAssertTrue(d.out.contains("traced in 3 segments at once"), d.out)
+        XCTAssertTrue(d.err.contains("segment 2: "), d.err)
+        let bytesOne2 = try Data(contentsOf: URL(fileURLWithPath: one2))
+        XCTAssertGreaterThan(bytesOne2.count, 24 * 100_000)
+        XCTAssertEqual(bytesOne2, try Data(contentsOf: URL(fileURLWithPath: three2)))
         // Without an index there is nothing to cut at: one replay does it all, same output.
         try FileManager.default.moveItem(atPath: indexPath, toPath: Self.base + "/index.aside2")
         defer { try? FileManager.default.moveItem(atPath: Self.base + "/index.aside2", toPath: indexPath) }

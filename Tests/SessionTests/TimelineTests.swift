@@ -65,36 +65,126 @@ final class TimelineTests: XCTestCase {
 /// The checkpoint index's file format and its place in the timeline, with values by hand.
 final class CheckpointIndexFormatTests: XCTestCase {
     static func sample() -> CheckpointIndex {
-        CheckpointIndex(spacing: 1000, checkpoints: [
+        CheckpointIndex(spacing: .instructions(1000), checkpoints: [
             IndexedCheckpoint(fingerprint: Fingerprint(landmark: Landmark(ip: 0x100420, brctr: 77, cx: 0x1f), icount: 1000, registerHash: 0xdeadbeef),
-                              backendState: [77, 1000, 0x10041b, 5, 1, 0]),
+                              backendState: [77, 1000, 0x10041b, 5, 1, 0], replaySeconds: 0.25),
             IndexedCheckpoint(fingerprint: Fingerprint(landmark: Landmark(ip: 0x1003c0, brctr: 150, cx: 0), icount: 2000, registerHash: 1),
-                              backendState: [149, 2000, 1, 2, 49, 0x1003c0]),
-        ])
+                              backendState: [149, 2000, 1, 2, 49, 0x1003c0], replaySeconds: 1.5),
+        ], end: IndexedEnd(icount: 2500, brctr: 170, replaySeconds: 0.125))
     }
 
     func testTextRoundTripsAndIsTheDocumentedFormat() throws {
         let text = Self.sample().text
         XCTAssertEqual(text, """
+            tt-checkpoint-index 2
+            spacing 1000
+            checkpoint 1000 77 0x100420 0x1f 0xdeadbeef 250 77 1000 1049627 5 1 0
+            checkpoint 2000 150 0x1003c0 0x0 0x1 1500 149 2000 1 2 49 1049536
+            end 2500 170 125
+
+            """)
+        XCTAssertEqual(try CheckpointIndex(parsing: text, file: "x"), Self.sample())
+        var timed = Self.sample()
+        timed.spacing = .seconds(0.5)
+        timed.unresumable = [2000]
+        XCTAssertTrue(timed.text.hasPrefix("tt-checkpoint-index 2\nseconds 0.5\n"), timed.text)
+        XCTAssertTrue(timed.text.hasSuffix("end 2500 170 125\nunresumable 2000\n"), timed.text)
+        XCTAssertEqual(try CheckpointIndex(parsing: timed.text, file: "x"), timed)
+    }
+
+    /// Format 1 (no replay times, no end) is still read: its checkpoints without times.
+    func testFormatOneIsReadWithoutTimes() throws {
+        let old = try CheckpointIndex(parsing: """
             tt-checkpoint-index 1
             spacing 1000
             checkpoint 1000 77 0x100420 0x1f 0xdeadbeef 77 1000 1049627 5 1 0
             checkpoint 2000 150 0x1003c0 0x0 0x1 149 2000 1 2 49 1049536
+            unresumable 2000
 
-            """)
-        XCTAssertEqual(try CheckpointIndex(parsing: text, file: "x"), Self.sample())
+            """, file: "x")
+        var expected = Self.sample()
+        for i in expected.checkpoints.indices { expected.checkpoints[i].replaySeconds = nil }
+        expected.end = nil
+        expected.unresumable = [2000]
+        XCTAssertEqual(old, expected)
+        XCTAssertNil(old.replaySeconds(toICount: 1500, brctr: 100))
     }
 
     func testBadIndexesAreOneLineErrorsNamingTheLine() {
         func problem(_ text: String) -> String {
             do { _ = try CheckpointIndex(parsing: text, file: "idx"); return "accepted" } catch { return "\(error)" }
         }
-        XCTAssertEqual(problem("tt-checkpoint-index 2\nspacing 1\n"), "idx: line 1: checkpoint index format 2; this tt reads format 1 (make it again with tt index)")
+        XCTAssertEqual(problem("tt-checkpoint-index 3\nspacing 1\n"), "idx: line 1: checkpoint index format 3; this tt reads formats 1 and 2 (make it again with tt index)")
         XCTAssertTrue(problem("").hasPrefix("idx: line 1: "))
         XCTAssertTrue(problem("tt-checkpoint-index 1\nspacing 0\n").hasPrefix("idx: line 2: "))
+        XCTAssertTrue(problem("tt-checkpoint-index 1\nseconds 1\n").hasPrefix("idx: line 2: "), "seconds is format 2's")
+        XCTAssertTrue(problem("tt-checkpoint-index 2\nseconds 0\n").hasPrefix("idx: line 2: "))
+        XCTAssertTrue(problem("tt-checkpoint-index 2\nseconds nan\n").hasPrefix("idx: line 2: "))
         XCTAssertTrue(problem("tt-checkpoint-index 1\nspacing 5\ncheckpoint 10 1 0x1 0x0 0x0 1\ncheckpoint 10 1 0x1 0x0 0x0 1\n").hasPrefix("idx: line 4: icount 10 not after"))
         XCTAssertTrue(problem("tt-checkpoint-index 1\nspacing 5\ncheckpoint 10 1 1 0x0 0x0\n").hasPrefix("idx: line 3: "), "ip without 0x")
         XCTAssertTrue(problem("tt-checkpoint-index 1\nspacing 5\ncheckpoint 10 1 0x1 0x0 0x100000000\n").hasPrefix("idx: line 3: "), "hash wider than 32 bits")
+        XCTAssertTrue(problem("tt-checkpoint-index 1\nspacing 5\ncheckpoint 10 9 0x1 0x0 0x0\ncheckpoint 20 8 0x1 0x0 0x0\n").hasPrefix("idx: line 4: brctr 8 below"))
+        XCTAssertTrue(problem("tt-checkpoint-index 2\nspacing 5\ncheckpoint 10 1 0x1 0x0 0x0\n").hasPrefix("idx: line 3: "), "no milliseconds")
+        XCTAssertTrue(problem("tt-checkpoint-index 2\nspacing 5\ncheckpoint 10 1 0x1 0x0 0x0 -4 1\n").hasPrefix("idx: line 3: the milliseconds"))
+        XCTAssertTrue(problem("tt-checkpoint-index 1\nspacing 5\ncheckpoint 10 1 0x1 0x0 0x0\nend 20 2 5\n").hasPrefix("idx: line 4: "), "end is format 2's")
+        XCTAssertTrue(problem("tt-checkpoint-index 2\nspacing 5\ncheckpoint 10 1 0x1 0x0 0x0 5\nend 10 2 5\n").hasPrefix("idx: line 4: the end"))
+        XCTAssertTrue(problem("tt-checkpoint-index 2\nspacing 5\nend 20 2 5\nend 30 2 5\n").hasPrefix("idx: line 4: expected one 'end"))
+        XCTAssertTrue(problem("tt-checkpoint-index 2\nspacing 5\nend 20 2 5\ncheckpoint 30 3 0x1 0x0 0x0 5\n").hasPrefix("idx: line 4: a checkpoint after the 'end'"))
+    }
+
+    /// The replay time to a point, interpolated between the measured ones: by icount when
+    /// known, else by branch count; past the end at the last stretch's pace.
+    func testReplaySecondsInterpolateTheMeasuredTimes() throws {
+        let i = Self.sample() // 0.25 s to icount 1000 (brctr 77), 1.5 s more to 2000 (150), 0.125 s more to 2500 (170)
+        func near(_ a: Double?, _ b: Double, file: StaticString = #filePath, line: UInt = #line) {
+            guard let a else { return XCTFail("no estimate", file: file, line: line) }
+            XCTAssertEqual(a, b, accuracy: 1e-9, file: file, line: line)
+        }
+        near(i.replaySeconds(toICount: 0, brctr: 0), 0)
+        near(i.replaySeconds(toICount: 500, brctr: 0), 0.125)
+        near(i.replaySeconds(toICount: 1000, brctr: 77), 0.25)
+        near(i.replaySeconds(toICount: 1500, brctr: 0), 0.25 + 0.75)
+        near(i.replaySeconds(toICount: 2500, brctr: 170), 1.875)
+        near(i.replaySeconds(toICount: 3000, brctr: 170), 1.875 + 0.125)
+        // By branch count: 77 + (150 - 77) / 2 is half way through the second gap.
+        near(i.replaySeconds(toICount: nil, brctr: 77 + 73 / 2), 0.25 + 1.5 * Double(73 / 2) / 73)
+        near(i.replaySeconds(toICount: nil, brctr: 160), 1.75 + 0.0625)
+    }
+
+    /// --jobs cuts where the measured replay time (plus the records' cost) is shared out,
+    /// not where the branch counts are: a long slow gap with few branches gets a segment
+    /// to itself.
+    func testSplitPointsBalanceReplayTime() throws {
+        func checkpoint(_ icount: UInt64, _ brctr: UInt64, _ seconds: Double?) -> IndexedCheckpoint {
+            IndexedCheckpoint(fingerprint: Fingerprint(landmark: Landmark(ip: 0x1000, brctr: brctr, cx: 0), icount: icount, registerHash: 0),
+                              backendState: [brctr], replaySeconds: seconds)
+        }
+        // Five checkpoints 100 instructions apart; the second and third gaps are slow (20 s
+        // each) with few branches, the last ones fast with millions (whose records cost
+        // well under a second at any plausible per-record cost).
+        let timeline = Timeline()
+        let times: [Double] = [1, 20, 20, 1, 1]
+        let brctrs: [UInt64] = [1_000, 2_000, 3_000, 2_000_000, 4_000_000]
+        timeline.setIndex(CheckpointIndex(spacing: .instructions(100), checkpoints: (0..<5).map {
+            checkpoint(UInt64($0 + 1) * 100, brctrs[$0], times[$0])
+        }, end: IndexedEnd(icount: 600, brctr: 6_000_000, replaySeconds: 1)))
+        let start = Position(landmark: Landmark(ip: 0x1000, brctr: 1_000, cx: 0), icount: 100)
+        // Replay seconds from the start: 1 s there, 44 s at the end; the half, 22.5 s, is
+        // nearest icount 200 (21 s) among 200, 300 (41 s), 400 (42 s) and 500 (43 s).
+        XCTAssertEqual(TraceTask.splitPoints(timeline, jobs: 2, after: start, beforeBrctr: 6_000_000).map(\.icount), [200])
+        // Before the start is reached only its branch count is known: the same cut.
+        let early = Position(landmark: start.landmark, icount: nil)
+        XCTAssertEqual(TraceTask.splitPoints(timeline, jobs: 2, after: early, beforeBrctr: 6_000_000).map(\.icount), [200])
+        // Without times (format 1), the branch counts alone: the half, 3,000,500, is nearest 4 M.
+        let untimed = Timeline()
+        untimed.setIndex(CheckpointIndex(spacing: .instructions(100), checkpoints: (0..<5).map {
+            checkpoint(UInt64($0 + 1) * 100, brctrs[$0], nil)
+        }))
+        XCTAssertEqual(TraceTask.splitPoints(untimed, jobs: 2, after: start, beforeBrctr: 6_000_000).map(\.icount), [500])
+        // Three jobs: thirds of 43 s (15.3 s, 29.7 s) at icounts 200 and 300.
+        XCTAssertEqual(TraceTask.splitPoints(timeline, jobs: 3, after: start, beforeBrctr: 6_000_000).map(\.icount), [200, 300])
+        // None before the start, none at or after the end.
+        XCTAssertEqual(TraceTask.splitPoints(timeline, jobs: 9, after: start, beforeBrctr: 3_000, endICount: 300).map(\.icount), [200])
     }
 
     func testTheTimelineUsesTheIndexWithItsImageOnly() throws {

@@ -59,6 +59,9 @@ public enum StopReason: Equatable, Sendable {
     case ended
     /// The VM is gone (the guest ended it, or it died); nothing is left to kill.
     case exited
+    /// Stopped because the caller's deadline passed, wherever the vCPU was then (before
+    /// what the caller ran to): `runToICount(_:deadline:…)`.
+    case deadline
 }
 
 /// One taken control transfer: `from` the last instruction executed, `to` the next one;
@@ -96,8 +99,12 @@ extension ReplayBackend {
     public func landmark() throws -> Landmark { try position().landmark }
     public var endReason: String? { nil }
     public func registerHash() throws -> UInt32? { nil }
-    public func runToICount(_ icount: UInt64, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
+    public func runToICount(_ icount: UInt64, deadline: Double?, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
         throw SessionError.unsupported(operation: "run to an instruction count", backend: name)
+    }
+    /// `runToICount` without a deadline.
+    public func runToICount(_ icount: UInt64, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
+        try runToICount(icount, deadline: nil, cancellation: cancellation, progress: progress)
     }
     public func watchICounts(_ icounts: [UInt64], handler: ((Position) throws -> Void)?) {}
     public func setRawTracing(_ sink: BranchSink?) throws -> UInt64 {
@@ -192,8 +199,9 @@ public protocol ReplayBackend: AnyObject {
     func registerHash() throws -> UInt32?
     /// Run, ignoring breakpoints, until exactly `icount` instructions have executed since the
     /// replay began: `.stepped` when stopped there (no later than the current position is an
-    /// error), `.ended`/`.exited` when the replay ended first, `.interrupted` on cancellation.
-    func runToICount(_ icount: UInt64, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason
+    /// error), `.ended`/`.exited` when the replay ended first, `.interrupted` on cancellation,
+    /// `.deadline` when stopped short because `monotonicSeconds()` reached `deadline`.
+    func runToICount(_ icount: UInt64, deadline: Double?, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason
     /// While `continueUntilStop` runs forward, stop at each of these instruction counts,
     /// call `handler` with the position there (it may throw, ending the run), and go on as
     /// if nothing had stopped. nil or [] stops watching.

@@ -387,19 +387,23 @@ public final class ReplaySession {
         .interrupted(at: (try? backend.landmark()) ?? Landmark(ip: 0, brctr: 0, cx: 0), signal: cancellation.signal)
     }
 
-    /// Make the recording's checkpoint index from a replay standing at its start: stop every
-    /// `every` instructions (`nextGap`, given the last gap and the seconds it took, may
-    /// change it), take a checkpoint there with its fingerprint, until the replay ends or
+    /// Make the recording's checkpoint index from a replay standing at its start: stop
+    /// `spacing` apart, take a checkpoint there with its fingerprint and the host seconds
+    /// the replay took since the last one, until the replay ends (its end is kept too) or
     /// `keepGoing` says stop (after that checkpoint). Then each checkpoint is loaded and run
     /// on for `probeInstructions`: one QEMU cannot run on from is marked unresumable (see
     /// `CheckpointIndex.unresumable`). Then the backend keeps the snapshots
     /// for every later replay and the VM ends (the session can start again). The index is
     /// returned; saving it (`CheckpointIndex.save`) makes later replays use it.
-    public func buildIndex(every: UInt64, probeInstructions: UInt64 = 1_000_000, nextGap: ((_ gap: UInt64, _ seconds: Double) -> UInt64)? = nil,
+    /// Instructions run past a `--seconds` index pass's deadline stop to a replay-break stop,
+    /// where the checkpoint is taken.
+    static let settleInstructions: UInt64 = 1000
+
+    public func buildIndex(spacing: IndexSpacing, probeInstructions: UInt64 = 1_000_000,
                            keepGoing: (IndexedCheckpoint) -> Bool = { _ in true },
                            progress: ((UInt64) -> Void)? = nil) throws -> CheckpointIndex {
         try require(.active, "make a checkpoint index")
-        precondition(every > 0)
+        if case .instructions(let n) = spacing { precondition(n > 0) }
         let begin = try backend.position()
         guard begin.icount == 0 else {
             throw SessionError.checkpointFailed(icount: begin.icount ?? 0, why: "an index is made from the start of a replay")
@@ -407,32 +411,54 @@ public final class ReplaySession {
         let checking = checksDivergence
         checksDivergence = false
         defer { checksDivergence = checking }
-        var index = CheckpointIndex(spacing: every)
-        var gap = every, here: UInt64 = 0
-        while true {
+        var index = CheckpointIndex(spacing: spacing)
+        var here: UInt64 = 0
+        gaps: while true {
+            // One gap. By time, the vCPU is stopped when S seconds have passed, wherever it
+            // is: a gap sized from the pace of the one before overran by 15× on a Linux
+            // boot, whose idle loop replays 40 times fewer instructions a second than its
+            // decompressor. The replay-break at the far target is never reached.
             let t0 = monotonicSeconds()
-            let target = here + gap
-            let reason = try backend.runToICount(target, cancellation: cancellation, progress: progress)
-            if reason == .interrupted { throw interruptedHere() }
-            if reason == .exited {
-                timeline.reset()
-                state = .initialized
-                throw SessionError.checkpointFailed(icount: target, why: "the replay VM exited before its end could be kept")
+            var (target, deadline): (UInt64, Double?)
+            switch spacing {
+            case .instructions(let n): (target, deadline) = (here + n, nil)
+            case .seconds(let want): (target, deadline) = (here + (1 << 60), t0 + want)
             }
-            if reason == .ended { break }
-            let position = try backend.position()
-            guard position.icount == target else {
-                throw SessionError.checkpointFailed(icount: target, why: "the replay stopped at icount \(position.icount.map(String.init) ?? "?")")
+            var position: Position
+            while true {
+                let reason = try backend.runToICount(target, deadline: deadline, cancellation: cancellation, progress: progress)
+                if reason == .interrupted { throw interruptedHere() }
+                if reason == .exited {
+                    timeline.reset()
+                    state = .initialized
+                    throw SessionError.checkpointFailed(icount: target, why: "the replay VM exited before its end could be kept")
+                }
+                if reason == .ended {
+                    if let end = try? backend.position(), let icount = end.icount, icount > here {
+                        index.end = IndexedEnd(icount: icount, brctr: end.landmark.brctr, replaySeconds: monotonicSeconds() - t0)
+                    }
+                    break gaps
+                }
+                position = try backend.position()
+                guard let icount = position.icount, icount == target || (reason == .deadline && icount > here) else {
+                    throw SessionError.checkpointFailed(icount: target, why: "the replay stopped at icount \(position.icount.map(String.init) ?? "?")")
+                }
+                guard reason == .deadline else { break }
+                // Where an interrupt stopped it is no place for a snapshot: QEMU refused
+                // some (`savevm`: replay events pending) and could not run on from others
+                // after loading them (measured on the bundled guest with 20 ms gaps). So the
+                // checkpoint is a replay-break stop a few instructions further on.
+                (target, deadline) = (icount + Self.settleInstructions, nil)
             }
+            let took = monotonicSeconds() - t0
+            here = target
             let print = try fingerprint(position)
             guard let saved = try backend.saveCheckpoint(at: position) else {
-                throw SessionError.checkpointFailed(icount: target, why: "the \(backend.name) backend saved no snapshot")
+                throw SessionError.checkpointFailed(icount: here, why: "the \(backend.name) backend saved no snapshot")
             }
-            let entry = IndexedCheckpoint(fingerprint: print, backendState: saved.backendState)
+            let entry = IndexedCheckpoint(fingerprint: print, backendState: saved.backendState, replaySeconds: took)
             index.checkpoints.append(entry)
-            here = target
             if !keepGoing(entry) { break }
-            if let nextGap { gap = max(1, nextGap(gap, monotonicSeconds() - t0)) }
         }
         // QEMU must be able to run on from each snapshot, which is not always so (a Linux
         // guest's snapshots past its decompressor, measured: QEMU spins executing nothing).

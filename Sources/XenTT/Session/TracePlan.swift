@@ -192,7 +192,7 @@ public struct TracePlan: Equatable, Sendable {
         if Timeline.isBefore(address: e.landmark.ip, brctr: e.landmark.brctr, cx: e.landmark.cx, s.landmark) {
             throw TraceTask.BadWindow(message: "the end \(end.text) (\(e.landmark)) lies before the start \(start.text), which landed at \(s.landmark)")
         }
-        let seams = TraceTask.splitPoints(session.timeline, jobs: jobs, after: s, beforeBrctr: e.landmark.brctr)
+        let seams = TraceTask.splitPoints(session.timeline, jobs: jobs, after: s, beforeBrctr: e.landmark.brctr, endICount: e.icount)
             .map { IndexedCheckpoint(fingerprint: $0.fingerprint, backendState: [$0.backendState[0]]) }
         _ = try session.runUntil(ResolvedLocation(s.landmark))
         return TracePlan(name: state.name, statePath: state.path.string, identity: try Identity(of: state),

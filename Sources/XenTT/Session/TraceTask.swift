@@ -29,16 +29,19 @@ public final class TraceTask {
     public var progress: ((_ phase: Phase, _ brctr: UInt64) -> Void)?
     /// Replays tracing at once (`--jobs`): with more than one, an end given exactly and a
     /// checkpoint index, the window is split at indexed checkpoints; segment 0 is traced
-    /// here, segment j by a replay `makeWorker(j)` returns (active, at its start), all at
-    /// once, then their records are appended in order. Otherwise one replay traces it all.
+    /// here, segment j by a replay `makeWorker(j, cancellation)` returns (active, at its
+    /// start, stopping when `cancellation` is cancelled), all at once, then their records
+    /// are appended in order. Otherwise one replay traces it all.
     public var jobs = 1
-    public var makeWorker: ((Int) throws -> ReplaySession)?
+    public var makeWorker: ((Int, Cancellation) throws -> ReplaySession)?
     /// Called with each worker when its segment is done (or failed): end its VM.
     public var disposeWorker: ((ReplaySession, Int) -> Void)?
     /// The session's VM ends with the command: its landings get no checkpoint (nothing comes
     /// back to them), and after a split run it is not brought to the end (a replay of every
     /// later segment again, untraced, after its own).
     public var vmEndsWithTask = false
+    /// Debug lines (`-d`): when each segment of a split run was done, the merge.
+    public var debug: ((String) -> Void)?
     /// How many segments the last run traced at once (1: no split).
     public private(set) var segments = 1
 
@@ -108,6 +111,10 @@ public final class TraceTask {
         // The session-start entry is written at the start landmark: on a live replay the
         // run may first go back in time to reach it, and the log's counters only go up.
         var started = false
+        // A split run's workers, from `startWorkers` or started after the landing.
+        var split = early
+        early = nil
+        defer { if let split { Self.release(split.workers) } }
 
         func beginLog(_ w: ReplayLogWriter, _ cpu: CPUState) throws {
             try appendText(w, .sessionStart, info: 1, cpu: cpu, session.name)
@@ -167,9 +174,15 @@ public final class TraceTask {
             tracing = true
             window.traced = true
             let e: Position
-            if case .exact(let endBrctr, _) = endTarget.condition, jobs > 1, let makeWorker,
-               case let splits = Self.splitPoints(session.timeline, jobs: jobs, after: s, beforeBrctr: endBrctr), !splits.isEmpty {
-                e = try runSplit(splits, endTarget: endTarget, sink: sk, makeWorker: makeWorker)
+            if let early = split, let bad = early.cut.first(where: { c in c.icount <= s.icount ?? .max }) {
+                throw Inexact(message: "the cut at icount \(bad.icount), made before the start was reached, is not after its landing at icount \(s.icount.map(String.init) ?? "?")")
+            }
+            if split == nil, case .exact(let endBrctr, _) = endTarget.condition {
+                split = startWorkers(after: s, endBrctr: endBrctr)
+            }
+            if let (cut, workers) = split {
+                split = nil
+                e = try runSplit(cut, endTarget: endTarget, sink: sk, workers: workers)
             } else {
                 e = try Self.traceSegment(0, of: [], in: session, endTarget: endTarget, sink: sk,
                                           progress: progress.map { p in { p(.tracing, $0) } })!
@@ -202,33 +215,51 @@ public final class TraceTask {
         return window
     }
 
+    /// Host seconds a trace costs per branch record on top of replaying (the plugin's
+    /// callback, the ring, the log): small beside the replay itself. Measured on the Linux
+    /// boot, a 54.8 M-record window traced in about 24.6 s where the index pass had
+    /// replayed it in 24 s (0.01 µs a record), and two segments of one cut gave 0.01 and
+    /// 0.1 µs; 0.2 µs, from a single noisy run, cut a window 11.7 s against 7.1 s.
+    static let tracingSecondsPerRecord = 0.03e-6
+
     /// Up to `jobs - 1` resumable indexed checkpoints after the start and before the end's
-    /// branch count, each the nearest to an equal share of the window's branch counts: where
-    /// the window is cut (`--jobs`, and `--plan`'s segments).
-    public static func splitPoints(_ timeline: Timeline, jobs: Int, after start: Position, beforeBrctr endBrctr: UInt64) -> [IndexedCheckpoint] {
-        guard let index = timeline.index, let here = start.icount else { return [] }
-        let candidates = index.checkpoints.filter {
-            !index.unresumable.contains($0.icount) && $0.icount > here && $0.fingerprint.landmark.brctr < endBrctr
-                && !$0.backendState.isEmpty
+    /// branch count (and icount, when known): where the window is cut (`--jobs`, and
+    /// `--plan`'s segments). After the start is after its icount or, before the start is
+    /// reached (`startWorkers()`: no icount yet), after its branch count (a checkpoint with
+    /// the same branch count may lie on either side of it, so none such is taken). Each is
+    /// the candidate nearest to an equal share of the window's estimated cost: the index
+    /// pass's replay seconds up to that point plus `tracingSecondsPerRecord` per record.
+    /// Without replay times (an index of format 1) the cost is the branch count alone.
+    public static func splitPoints(_ timeline: Timeline, jobs: Int, after start: Position, beforeBrctr endBrctr: UInt64,
+                                   endICount: UInt64? = nil) -> [IndexedCheckpoint] {
+        guard let index = timeline.index else { return [] }
+        let here = start.icount
+        let candidates = index.checkpoints.filter { c in
+            !index.unresumable.contains(c.icount) && c.fingerprint.landmark.brctr < endBrctr && c.icount < (endICount ?? .max)
+                && (here.map { c.icount > $0 } ?? (c.fingerprint.landmark.brctr > start.landmark.brctr)) && !c.backendState.isEmpty
         }
         let k = min(jobs - 1, candidates.count)
         guard k > 0 else { return [] }
-        // The segments' records balanced: at each j/(k+1) of the window's branch counts, the
-        // candidate nearest to it (checkpoints are spread by instructions, and branch
-        // density varies: a Linux boot's decompressor has a tenth of the kernel's).
-        let first = start.landmark.brctr, span = endBrctr > first ? endBrctr - first : 0
-        var picks: [IndexedCheckpoint] = []
+        // Where the replay time is known, it dominates: a Linux boot replays a tenth as many
+        // instructions a second in its idle loop as in its decompressor, and branch density
+        // varies as much (cutting by branch counts left one segment 23 s of replay and the
+        // other 5 s).
+        func cost(icount: UInt64?, brctr: UInt64) -> Double {
+            let records = Double(brctr) * tracingSecondsPerRecord
+            guard let replay = index.replaySeconds(toICount: icount, brctr: brctr) else { return Double(brctr) }
+            return replay + records
+        }
+        let first = cost(icount: here, brctr: start.landmark.brctr)
+        let last = max(first, cost(icount: endICount, brctr: endBrctr))
+        let costs = candidates.map { cost(icount: $0.icount, brctr: $0.fingerprint.landmark.brctr) }
+        var picks: [Int] = []
         for j in 1...k {
-            let ideal = first + span / UInt64(k + 1) * UInt64(j)
-            let later = candidates.filter { c in picks.last.map { c.icount > $0.icount } ?? true }
-            guard let best = later.min(by: { a, b in
-                let da = a.fingerprint.landmark.brctr.distance(to: ideal).magnitude
-                let db = b.fingerprint.landmark.brctr.distance(to: ideal).magnitude
-                return da < db
-            }) else { break }
+            let ideal = first + (last - first) * Double(j) / Double(k + 1)
+            let later = candidates.indices.filter { c in picks.last.map { c > $0 } ?? true }
+            guard let best = later.min(by: { abs(costs[$0] - ideal) < abs(costs[$1] - ideal) }) else { break }
             picks.append(best)
         }
-        return picks
+        return picks.map { candidates[$0] }
     }
 
     /// A worker's records, spilled to a file and read back in order when their turn comes:
@@ -316,34 +347,85 @@ public final class TraceTask {
         return nil
     }
 
-    /// The window cut at `splits`: segment 0 here (its records straight into `sink`), the
-    /// others by workers at once, each into a spill file, appended in order (the sink
-    /// refuses a gap or a repeat across a seam).
-    private func runSplit(_ splits: [IndexedCheckpoint], endTarget: ResolvedLocation, sink: ReplayLogBranchSink,
-                          makeWorker: @escaping (Int) throws -> ReplaySession) throws -> Position {
-        segments = splits.count + 1
-        let main = session
-        var bodies: [() throws -> (records: Spill?, end: Position?)] = []
-        bodies.append {
-            _ = try Self.traceSegment(0, of: splits, in: main, endTarget: endTarget, sink: sink)
-            return (nil, nil)
-        }
-        let log = logPath
-        for j in 1...splits.count {
-            let dispose = disposeWorker
-            bodies.append {
-                let worker = try makeWorker(j)
+    /// A `--jobs` worker: on a thread of its own, boots a replay (`makeWorker`), traces
+    /// its segment into a spill file and ends the VM — on that one thread, because a VM
+    /// dies with the thread that spawned it (`tt_spawn`'s PR_SET_PDEATHSIG). Given up
+    /// (`release`) through a cancellation of its own, linked to the command's.
+    final class Worker {
+        let cancellation: Cancellation
+        /// The segment's records and, for the last segment, its landing.
+        let outcome: BackgroundThread<(records: Spill, end: Position?)>
+
+        init(_ j: Int, of cut: [IndexedCheckpoint], task: TraceTask, makeWorker: @escaping (Int, Cancellation) throws -> ReplaySession,
+             endTarget: ResolvedLocation) {
+            let cancellation = Cancellation(linkedTo: task.session.cancellation)
+            self.cancellation = cancellation
+            let dispose = task.disposeWorker, log = task.logPath, debug = task.debug
+            outcome = BackgroundThread {
+                let worker = try makeWorker(j, cancellation)
                 defer { dispose?(worker, j) }
                 let spill = try Spill(beside: log, segment: j)
-                let landed = try Self.traceSegment(j, of: splits, in: worker, endTarget: endTarget, sink: spill)
+                let t0 = monotonicSeconds()
+                let landed = try TraceTask.traceSegment(j, of: cut, in: worker, endTarget: endTarget, sink: spill)
+                debug?("segment \(j): \(spill.count) records traced in \(Int((monotonicSeconds() - t0) * 1000)) ms")
                 return (spill, landed)
             }
         }
-        let results = runConcurrently(bodies)
-        var parts: [(records: Spill?, end: Position?)] = []
-        for r in results { parts.append(try r.get()) }
-        for part in parts.dropFirst() { try part.records?.replay(into: sink) }
-        guard let workerEnd = parts.last?.end else { throw Inexact(message: "the last segment did not land at the end") }
+    }
+
+    /// Started by `startWorkers()` before this replay is booted, for `run`.
+    private var early: (cut: [IndexedCheckpoint], workers: [Worker])?
+
+    /// With a start and an end given exactly (`WHERE:brctr[:cx]`), more than one job and a
+    /// checkpoint index: cut the window now and start the workers, before this command's
+    /// replay boots and lands at the start, so that every replay boots (a copy of the index
+    /// image, QEMU's start, a snapshot load: about 1.5 s each on the Linux guest) at once.
+    /// Otherwise `run` cuts after landing. Call before `run`.
+    public func startWorkers() {
+        guard early == nil, case .exact(let b, let cx) = start.condition, case .exact(let endBrctr, _) = end.condition else { return }
+        early = startWorkers(after: Position(landmark: Landmark(ip: start.address, brctr: b, cx: cx ?? 0), icount: nil), endBrctr: endBrctr)
+    }
+
+    /// The cut after `start` (its icount unknown before landing) and a worker started for
+    /// each segment after the first; nil when there is no cut.
+    private func startWorkers(after start: Position, endBrctr: UInt64) -> (cut: [IndexedCheckpoint], workers: [Worker])? {
+        guard jobs > 1, let makeWorker else { return nil }
+        let cut = Self.splitPoints(session.timeline, jobs: jobs, after: start, beforeBrctr: endBrctr)
+        guard !cut.isEmpty else { return nil }
+        let endTarget = end
+        return (cut, (1...cut.count).map { Worker($0, of: cut, task: self, makeWorker: makeWorker, endTarget: endTarget) })
+    }
+
+    /// Give workers up: cancel each and wait for its thread (its VM ended).
+    private static func release(_ workers: [Worker]) {
+        for w in workers { w.cancellation.cancel() }
+        for w in workers { _ = w.outcome.result() }
+    }
+
+    /// The window cut at `splits`: segment 0 here (its records straight into `sink`), the
+    /// others by `workers` at once (worker j traces segment j), each into a spill file,
+    /// appended in order (the sink refuses a gap or a repeat across a seam).
+    private func runSplit(_ splits: [IndexedCheckpoint], endTarget: ResolvedLocation, sink: ReplayLogBranchSink,
+                          workers: [Worker]) throws -> Position {
+        precondition(workers.count == splits.count)
+        segments = splits.count + 1
+        var t0 = monotonicSeconds()
+        let before = sink.recordCount
+        let mine = Result { try Self.traceSegment(0, of: splits, in: session, endTarget: endTarget, sink: sink) }
+        debug?("segment 0: \(sink.recordCount - before) records traced in \(Int((monotonicSeconds() - t0) * 1000)) ms")
+        if case .failure = mine { Self.release(workers) }
+        // Every worker's thread is joined before anything is thrown.
+        let parts = workers.map { $0.outcome.result() }
+        _ = try mine.get()
+        t0 = monotonicSeconds()
+        var workerEnd: Position?
+        for part in parts {
+            let (records, end) = try part.get()
+            try records.replay(into: sink)
+            workerEnd = end
+        }
+        debug?("segments 1…\(parts.count): their records appended to the log in \(Int((monotonicSeconds() - t0) * 1000)) ms")
+        guard let workerEnd else { throw Inexact(message: "the last segment did not land at the end") }
         // The last worker's landing was checked where it landed (a second, independent read).
         if vmEndsWithTask { return workerEnd }
         // This replay stands at the first seam: bring it to the end (untraced), where a
