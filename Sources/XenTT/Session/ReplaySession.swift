@@ -416,8 +416,8 @@ public final class ReplaySession {
         gaps: while true {
             // One gap. By time, the vCPU is stopped when S seconds have passed, wherever it
             // is: a gap sized from the pace of the one before overran by 15× on a Linux
-            // boot, whose idle loop replays 40 times fewer instructions a second than its
-            // decompressor. The replay-break at the far target is never reached.
+            // boot, whose `rdtsc` delay loops replay 200 times fewer instructions a second
+            // than its decompressor. The replay-break at the far target is never reached.
             let t0 = monotonicSeconds()
             var (target, deadline): (UInt64, Double?)
             switch spacing {

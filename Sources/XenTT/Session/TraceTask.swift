@@ -240,10 +240,10 @@ public final class TraceTask {
         }
         let k = min(jobs - 1, candidates.count)
         guard k > 0 else { return [] }
-        // Where the replay time is known, it dominates: a Linux boot replays a tenth as many
-        // instructions a second in its idle loop as in its decompressor, and branch density
-        // varies as much (cutting by branch counts left one segment 23 s of replay and the
-        // other 5 s).
+        // Where the replay time is known, it dominates: a Linux boot replays 200 times fewer
+        // instructions a second in its `rdtsc` delay loops than in its decompressor, and
+        // branch density varies too (cutting by branch counts left one segment 23 s of
+        // replay and the other 5 s).
         func cost(icount: UInt64?, brctr: UInt64) -> Double {
             let records = Double(brctr) * tracingSecondsPerRecord
             guard let replay = index.replaySeconds(toICount: icount, brctr: brctr) else { return Double(brctr) }
