@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -42,10 +43,11 @@ static int resolve(const char *name, char *out, size_t size) {
     return last;
 }
 
-/* fork + prctl(PR_SET_PDEATHSIG) + exec: what posix_spawn cannot do. Failures in the child
- * come back as an errno over a close-on-exec pipe (nothing read: the exec happened). */
-static int spawn_dying_with_parent(char *const argv[], char *const envp[], const char *cwd,
-                                   const int stdio[3], int new_session, int death_signal, pid_t *pid) {
+/* fork + prctl(PR_SET_PDEATHSIG) and/or sched_setaffinity + exec: what posix_spawn cannot
+ * do. Failures in the child come back as an errno over a close-on-exec pipe (nothing read:
+ * the exec happened). */
+static int spawn_forked(char *const argv[], char *const envp[], const char *cwd, const int stdio[3],
+                        int new_session, int death_signal, int cpu, pid_t *pid) {
     char program[PATH_MAX];
     int rc = resolve(argv[0], program, sizeof program);
     if (rc != 0) return rc;
@@ -58,10 +60,17 @@ static int spawn_dying_with_parent(char *const argv[], char *const envp[], const
     pid_t child = fork();
     if (child == 0) {
         int err = 0;
-        if (prctl(PR_SET_PDEATHSIG, death_signal) != 0) err = errno;
-        else if (getppid() != parent) err = ESRCH; /* the parent died before prctl */
+        if (death_signal > 0 && prctl(PR_SET_PDEATHSIG, death_signal) != 0) err = errno;
+        else if (death_signal > 0 && getppid() != parent) err = ESRCH; /* the parent died before prctl */
         else if (new_session && setsid() < 0) err = errno;
         else if (cwd && chdir(cwd) != 0) err = errno;
+        if (!err && cpu >= 0) {
+            /* Before exec: every thread the program starts inherits the one CPU. */
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if (sched_setaffinity(0, sizeof one, &one) != 0) err = errno;
+        }
         for (int i = 0; i < 3 && !err; i++) if (dup2(stdio[i], i) < 0) err = errno;
         if (!err) {
             struct sigaction dfl;
@@ -94,8 +103,9 @@ static int spawn_dying_with_parent(char *const argv[], char *const envp[], const
 }
 
 int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int stdio[3],
-             int new_session, int death_signal, pid_t *pid) {
-    if (death_signal > 0) return spawn_dying_with_parent(argv, envp, cwd, stdio, new_session, death_signal, pid);
+             int new_session, int death_signal, int cpu, pid_t *pid) {
+    if (cpu >= CPU_SETSIZE) return EINVAL;
+    if (death_signal > 0 || cpu >= 0) return spawn_forked(argv, envp, cwd, stdio, new_session, death_signal, cpu, pid);
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     posix_spawn_file_actions_init(&fa);
@@ -117,6 +127,15 @@ int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int 
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     return rc;
+}
+
+int tt_allowed_cpus(int *cpus, int capacity) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < capacity; c++) if (CPU_ISSET(c, &set)) cpus[n++] = c;
+    return n;
 }
 
 int tt_pidfd_open(pid_t pid) {

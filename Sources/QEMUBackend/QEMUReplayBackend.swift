@@ -16,6 +16,9 @@ public final class QEMUReplayBackend: ReplayBackend {
     public let state: StateDirectory
     /// Print protocol steps on stderr.
     public var debug = false
+    /// The CPU the VM's threads run on (`CPUPlacement`: why); nil: unpinned. A `--jobs`
+    /// worker's backend is given a CPU of its own.
+    public var cpu: Int32? = CPUPlacement.cpu(forReplay: 0)
 
     private var gdb: GDBRemoteClient?
     private var shm: PluginControlBlock?
@@ -124,12 +127,12 @@ public final class QEMUReplayBackend: ReplayBackend {
         try state.writeLines(F.replayArgv, argv)
         state.remove(F.replayLog)
         state.remove(F.replayConsole)
-        log(argv.joined(separator: " "))
+        log(argv.joined(separator: " ") + (cpu.map { " (on CPU \($0))" } ?? ""))
         let oldMask = umask(0o177) // QEMU's sockets: 0600 from the start (a socket is 0777 less the umask)
         defer { umask(oldMask) }
         // A replay booted for one command dies with that command, however it ends.
         pid = try Subprocess.spawn(.init(argv, workingDirectory: state.path, output: .append(state.file(F.replayLog)),
-                                         error: .sameAsOutput, deathSignal: outlivesCommand ? nil : SIGKILL)).pid
+                                         error: .sameAsOutput, deathSignal: outlivesCommand ? nil : SIGKILL, cpu: cpu)).pid
         do {
             // The pid file says whose the VM is: a command's own VM is killed by the next
             // command once that one is gone (cleanUpAfterDeadOwners), never adopted.

@@ -197,18 +197,20 @@ struct TraceTaskCommand: ParsableCommand {
     static func worker(_ k: Int, of scope: SessionScope, cancellation: Cancellation, debug: Bool) throws -> ReplaySession {
         let dir = try workerDirectory(k, of: scope.state)
         if dir.exists { _ = try StateOwnership.remove(dir) }  // left by a command that died
-        return try replay(in: dir, of: scope.state, name: "\(dir.name) job \(k)", cancellation: cancellation,
+        return try replay(in: dir, of: scope.state, cpu: CPUPlacement.cpu(forReplay: k), name: "\(dir.name) job \(k)", cancellation: cancellation,
                           policy: scope.session.divergencePolicy, debug: debug)
     }
 
     /// A replay of the recording in `recording` booted in `dir` (created here, the
-    /// recording's files linked in; its own sockets, pid and images), at its start.
-    static func replay(in dir: StateDirectory, of recording: StateDirectory, name: String, cancellation: Cancellation,
+    /// recording's files linked in; its own sockets, pid and images), at its start, its VM
+    /// on `cpu`.
+    static func replay(in dir: StateDirectory, of recording: StateDirectory, cpu: Int32?, name: String, cancellation: Cancellation,
                        policy: DivergencePolicy, debug: Bool) throws -> ReplaySession {
         try dir.create()
         for f in StateFile.recordingForReplay where recording.fileExists(f) { try recording.link(f, into: dir) }
         let backend = QEMUReplayBackend(state: dir)
         backend.debug = debug
+        backend.cpu = cpu
         let session = ReplaySession(name: name, backend: backend, timeline: Timeline(state: dir), cancellation: cancellation)
         session.divergencePolicy = policy
         try session.start(paused: true)

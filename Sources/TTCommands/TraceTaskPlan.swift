@@ -85,7 +85,7 @@ extension TraceTaskCommand {
             _ = try? StateOwnership.remove(work)
             withExtendedLifetime(lock) {}
         }
-        let session = try Self.replay(in: work, of: recording, name: "\(p.name) segment \(k)", cancellation: .onSignals(),
+        let session = try Self.replay(in: work, of: recording, cpu: CPUPlacement.cpu(forSegment: k), name: "\(p.name) segment \(k)", cancellation: .onSignals(),
                                       policy: divergence.policy, debug: debug)
         defer { try? session.destroy() }
         let records = try p.traceSegment(k, session: session, into: dir, guestWordSize: RecordingSymbols(recording).elfWordSize ?? 64)

@@ -26,11 +26,14 @@ public enum Subprocess {
         /// so that nothing it started for one command outlives it; nil: the child may
         /// outlive this process.
         public var deathSignal: Int32?
+        /// The one CPU the child and all its threads run on (set before its exec, so no
+        /// thread it starts escapes it); nil: the CPUs this process may use.
+        public var cpu: Int32?
 
         public init(executable: String, arguments: [String] = [], workingDirectory: FilePath? = nil,
                     environment: Environment = .inherit, input: Input = .null,
                     output: Output = .null, error: Output = .null, newSession: Bool = true,
-                    deathSignal: Int32? = nil) {
+                    deathSignal: Int32? = nil, cpu: Int32? = nil) {
             self.executable = executable
             self.arguments = arguments
             self.workingDirectory = workingDirectory
@@ -40,13 +43,14 @@ public enum Subprocess {
             self.error = error
             self.newSession = newSession
             self.deathSignal = deathSignal
+            self.cpu = cpu
         }
 
         /// `argv[0]` is the executable, the rest its arguments.
         public init(_ argv: [String], workingDirectory: FilePath? = nil, environment: Environment = .inherit,
-                    output: Output = .null, error: Output = .null, deathSignal: Int32? = nil) {
+                    output: Output = .null, error: Output = .null, deathSignal: Int32? = nil, cpu: Int32? = nil) {
             self.init(executable: argv[0], arguments: Array(argv.dropFirst()), workingDirectory: workingDirectory,
-                      environment: environment, output: output, error: error, deathSignal: deathSignal)
+                      environment: environment, output: output, error: error, deathSignal: deathSignal, cpu: cpu)
         }
     }
 
@@ -229,7 +233,7 @@ public enum Subprocess {
         let rc = stdio.withUnsafeBufferPointer { io in
             cenv.withUnsafeMutableBufferPointer { env in
                 tt_spawn(&cargs, variables == nil ? nil : env.baseAddress, c.workingDirectory?.string,
-                         io.baseAddress, c.newSession ? 1 : 0, c.deathSignal ?? 0, &pid)
+                         io.baseAddress, c.newSession ? 1 : 0, c.deathSignal ?? 0, c.cpu ?? -1, &pid)
             }
         }
         guard rc == 0 else { throw SpawnError(program: c.executable, errno: Errno(rawValue: rc)) }

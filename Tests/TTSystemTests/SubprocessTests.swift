@@ -22,6 +22,30 @@ final class SubprocessTests: XCTestCase {
         XCTAssertEqual(r.standardErrorText, "err")
     }
 
+    /// A child given a CPU runs on that one only, and so do the processes and threads it
+    /// starts (the kernel's Cpus_allowed_list, read by a grandchild, is the oracle); with
+    /// and without a death signal (the two ways tt_spawn starts a program).
+    func testCPUPinsTheChildAndWhatItStarts() throws {
+        let allowed = CPUPlacement.allowed
+        XCTAssertFalse(allowed.isEmpty, "sched_getaffinity gave no CPU")
+        guard let cpu = allowed.last else { return }
+        for death in [nil, SIGKILL] as [Int32?] {
+            var c = sh("grep Cpus_allowed_list /proc/self/status; sh -c 'grep Cpus_allowed_list /proc/self/status'")
+            c.cpu = cpu
+            c.deathSignal = death
+            c.output = .collect(limit: 1000)
+            let r = try Subprocess.run(c)
+            XCTAssertEqual(r.status, .exited(0))
+            XCTAssertEqual(r.standardOutputText, "Cpus_allowed_list:\t\(cpu)\n" + "Cpus_allowed_list:\t\(cpu)\n")
+        }
+        // Replays spread over the allowed CPUs; plan segments take them in order.
+        XCTAssertEqual(Set((0..<allowed.count).compactMap { CPUPlacement.cpu(forReplay: $0) }), Set(allowed))
+        XCTAssertEqual(CPUPlacement.cpu(forSegment: allowed.count), allowed[0])
+        var bad = sh("true")
+        bad.cpu = 1 << 20
+        XCTAssertThrowsError(try Subprocess.run(bad))
+    }
+
     /// More output on both pipes than a pipe buffer holds: read as it comes, no deadlock;
     /// the limit keeps the first bytes.
     func testLargeOutputOnBothPipesAndTheLimit() throws {

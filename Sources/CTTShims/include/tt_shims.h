@@ -11,9 +11,15 @@
  * that order, so each must be above 2 or already the right number); cwd may be NULL.
  * death_signal > 0: the child gets that signal when this process dies, however it dies
  * (PR_SET_PDEATHSIG; the spawning thread must live as long as the process — tt spawns
- * from its main thread). Returns 0 or an errno value (also one from the child's exec). */
+ * from its main thread). cpu >= 0: the child and every thread it starts run on that CPU
+ * only (sched_setaffinity before exec). Returns 0 or an errno value (also one from the
+ * child's exec). */
 int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int stdio[3],
-             int new_session, int death_signal, pid_t *pid);
+             int new_session, int death_signal, int cpu, pid_t *pid);
+
+/* The CPUs this thread may run on (sched_getaffinity), ascending, at most capacity of
+ * them; their number, or -1 with errno. */
+int tt_allowed_cpus(int *cpus, int capacity);
 
 /* pidfd_open(2), close-on-exec; -1 with errno on failure. */
 int tt_pidfd_open(pid_t pid);
