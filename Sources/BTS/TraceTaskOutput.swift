@@ -56,3 +56,110 @@ public enum TraceTaskOutput {
         return Result(path: out, summary: summary)
     }
 }
+
+extension TraceTaskOutput {
+    /// OUT written while the window is traced, instead of extracted from the log after:
+    /// each segment's records go straight to their place in `OUT.partial` (record k of the
+    /// window at byte header + 24·k), O_DIRECT where the file system allows, from as many
+    /// threads as segments. `commit` renames it to OUT once the window is complete and the
+    /// file holds exactly its records; after a failure, `discard` and then `write` the
+    /// partial trace from the log, as before.
+    public final class InPlace: TraceOutput {
+        public let out: FilePath
+        public let extended: Bool
+        private let fd: FileDescriptor
+        private let direct: FileDescriptor?
+        private var closed = false
+        /// Bytes before the first record: the extended file's magic record.
+        private var headerBytes: UInt64 { extended ? UInt64(BranchRecord.size) : 0 }
+
+        public init(out: FilePath, extended: Bool) throws {
+            try SafeFiles.requireReplaceable(out)
+            self.out = out
+            self.extended = extended
+            fd = try SafeFiles.createTemporary(partialPath(for: out))
+            direct = SafeFiles.reopenDirect(fd)
+            if extended {
+                let header = OutputBuffer(file: fd.rawValue, at: 0, direct: nil, capacity: 4096)
+                try header.reserve(BranchRecord.size)
+                header.put(count: BranchRecord.size) { BranchRecord.extendedMagic.store(to: $0) }
+                try named { try header.flush() }
+            }
+        }
+
+        deinit { discard() }
+
+        public func segmentSink(recordIndex: UInt64) throws -> BranchSink {
+            Segment(OutputBuffer(file: fd.rawValue, at: headerBytes + recordIndex * UInt64(BranchRecord.size), direct: direct?.rawValue),
+                    extended: extended, path: partialPath(for: out))
+        }
+
+        /// The window is complete with `records` records: check the file holds exactly
+        /// them, and rename it to OUT.
+        public func commit(records: UInt64) throws -> FilePath {
+            let partial = partialPath(for: out)
+            let size = try named { try fd.seek(offset: 0, from: .end) }
+            let expected = headerBytes + records * UInt64(BranchRecord.size)
+            guard UInt64(size) == expected else {
+                throw TraceTask.Inexact(message: "\(partial): \(size) bytes written in place, the window's \(records) records take \(expected)")
+            }
+            discard()
+            try SafeFiles.commit(partial, to: out)
+            return out
+        }
+
+        /// Close and remove the file (nothing was traced).
+        public func remove() {
+            discard()
+            _ = unlink(partialPath(for: out).string)
+        }
+
+        /// Close the file, as it is (OUT.partial).
+        public func discard() {
+            guard !closed else { return }
+            closed = true
+            try? fd.close()
+            try? direct?.close()
+        }
+
+        private func named<T>(_ body: () throws -> T) throws -> T {
+            do { return try body() } catch let e as SystemError {
+                throw SystemError(path: partialPath(for: out), errno: e.errno ?? .ioError, doing: "write")
+            } catch let e as Errno {
+                throw SystemError(path: partialPath(for: out), errno: e, doing: "write")
+            }
+        }
+
+        /// One segment's records, in order from its place on.
+        final class Segment: BranchSink {
+            private let buffer: OutputBuffer
+            private let extended: Bool
+            private let path: FilePath
+
+            init(_ buffer: OutputBuffer, extended: Bool, path: FilePath) {
+                self.buffer = buffer
+                self.extended = extended
+                self.path = path
+            }
+
+            func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws {
+                let size = BranchRecord.size
+                try named { try buffer.reserve(batch.count * size) }
+                let extended = self.extended
+                buffer.put(count: batch.count * size) { p in
+                    for (i, r) in batch.enumerated() {
+                        BranchRecordLayout.store(from: r.from, to: r.to, format: extended ? r.brctr : 0, at: p + i * size)
+                    }
+                }
+            }
+
+            func finish() throws { try named { try buffer.flush() } }
+
+            private func named(_ body: () throws -> Void) throws {
+                do { try body() } catch let e as SystemError {
+                    throw SystemError(path: path, errno: e.errno ?? .ioError, doing: "write")
+                }
+            }
+        }
+    }
+}

@@ -129,6 +129,12 @@ int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int 
     return rc;
 }
 
+int tt_reopen_direct(int fd) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return open(path, O_WRONLY | O_CLOEXEC | O_DIRECT);
+}
+
 int tt_allowed_cpus(int *cpus, int capacity) {
     cpu_set_t set;
     CPU_ZERO(&set);

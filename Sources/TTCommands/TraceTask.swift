@@ -139,6 +139,9 @@ struct TraceTaskCommand: ParsableCommand {
                                  logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)
             task.jobs = jobs
             if debug { task.debug = { printError("tt: trace-task: \($0)") } }
+            // OUT is written as the records are traced (every segment into its place).
+            let inPlace = try TraceTaskOutput.InPlace(out: out, extended: extended)
+            task.output = inPlace
             if jobs > 1 {
                 let debug = self.debug
                 task.makeWorker = { k, cancellation in try Self.worker(k, of: scope, cancellation: cancellation, debug: debug) }
@@ -147,7 +150,7 @@ struct TraceTaskCommand: ParsableCommand {
                     if let dir = try? Self.workerDirectory(k, of: dir) { _ = try? StateOwnership.remove(dir) }
                 }
                 // The workers boot beside this command's replay (when the window is exact).
-                task.startWorkers()
+                try task.startWorkers()
             }
             try scope.attachOrBoot()
             task.vmEndsWithTask = scope.bootedVM
@@ -164,26 +167,23 @@ struct TraceTaskCommand: ParsableCommand {
                 progress.end()
             } catch let failure as TraceTask.Incomplete {
                 progress.end()
+                // The records traced in place may have gaps (segments cut short): OUT.partial
+                // is written again from the log, which keeps what was traced in order.
+                if failure.window.traced { inPlace.discard() } else { inPlace.remove() }
                 if let r = try? TraceTaskOutput.write(failure.window, to: out, extended: extended) {
                     printError("tt: trace-task incomplete: \(r.summary.records) records captured before the failure are in \(r.path) (partial)")
                 }
                 throw failure
             }
-            let extracting = monotonicSeconds()
-            guard let result = try TraceTaskOutput.write(window, to: out, extended: extended) else {
-                throw TraceTask.Inexact(message: "no start position")
-            }
-            if debug {
-                printError("tt: \(window.logPath): \(result.summary.branchEntriesRead) branch entries read, \(result.summary.records) records written in \(String(format: "%.2f", monotonicSeconds() - extracting)) s")
-            }
+            let written = try inPlace.commit(records: window.records)
             let s = window.start!, e = window.end!
             let range = window.brctrRange.map { "brctr \($0.lowerBound)…\($0.upperBound)" } ?? "empty"
             printLine("tt: trace-task \(dir.name): \(window.records) records, \(range)")
             printLine("  start \(start.text): landed at \(session.describe(s))")
             printLine("  end   \(end.text): landed at \(session.describe(e))")
-            printLine("  output \(result.path) (\(extended ? "extended" : "raw")); replay log \(window.logPath)")
+            printLine("  output \(written) (\(extended ? "extended" : "raw")); replay log \(window.logPath)")
             if jobs > 1 { printLine("  traced in \(task.segments) segment\(task.segments == 1 ? "" : "s") at once\(task.segments == 1 ? " (no indexed checkpoint inside the window, or its end has no branch count)" : ", cut at indexed checkpoints")") }
-            try printTrace(result.path, records: window.records, recording: recording)
+            try printTrace(written, records: window.records, recording: recording)
         }
     }
 

@@ -32,7 +32,45 @@ public final class OutputBuffer {
         self.lineBuffered = lineBuffered
         self.capacity = max(capacity, 4 * OutputBuffer.lineReserve)
         base = .allocate(capacity: self.capacity)
+        placement = nil
     }
+
+    /// Output placed in a file rather than streamed: the bytes go to `fd` from byte
+    /// `offset` on (positioned writes, so that other writers may fill other parts of the
+    /// same file at once), and with `direct`, a descriptor of the same file opened
+    /// O_DIRECT, every whole aligned block goes through it: the page cache is bypassed.
+    /// Why: a trace of 100 M records is gigabytes, written once and not read back soon;
+    /// through the page cache it cost 2.5 s of CPU a GB here (measured with dd: 2 GB
+    /// took 5.2 s of system time buffered, 0.43 s with O_DIRECT), and that CPU is
+    /// taken from the replays. The unaligned edges go through `fd`.
+    public init(file fd: Int32, at offset: UInt64, direct: Int32?, capacity: Int = 4 << 20) {
+        self.fd = fd
+        lineBuffered = false
+        let block = OutputBuffer.directBlock
+        self.capacity = max(capacity, 4 * block) / block * block
+        base = UnsafeMutableRawPointer.allocate(byteCount: self.capacity, alignment: block).bindMemory(to: UInt8.self, capacity: self.capacity)
+        // Buffer index 0 is the aligned file offset at or before `offset`; the bytes before
+        // `offset` in that block are not ours and are never written.
+        let skip = direct == nil ? 0 : Int(offset % UInt64(block))
+        placement = Placement(fileBase: Int64(offset) - Int64(skip), written: skip, direct: direct)
+        used = skip
+    }
+
+    /// Block size and alignment of direct writes (the page size; any device's logical
+    /// block divides it).
+    public static let directBlock = 4096
+
+    struct Placement {
+        /// The file offset of buffer index 0 (block-aligned with a direct descriptor).
+        var fileBase: Int64
+        /// Buffer bytes before this index are in the file already.
+        var written: Int
+        var direct: Int32?
+    }
+    private var placement: Placement?
+
+    /// The file offset the next byte goes to (placed output only).
+    public var fileOffset: UInt64? { placement.map { UInt64($0.fileBase) + UInt64(used) } }
 
     /// Unflushed bytes are written on deinit; call `flush()` to see write errors.
     deinit {
@@ -40,11 +78,61 @@ public final class OutputBuffer {
         base.deallocate()
     }
 
-    /// Write everything buffered to the descriptor.
+    /// Write everything buffered to the descriptor (or its place in the file).
     public func flush() throws {
-        let pending = used
-        used = 0
-        try writeAll(UnsafeRawBufferPointer(start: base, count: pending))
+        guard placement != nil else {
+            let pending = used
+            used = 0
+            try writeAll(UnsafeRawBufferPointer(start: base, count: pending))
+            return
+        }
+        try drainPlaced(all: true)
+    }
+
+    /// Placed output: the whole blocks through the direct descriptor (the first one
+    /// buffered if part of it is not ours) and, with `all`, the rest too, buffered. A
+    /// partial last block stays at the front of the buffer (already written, with `all`)
+    /// so that it is written whole, directly, once full.
+    private func drainPlaced(all: Bool) throws {
+        guard var p = placement else { return }
+        defer { placement = p }
+        let block = OutputBuffer.directBlock
+        guard let direct = p.direct else {
+            try writePlaced(fd, from: p.written, to: used, fileBase: p.fileBase)
+            p.fileBase += Int64(used)
+            p.written = 0
+            used = 0
+            return
+        }
+        let whole = used / block * block
+        if whole > 0 {
+            var from = 0
+            if p.written > 0 {
+                try writePlaced(fd, from: p.written, to: block, fileBase: p.fileBase)
+                from = block
+            }
+            if whole > from { try writePlaced(direct, from: from, to: whole, fileBase: p.fileBase) }
+            (base).update(from: base + whole, count: used - whole)
+            p.fileBase += Int64(whole)
+            p.written = 0
+            used -= whole
+        }
+        if all && used > p.written {
+            try writePlaced(fd, from: p.written, to: used, fileBase: p.fileBase)
+            p.written = used
+        }
+    }
+
+    private func writePlaced(_ descriptor: Int32, from: Int, to: Int, fileBase: Int64) throws {
+        var off = from
+        while off < to {
+            let n = pwrite(descriptor, base + off, to - off, Int(fileBase) + off)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError(path: nil, errno: Errno(rawValue: errno), doing: "write")
+            }
+            off += n
+        }
     }
 
     private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
@@ -72,11 +160,24 @@ public final class OutputBuffer {
 
     @usableFromInline
     func makeRoom(_ count: Int) throws {
-        try flush()
-        if count > capacity {
+        guard placement != nil else {
+            try flush()
+            if count > capacity {
+                base.deallocate()
+                capacity = count
+                base = .allocate(capacity: count)
+            }
+            return
+        }
+        try drainPlaced(all: false)
+        if capacity - used < count {
+            let block = OutputBuffer.directBlock
+            let grown = (used + count + block - 1) / block * block
+            let new = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: block).bindMemory(to: UInt8.self, capacity: grown)
+            new.update(from: base, count: used)
             base.deallocate()
-            capacity = count
-            base = .allocate(capacity: count)
+            base = new
+            capacity = grown
         }
     }
 
@@ -148,6 +249,17 @@ public final class OutputBuffer {
 
     @usableFromInline
     func appendLarge(_ bytes: UnsafeRawBufferPointer) throws {
+        if placement != nil {
+            // Through the buffer, a capacity at a time: direct writes need its alignment.
+            var rest = bytes
+            while !rest.isEmpty {
+                if capacity == used { try makeRoom(1) }
+                let n = min(rest.count, capacity - used)
+                put(bytes: UnsafeRawBufferPointer(rebasing: rest[0..<n]))
+                rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+            }
+            return
+        }
         try flush()
         if bytes.count >= capacity {
             try writeAll(bytes)

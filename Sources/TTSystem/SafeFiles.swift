@@ -1,3 +1,4 @@
+import CTTShims
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -8,6 +9,13 @@ import Glibc
 /// output replaces only a regular file or nothing, through a temporary of its own that no
 /// symlink can redirect.
 public enum SafeFiles {
+    /// `fd`'s file opened again for writing with O_DIRECT (for `OutputBuffer(file:at:direct:)`);
+    /// nil where that is refused (tmpfs and some other file systems).
+    public static func reopenDirect(_ fd: FileDescriptor) -> FileDescriptor? {
+        let d = tt_reopen_direct(fd.rawValue)
+        return d >= 0 ? FileDescriptor(rawValue: d) : nil
+    }
+
     /// The kind of a file for error messages ("a FIFO", "a directory", ...).
     public static func kind(_ mode: mode_t) -> String {
         switch mode & S_IFMT {

@@ -172,6 +172,7 @@ final class SessionIntegrationTests: XCTestCase {
             XCTAssertEqual(try session.runUntil(try Location(parsing: b.location).resolved { _ in 0 }).icount, b.icount)
             try session.setTracing(nil)
         }
+        try sink.finish()
         try writer.close()
         XCTAssertEqual(sink.recordCount, b.brctr - a.brctr)
 

@@ -1,11 +1,18 @@
 import SystemPackage
+import TTSystem
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Appends entries to a replay log. Append only: the header is written once at creation,
-/// entries are buffered whole and written with O_APPEND, nothing earlier is rewritten.
-/// The writer enforces the reader's rules, so it cannot produce a log the reader refuses.
+/// entries are encoded straight into an output buffer placed at the log's end (whole
+/// blocks written O_DIRECT where the file system allows: a trace is gigabytes), nothing
+/// earlier is rewritten. The writer enforces the reader's rules, so it cannot produce a
+/// log the reader refuses.
+///
+/// A long trace traced in segments at once writes each later segment's entries through a
+/// `region` of the log (a writer of its own, placed where the earlier segments' entries
+/// will end), which the log's writer then `adopt`s: no segment is copied afterwards.
 public final class ReplayLogWriter {
     public let path: FilePath
     public let header: ReplayLogHeader
@@ -17,9 +24,12 @@ public final class ReplayLogWriter {
     public static let maxRecordsPerEntry = 4096
 
     private let fd: FileDescriptor
+    /// The same file opened O_DIRECT (nil where the file system refuses it).
+    private let direct: FileDescriptor?
     private let slotSize: Int
-    private var buffer: UnsafeMutableRawBufferPointer
-    private var used = 0
+    private var out: OutputBuffer
+    /// Where a region's entries begin (byte offset, entry index); nil for the log's writer.
+    private let regionStart: (byte: UInt64, entry: UInt64)?
     private var lastStamp: [UInt64]
     private var lastRecord: [UInt64]
     private var closed = false
@@ -33,7 +43,7 @@ public final class ReplayLogWriter {
         self.header = header
         slotSize = Int(header.slotSize)
         do {
-            fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .append, .closeOnExec],
+            fd = try FileDescriptor.open(path, .writeOnly, options: [.create, .exclusiveCreate, .closeOnExec],
                                          permissions: [.ownerReadWrite])
         } catch Errno.fileExists {
             throw ReplayLogError(.refused, path: path.string, "refusing to overwrite an existing file")
@@ -44,17 +54,76 @@ public final class ReplayLogWriter {
         lastRecord = lastStamp
         entryCount = 0
         byteCount = 0
-        buffer = .allocate(byteCount: ReplayLogWriter.bufferSize(slotSize), alignment: 16)
+        regionStart = nil
+        direct = SafeFiles.reopenDirect(fd)
+        out = OutputBuffer(file: fd.rawValue, at: 0, direct: direct?.rawValue, capacity: Self.bufferSize(slotSize))
         do {
             try lock()
             var first = header.encoded()
             first += [UInt8](repeating: 0, count: slotSize - first.count)
-            try first.withUnsafeBytes { try writeAll($0) }
+            try first.withUnsafeBytes { try out.append(bytes: $0) }
+            try flush()
             byteCount = UInt64(slotSize)
         } catch {
             try? fd.close()
-            buffer.deallocate()
+            try? direct?.close()
             throw error
+        }
+    }
+
+    /// A writer for the entries from index `entryIndex` on, placed at byte `offset` of this
+    /// writer's log, each vCPU's branch counter continuing from `brctr` (records after it):
+    /// written from another thread while this writer writes the entries before it, then
+    /// taken over with `adopt`. Its own descriptors; the log's lock stays with this writer.
+    public func region(at offset: UInt64, entryIndex: UInt64, after brctr: UInt64) throws -> ReplayLogWriter {
+        try ReplayLogWriter(regionOf: self, at: offset, entryIndex: entryIndex, after: brctr)
+    }
+
+    private init(regionOf log: ReplayLogWriter, at offset: UInt64, entryIndex: UInt64, after brctr: UInt64) throws {
+        path = log.path
+        header = log.header
+        slotSize = log.slotSize
+        guard offset % UInt64(slotSize) == 0 else {
+            throw ReplayLogError(.refused, path: path.string, offset: offset, "a region must begin at a slot boundary")
+        }
+        do {
+            fd = try FileDescriptor.open(FilePath("/proc/self/fd/\(log.fd.rawValue)"), .writeOnly, options: [.closeOnExec])
+        } catch let e as Errno {
+            throw ReplayLogError.system(e, path: path, doing: "reopen")
+        }
+        direct = SafeFiles.reopenDirect(fd)
+        regionStart = (offset, entryIndex)
+        byteCount = offset
+        entryCount = entryIndex
+        lastStamp = [UInt64](repeating: brctr, count: log.lastStamp.count)
+        lastRecord = lastStamp
+        out = OutputBuffer(file: fd.rawValue, at: offset, direct: direct?.rawValue, capacity: Self.bufferSize(slotSize))
+    }
+
+    /// Continue after `region`'s entries, which must begin where this writer's end: its
+    /// entries become this log's (flushed first), and the next entry follows them.
+    public func adopt(_ region: ReplayLogWriter) throws {
+        try usable()
+        try region.flush()
+        guard let start = region.regionStart, start.byte == byteCount, start.entry == entryCount else {
+            throw ReplayLogError(.refused, path: path.string, offset: byteCount, entry: entryCount,
+                                 "a region adopted here must begin here (it begins at byte \(region.regionStart?.byte.description ?? "-"), entry \(region.regionStart?.entry.description ?? "-"))")
+        }
+        try flush()
+        byteCount = region.byteCount
+        entryCount = region.entryCount
+        lastStamp = region.lastStamp
+        lastRecord = region.lastRecord
+        out = OutputBuffer(file: fd.rawValue, at: byteCount, direct: direct?.rawValue, capacity: Self.bufferSize(slotSize))
+    }
+
+    /// Cut the file at this writer's end: whatever regions wrote beyond it (segments not
+    /// adopted after a failure) goes, so that the next entry is the log's last.
+    public func discardBeyond() throws {
+        try usable()
+        try flush()
+        do { try fd.resize(to: Int64(byteCount)) } catch let e as Errno {
+            throw ReplayLogError.system(e, path: path, doing: "truncate")
         }
     }
 
@@ -81,11 +150,13 @@ public final class ReplayLogWriter {
         entryCount = reader.expectedIndex
         byteCount = reader.position
         do {
-            fd = try FileDescriptor.open(path, .writeOnly, options: [.append, .closeOnExec, .noFollow])
+            fd = try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec, .noFollow])
         } catch let e as Errno {
             throw ReplayLogError.system(e, path: path, doing: "open")
         }
-        buffer = .allocate(byteCount: ReplayLogWriter.bufferSize(slotSize), alignment: 16)
+        regionStart = nil
+        direct = SafeFiles.reopenDirect(fd)
+        out = OutputBuffer(file: fd.rawValue, at: byteCount, direct: direct?.rawValue, capacity: Self.bufferSize(slotSize))
         do {
             try lock()
             let size: Int64
@@ -99,7 +170,7 @@ public final class ReplayLogWriter {
             }
         } catch {
             try? fd.close()
-            buffer.deallocate()
+            try? direct?.close()
             throw error
         }
     }
@@ -108,12 +179,12 @@ public final class ReplayLogWriter {
         if !closed {
             try? flush()
             try? fd.close()
+            try? direct?.close()
         }
-        buffer.deallocate()
     }
 
     private static func bufferSize(_ slot: Int) -> Int {
-        max(1 << 20, ReplayLogFormat.entryHeaderSize + ReplayLogFormat.maxPayloadLength + slot) + (1 << 20)
+        max(4 << 20, 2 * (ReplayLogFormat.entryHeaderSize + ReplayLogFormat.maxPayloadLength + slot))
     }
 
     private func lock() throws {
@@ -157,27 +228,29 @@ public final class ReplayLogWriter {
             }
         }
         let total = ReplayLogFormat.slotCount(payloadLength: payload.count, slotSize: slotSize) * slotSize
-        if used + total > buffer.count { try flush() }
-        let p = buffer.baseAddress! + used
-        p.initializeMemory(as: UInt8.self, repeating: 0, count: total)
-        p.storeBytes(of: ReplayLogFormat.entryMarker.littleEndian, toByteOffset: ReplayLogFormat.offMarker, as: UInt32.self)
-        p.storeBytes(of: UInt32(payload.count).littleEndian, toByteOffset: ReplayLogFormat.offLength, as: UInt32.self)
-        p.storeBytes(of: type.rawValue.littleEndian, toByteOffset: ReplayLogFormat.offType, as: UInt16.self)
-        p.storeBytes(of: domid.littleEndian, toByteOffset: ReplayLogFormat.offDomid, as: UInt16.self)
-        p.storeBytes(of: vcpu.littleEndian, toByteOffset: ReplayLogFormat.offVCPU, as: UInt16.self)
-        p.storeBytes(of: info.littleEndian, toByteOffset: ReplayLogFormat.offInfo, as: UInt32.self)
-        p.storeBytes(of: entryCount.littleEndian, toByteOffset: ReplayLogFormat.offIndex, as: UInt64.self)
-        p.storeBytes(of: cpu.ip.littleEndian, toByteOffset: ReplayLogFormat.offIP, as: UInt64.self)
-        p.storeBytes(of: cpu.brctr.littleEndian, toByteOffset: ReplayLogFormat.offBrctr, as: UInt64.self)
-        p.storeBytes(of: cpu.rcx.littleEndian, toByteOffset: ReplayLogFormat.offRCX, as: UInt64.self)
-        p.storeBytes(of: cpu.tsc.littleEndian, toByteOffset: ReplayLogFormat.offTSC, as: UInt64.self)
-        p.storeBytes(of: cpu.cr3.littleEndian, toByteOffset: ReplayLogFormat.offCR3, as: UInt64.self)
-        if payload.count > 0 {
-            (p + ReplayLogFormat.entryHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+        do { try out.reserve(total) } catch { throw written(error) }
+        let index = entryCount
+        // Encoded in place, in the output buffer.
+        out.put(count: total) { p in
+            p.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+            p.storeBytes(of: ReplayLogFormat.entryMarker.littleEndian, toByteOffset: ReplayLogFormat.offMarker, as: UInt32.self)
+            p.storeBytes(of: UInt32(payload.count).littleEndian, toByteOffset: ReplayLogFormat.offLength, as: UInt32.self)
+            p.storeBytes(of: type.rawValue.littleEndian, toByteOffset: ReplayLogFormat.offType, as: UInt16.self)
+            p.storeBytes(of: domid.littleEndian, toByteOffset: ReplayLogFormat.offDomid, as: UInt16.self)
+            p.storeBytes(of: vcpu.littleEndian, toByteOffset: ReplayLogFormat.offVCPU, as: UInt16.self)
+            p.storeBytes(of: info.littleEndian, toByteOffset: ReplayLogFormat.offInfo, as: UInt32.self)
+            p.storeBytes(of: index.littleEndian, toByteOffset: ReplayLogFormat.offIndex, as: UInt64.self)
+            p.storeBytes(of: cpu.ip.littleEndian, toByteOffset: ReplayLogFormat.offIP, as: UInt64.self)
+            p.storeBytes(of: cpu.brctr.littleEndian, toByteOffset: ReplayLogFormat.offBrctr, as: UInt64.self)
+            p.storeBytes(of: cpu.rcx.littleEndian, toByteOffset: ReplayLogFormat.offRCX, as: UInt64.self)
+            p.storeBytes(of: cpu.tsc.littleEndian, toByteOffset: ReplayLogFormat.offTSC, as: UInt64.self)
+            p.storeBytes(of: cpu.cr3.littleEndian, toByteOffset: ReplayLogFormat.offCR3, as: UInt64.self)
+            if payload.count > 0 {
+                (p + ReplayLogFormat.entryHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            }
+            let crc = CRC32C.entryChecksum(UnsafeRawPointer(p), byteCount: total)
+            p.storeBytes(of: crc.littleEndian, toByteOffset: ReplayLogFormat.offCRC, as: UInt32.self)
         }
-        let crc = CRC32C.entryChecksum(UnsafeRawPointer(p), byteCount: total)
-        p.storeBytes(of: crc.littleEndian, toByteOffset: ReplayLogFormat.offCRC, as: UInt32.self)
-        used += total
         byteCount += UInt64(total)
         entryCount += 1
         lastStamp[v] = cpu.brctr
@@ -210,9 +283,8 @@ public final class ReplayLogWriter {
 
     /// Writes buffered entries to the file (whole entries only).
     public func flush() throws {
-        guard used > 0 else { return }
-        defer { used = 0 }
-        try writeAll(UnsafeRawBufferPointer(start: buffer.baseAddress, count: used))
+        if failed != nil { return }
+        do { try out.flush() } catch { throw written(error) }
     }
 
     /// Writes buffered entries and makes them durable.
@@ -228,6 +300,7 @@ public final class ReplayLogWriter {
         defer {
             closed = true
             try? fd.close()
+            try? direct?.close()
         }
         if failed == nil {
             try flush()
@@ -235,12 +308,11 @@ public final class ReplayLogWriter {
         }
     }
 
-    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
-        do {
-            _ = try fd.writeAll(bytes)
-        } catch let e as Errno {
-            failed = e.description
-            throw ReplayLogError.system(e, path: path, doing: "write")
-        }
+    /// A write error, named, after which nothing more is appended (the file may end in a
+    /// torn entry).
+    private func written(_ error: Error) -> Error {
+        let e = (error as? SystemError)?.errno ?? (error as? Errno) ?? .ioError
+        failed = e.description
+        return ReplayLogError.system(e, path: path, doing: "write")
     }
 }

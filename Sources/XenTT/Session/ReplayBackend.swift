@@ -82,6 +82,13 @@ public struct BranchTransfer: Hashable, Sendable {
 /// Batches end at arbitrary points; `brctr` values are consecutive across batches.
 public protocol BranchSink: AnyObject {
     func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws
+    /// No more records: write out what is held back (called by whoever switched tracing
+    /// off, before using what the sink wrote).
+    func finish() throws
+}
+
+extension BranchSink {
+    public func finish() throws {}
 }
 
 /// A register as the backend names it (`rax`/`eax`, `rip`/`eip`, `eflags`, ...).

@@ -237,6 +237,7 @@ public struct TracePlan: Equatable, Sendable {
             try session.setTracing(sink)
         }
         let ended = try TraceTask.traceSegment(k, of: seams, in: session, endTarget: ResolvedLocation(end.landmark), sink: sink)
+        try sink.finish()
         if let ended, ended != end {
             throw TraceTask.Inexact(message: "segment \(k) ended at \(session.describe(ended)), the plan's end is \(session.describe(end))")
         }
@@ -305,6 +306,7 @@ public struct TracePlan: Equatable, Sendable {
                 throw refuse("its records end at brctr \(expected - 1), but the seam after it is at \(boundaryCount(k + 1))")
             }
         }
+        try sink.finish()
         try w.append(type: .traceOff, info: BranchSource.tcgPlugin.rawValue, domid: 0, vcpu: 0, cpu: TraceTask.cpu(end.landmark),
                      payload: UnsafeRawBufferPointer(start: nil, count: 0))
         try TraceTask.appendText(w, .landmark, info: 1, cpu: TraceTask.cpu(end.landmark), "end \(boundaryText(segmentCount))")

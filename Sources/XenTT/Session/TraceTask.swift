@@ -40,8 +40,10 @@ public final class TraceTask {
     /// back to them), and after a split run it is not brought to the end (a replay of every
     /// later segment again, untraced, after its own).
     public var vmEndsWithTask = false
-    /// Debug lines (`-d`): when each segment of a split run was done, the merge.
+    /// Debug lines (`-d`): when each segment of a split run was done.
     public var debug: ((String) -> Void)?
+    /// Where the records also go as they are traced (OUT, in place); nil: the log only.
+    public var output: TraceOutput?
     /// How many segments the last run traced at once (1: no split).
     public private(set) var segments = 1
 
@@ -96,11 +98,33 @@ public final class TraceTask {
         public var exitStatus: Int32 { ExitStatus.failure }
     }
 
+    /// The log, created (an old one replaced) by `startWorkers` or `run`.
+    private var log: ReplayLogWriter?
+
+    private func openLog() throws -> ReplayLogWriter {
+        if let log { return log }
+        _ = unlinkIfPresent(logPath)
+        let w = try ReplayLogWriter(creating: logPath, header: ReplayLogHeader(
+            producer: "tt trace-task (\(session.backend.name))", guestWordSize: guestWordSize, vcpuCount: 1))
+        log = w
+        return w
+    }
+
+    /// The later segments' sinks whose log regions the log took over, in order.
+    private var adopted: [ReplayLogBranchSink] = []
+
+    /// The counter of the last record captured: of the last segment taken over, else of segment 0.
+    private func capturedLast(_ sink: ReplayLogBranchSink?) -> UInt64? {
+        adopted.last(where: { $0.lastBrctr != nil })?.lastBrctr ?? sink?.lastBrctr
+    }
+
     /// Run the task. Throws `Incomplete` (wrapping the cause) when it could not finish.
     public func run() throws -> Window {
         var window = Window(start: nil, end: nil, logPath: logPath, records: 0, brctrRange: nil, complete: false, traced: false)
         var writer: ReplayLogWriter?
         var sink: ReplayLogBranchSink?
+        // Segment 0's sink: the log's, and OUT's with an output.
+        var segmentSink: BranchSink?
         var tracing = false
         let backend = session.backend
         let cancellation = session.cancellation
@@ -114,6 +138,7 @@ public final class TraceTask {
         // A split run's workers, from `startWorkers` or started after the landing.
         var split = early
         early = nil
+        adopted = []
         defer { if let split { Self.release(split.workers) } }
 
         func beginLog(_ w: ReplayLogWriter, _ cpu: CPUState) throws {
@@ -123,25 +148,25 @@ public final class TraceTask {
 
         func finishLog(_ info: UInt32, _ text: String) {
             guard let w = writer else { return }
+            // What later segments wrote beyond the last one taken over is not kept.
+            try? w.discardBeyond()
             var cpu = stamped
             if let p = try? session.position(), p.landmark.brctr >= stamped.brctr { cpu = self.cpu(p) }
-            if let last = sink?.lastBrctr, last > cpu.brctr { cpu = CPUState(ip: 0, brctr: last) }
+            if let last = capturedLast(sink), last > cpu.brctr { cpu = CPUState(ip: 0, brctr: last) }
             if !started { try? beginLog(w, cpu) }
             try? appendText(w, .sessionEnd, info: info, cpu: cpu, text)
             try? w.flush()
         }
 
-        /// What the sink wrote, into the window.
+        /// What the sink and the segments taken over after it wrote, into the window.
         func takeCounts(_ sk: ReplayLogBranchSink) {
-            window.records = sk.recordCount
-            if let last = sk.lastBrctr { window.brctrRange = (last - sk.recordCount + 1)...last }
+            window.records = ([sk] + adopted).reduce(0) { $0 + $1.recordCount }
+            if let last = capturedLast(sk) { window.brctrRange = (last - window.records + 1)...last }
         }
 
         do {
             try cancellation.check()
-            _ = unlinkIfPresent(logPath)
-            let w = try ReplayLogWriter(creating: logPath, header: ReplayLogHeader(
-                producer: "tt trace-task (\(backend.name))", guestWordSize: guestWordSize, vcpuCount: 1))
+            let w = try openLog()
             writer = w
 
             // An end given as the N-th execution is found first, then reached exactly.
@@ -168,32 +193,43 @@ public final class TraceTask {
             try appendText(w, .landmark, info: 0, cpu: cpu(s), start.text)
             try w.append(type: .traceOn, info: BranchSource.tcgPlugin.rawValue, domid: 0, vcpu: 0, cpu: cpu(s),
                          payload: UnsafeRawBufferPointer(start: nil, count: 0))
-            let sk = ReplayLogBranchSink(writer: w, vcpu: 0, source: .tcgPlugin)
+            // The prefix is what the segments' places were computed from.
+            let prefix = prefixLayout(w)
+            guard w.byteCount == prefix.bytes, w.entryCount == prefix.entries else {
+                throw Inexact(message: "the log's first entries end at byte \(w.byteCount), entry \(w.entryCount); computed: \(prefix.bytes), \(prefix.entries)")
+            }
+            let sk = ReplayLogBranchSink(writer: w, vcpu: 0, source: .tcgPlugin, after: s.landmark.brctr)
             sink = sk
-            try session.setTracing(sk)
+            let both: BranchSink = try output.map { BranchSinkPair(sk, try $0.segmentSink(recordIndex: 0)) } ?? sk
+            segmentSink = both
+            try session.setTracing(both)
             tracing = true
             window.traced = true
             let e: Position
             if let early = split, let bad = early.cut.first(where: { c in c.icount <= s.icount ?? .max }) {
                 throw Inexact(message: "the cut at icount \(bad.icount), made before the start was reached, is not after its landing at icount \(s.icount.map(String.init) ?? "?")")
             }
-            if split == nil, case .exact(let endBrctr, _) = endTarget.condition {
-                split = startWorkers(after: s, endBrctr: endBrctr)
+            if let early = split, early.places[0].after != s.landmark.brctr {
+                throw Inexact(message: "the segments were placed for a start at brctr \(early.places[0].after), it landed at \(s.landmark)")
             }
-            if let (cut, workers) = split {
+            if split == nil, case .exact(let endBrctr, _) = endTarget.condition {
+                split = try startWorkers(after: s, endBrctr: endBrctr)
+            }
+            if let (cut, workers, places) = split {
                 split = nil
-                e = try runSplit(cut, endTarget: endTarget, sink: sk, workers: workers)
+                e = try runSplit(cut, endTarget: endTarget, sink: both, logSink: sk, workers: workers, places: places)
             } else {
-                e = try Self.traceSegment(0, of: [], in: session, endTarget: endTarget, sink: sk,
+                e = try Self.traceSegment(0, of: [], in: session, endTarget: endTarget, sink: both,
                                           progress: progress.map { p in { p(.tracing, $0) } })!
+                try both.finish()
             }
             tracing = false
             takeCounts(sk)
             // The exactness check: the records are c_s+1 … c_e, each once, in order
             // (the sink already refused gaps and repeats).
             let expected = e.landmark.brctr - s.landmark.brctr
-            guard sk.recordCount == expected, expected == 0 || sk.lastBrctr == e.landmark.brctr else {
-                throw Inexact(message: "captured \(sk.recordCount) records ending at brctr \(sk.lastBrctr.map(String.init) ?? "-"), but the window \(s.landmark) … \(e.landmark) has \(expected)")
+            guard window.records == expected, expected == 0 || capturedLast(sk) == e.landmark.brctr else {
+                throw Inexact(message: "captured \(window.records) records ending at brctr \(capturedLast(sk).map(String.init) ?? "-"), but the window \(s.landmark) … \(e.landmark) has \(expected)")
             }
             try w.append(type: .traceOff, info: BranchSource.tcgPlugin.rawValue, domid: 0, vcpu: 0, cpu: cpu(e),
                          payload: UnsafeRawBufferPointer(start: nil, count: 0))
@@ -208,6 +244,10 @@ public final class TraceTask {
         } catch {
             // Stop tracing so that a VM left alive never blocks on a full ring.
             if tracing, session.state == .active { try? session.setTracing(nil) }
+            try? segmentSink?.finish()
+            // No worker writes into the log any more before it is finished here.
+            if let workers = split?.workers { Self.release(workers) }
+            split = nil
             if let sk = sink { takeCounts(sk) }
             finishLog(2, String(describing: error))
             throw Incomplete(underlying: error, window: window)
@@ -262,53 +302,6 @@ public final class TraceTask {
         return picks.map { candidates[$0] }
     }
 
-    /// A worker's records, spilled to a file and read back in order when their turn comes:
-    /// a segment of tens of millions of records never sits in memory (24 bytes each). The
-    /// file is created new (0600, never through a link) beside the trace log and unlinked
-    /// at once: only the descriptor holds it, so nothing is left behind whatever ends tt.
-    final class Spill: BranchSink {
-        private let fd: FileDescriptor
-        private(set) var count = 0
-
-        init(beside log: FilePath, segment: Int) throws {
-            var dir = log
-            dir.removeLastComponent()
-            let path = dir.appending(".tt-segment-\(segment)-\(getpid()).spill")
-            fd = try FileDescriptor.open(path, .readWrite, options: [.create, .exclusiveCreate, .noFollow, .closeOnExec],
-                                         permissions: [.ownerReadWrite])
-            _ = unlinkIfPresent(path)
-        }
-
-        deinit { try? fd.close() }
-
-        func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws {
-            _ = try fd.writeAll(UnsafeRawBufferPointer(batch))
-            count += batch.count
-        }
-
-        /// Everything received, in order, into `sink`, a chunk at a time.
-        func replay(into sink: BranchSink) throws {
-            let chunk = 1 << 16
-            var buffer = [BranchTransfer](repeating: BranchTransfer(from: 0, to: 0, brctr: 0), count: chunk)
-            var done = 0
-            while done < count {
-                let n = min(chunk, count - done)
-                try buffer.withUnsafeMutableBufferPointer { records in
-                    let bytes = UnsafeMutableRawBufferPointer(start: records.baseAddress, count: n * MemoryLayout<BranchTransfer>.stride)
-                    var got = 0
-                    while got < bytes.count {
-                        let r = try fd.read(fromAbsoluteOffset: Int64(done * MemoryLayout<BranchTransfer>.stride + got),
-                                            into: UnsafeMutableRawBufferPointer(rebasing: bytes[got...]))
-                        guard r > 0 else { throw Inexact(message: "a segment's spilled records ended early") }
-                        got += r
-                    }
-                    try sink.receive(UnsafeBufferPointer(rebasing: records[0..<n]))
-                }
-                done += n
-            }
-        }
-    }
-
     /// Segment `j` of a window cut at `splits` (none: one segment), traced into `sink` by
     /// `session`. A seam is the plugin's raw count at the checkpoint (its first backend
     /// word): the segment before records up to it, the one after from the next — both see
@@ -347,53 +340,127 @@ public final class TraceTask {
         return nil
     }
 
+    /// Where segment j of a split window goes: the records after brctr `after`, `records`
+    /// of them, from record `recordIndex` of the window on, into log entries from index
+    /// `entryIndex` at byte `logOffset` (`ReplayLogBranchSink.layout` of the segments
+    /// before it after the log's first entries).
+    struct Placement {
+        var after: UInt64
+        var records: UInt64
+        var recordIndex: UInt64
+        var logOffset: UInt64
+        var entryIndex: UInt64
+    }
+
+    /// The log's bytes and entries before the first record, as `run` writes them: the
+    /// header's slot, the session start (the session's name), the start's landmark entry
+    /// (its text) and trace-on.
+    private func prefixLayout(_ w: ReplayLogWriter) -> (bytes: UInt64, entries: UInt64) {
+        let slot = Int(w.header.slotSize)
+        func size(_ text: String) -> UInt64 {
+            UInt64(ReplayLogFormat.slotCount(payloadLength: Self.textPayload(text).count, slotSize: slot) * slot)
+        }
+        return (UInt64(slot) + size(session.name) + size(start.text) + size(""), 3)
+    }
+
+    /// The places of the segments of the window (s, e] cut at `cut` (seams: the
+    /// checkpoints' raw counts).
+    private func placements(cut: [IndexedCheckpoint], from s: UInt64, to e: UInt64, log w: ReplayLogWriter) throws -> [Placement] {
+        let seams = [s] + cut.map { $0.backendState[0] } + [e]
+        guard zip(seams, seams.dropFirst()).allSatisfy({ $0 <= $1 }) else {
+            throw Inexact(message: "the seams \(seams.map(String.init).joined(separator: ", ")) of the cut are not in order")
+        }
+        var (offset, index) = prefixLayout(w)
+        var result: [Placement] = []
+        for j in 0..<(seams.count - 1) {
+            let n = seams[j + 1] - seams[j]
+            result.append(Placement(after: seams[j], records: n, recordIndex: seams[j] - s, logOffset: offset, entryIndex: index))
+            let size = ReplayLogBranchSink.layout(records: n, slotSize: Int(w.header.slotSize))
+            offset += size.bytes
+            index += size.entries
+        }
+        return result
+    }
+
+    /// What a worker's segment left: its log sink (the records it wrote into its region of
+    /// the log, flushed, whatever happened), its landing at the end (the last segment), and
+    /// why it stopped early, if it did.
+    struct SegmentOutcome {
+        var sink: ReplayLogBranchSink
+        var end: Position?
+        var failure: Error?
+    }
+
     /// A `--jobs` worker: on a thread of its own, boots a replay (`makeWorker`), traces
-    /// its segment into a spill file and ends the VM — on that one thread, because a VM
-    /// dies with the thread that spawned it (`tt_spawn`'s PR_SET_PDEATHSIG). Given up
-    /// (`release`) through a cancellation of its own, linked to the command's.
+    /// its segment into its region of the log (and its place in OUT) and ends the VM — on
+    /// that one thread, because a VM dies with the thread that spawned it (`tt_spawn`'s
+    /// PR_SET_PDEATHSIG). Given up (`release`) through a cancellation of its own, linked
+    /// to the command's.
     final class Worker {
         let cancellation: Cancellation
-        /// The segment's records and, for the last segment, its landing.
-        let outcome: BackgroundThread<(records: Spill, end: Position?)>
+        let outcome: BackgroundThread<SegmentOutcome>
 
         init(_ j: Int, of cut: [IndexedCheckpoint], task: TraceTask, makeWorker: @escaping (Int, Cancellation) throws -> ReplaySession,
-             endTarget: ResolvedLocation) {
+             endTarget: ResolvedLocation, region: ReplayLogWriter, place: Placement) throws {
             let cancellation = Cancellation(linkedTo: task.session.cancellation)
             self.cancellation = cancellation
-            let dispose = task.disposeWorker, log = task.logPath, debug = task.debug
+            let dispose = task.disposeWorker, debug = task.debug
+            // Made here, on the command's thread: the writers are not shared across threads.
+            let logSink = ReplayLogBranchSink(writer: region, vcpu: 0, source: .tcgPlugin, after: place.after)
+            let sink: BranchSink = try task.output.map { BranchSinkPair(logSink, try $0.segmentSink(recordIndex: place.recordIndex)) } ?? logSink
             outcome = BackgroundThread {
                 let worker = try makeWorker(j, cancellation)
                 defer { dispose?(worker, j) }
-                let spill = try Spill(beside: log, segment: j)
                 let t0 = monotonicSeconds()
-                let landed = try TraceTask.traceSegment(j, of: cut, in: worker, endTarget: endTarget, sink: spill)
-                debug?("segment \(j): \(spill.count) records traced in \(Int((monotonicSeconds() - t0) * 1000)) ms")
-                return (spill, landed)
+                do {
+                    let landed = try TraceTask.traceSegment(j, of: cut, in: worker, endTarget: endTarget, sink: sink)
+                    try sink.finish()
+                    try region.flush()
+                    debug?("segment \(j): \(logSink.recordCount) records traced in \(Int((monotonicSeconds() - t0) * 1000)) ms")
+                    return SegmentOutcome(sink: logSink, end: landed, failure: nil)
+                } catch {
+                    // What was traced is kept: the log may take it over.
+                    try? sink.finish()
+                    try? region.flush()
+                    return SegmentOutcome(sink: logSink, end: nil, failure: error)
+                }
             }
         }
     }
 
     /// Started by `startWorkers()` before this replay is booted, for `run`.
-    private var early: (cut: [IndexedCheckpoint], workers: [Worker])?
+    private var early: (cut: [IndexedCheckpoint], workers: [Worker], places: [Placement])?
 
     /// With a start and an end given exactly (`WHERE:brctr[:cx]`), more than one job and a
     /// checkpoint index: cut the window now and start the workers, before this command's
     /// replay boots and lands at the start, so that every replay boots (a copy of the index
     /// image, QEMU's start, a snapshot load: about 1.5 s each on the Linux guest) at once.
     /// Otherwise `run` cuts after landing. Call before `run`.
-    public func startWorkers() {
+    public func startWorkers() throws {
         guard early == nil, case .exact(let b, let cx) = start.condition, case .exact(let endBrctr, _) = end.condition else { return }
-        early = startWorkers(after: Position(landmark: Landmark(ip: start.address, brctr: b, cx: cx ?? 0), icount: nil), endBrctr: endBrctr)
+        early = try startWorkers(after: Position(landmark: Landmark(ip: start.address, brctr: b, cx: cx ?? 0), icount: nil), endBrctr: endBrctr)
     }
 
-    /// The cut after `start` (its icount unknown before landing) and a worker started for
-    /// each segment after the first; nil when there is no cut.
-    private func startWorkers(after start: Position, endBrctr: UInt64) -> (cut: [IndexedCheckpoint], workers: [Worker])? {
+    /// The cut after `start` (its icount unknown before landing), the segments' places and
+    /// a worker started for each segment after the first; nil when there is no cut.
+    private func startWorkers(after start: Position, endBrctr: UInt64) throws -> (cut: [IndexedCheckpoint], workers: [Worker], places: [Placement])? {
         guard jobs > 1, let makeWorker else { return nil }
         let cut = Self.splitPoints(session.timeline, jobs: jobs, after: start, beforeBrctr: endBrctr)
         guard !cut.isEmpty else { return nil }
+        let w = try openLog()
+        let places = try placements(cut: cut, from: start.landmark.brctr, to: endBrctr, log: w)
         let endTarget = end
-        return (cut, (1...cut.count).map { Worker($0, of: cut, task: self, makeWorker: makeWorker, endTarget: endTarget) })
+        var workers: [Worker] = []
+        do {
+            for j in 1...cut.count {
+                let region = try w.region(at: places[j].logOffset, entryIndex: places[j].entryIndex, after: places[j].after)
+                workers.append(try Worker(j, of: cut, task: self, makeWorker: makeWorker, endTarget: endTarget, region: region, place: places[j]))
+            }
+        } catch {
+            Self.release(workers)
+            throw error
+        }
+        return (cut, workers, places)
     }
 
     /// Give workers up: cancel each and wait for its thread (its VM ended).
@@ -402,29 +469,39 @@ public final class TraceTask {
         for w in workers { _ = w.outcome.result() }
     }
 
-    /// The window cut at `splits`: segment 0 here (its records straight into `sink`), the
-    /// others by `workers` at once (worker j traces segment j), each into a spill file,
-    /// appended in order (the sink refuses a gap or a repeat across a seam).
-    private func runSplit(_ splits: [IndexedCheckpoint], endTarget: ResolvedLocation, sink: ReplayLogBranchSink,
-                          workers: [Worker]) throws -> Position {
-        precondition(workers.count == splits.count)
+    /// The window cut at `splits`: segment 0 here (into `sink`: the log through `logSink`,
+    /// and OUT), the others by `workers` at once (worker j traces segment j into its region
+    /// of the log and its place in OUT). Then the log takes the regions over in order
+    /// (each must begin where the one before ended): nothing is copied. After a failure,
+    /// what was traced contiguously from the start is kept and the rest cut off.
+    private func runSplit(_ splits: [IndexedCheckpoint], endTarget: ResolvedLocation, sink: BranchSink, logSink: ReplayLogBranchSink,
+                          workers: [Worker], places: [Placement]) throws -> Position {
+        precondition(workers.count == splits.count && places.count == splits.count + 1)
         segments = splits.count + 1
-        var t0 = monotonicSeconds()
-        let before = sink.recordCount
-        let mine = Result { try Self.traceSegment(0, of: splits, in: session, endTarget: endTarget, sink: sink) }
-        debug?("segment 0: \(sink.recordCount - before) records traced in \(Int((monotonicSeconds() - t0) * 1000)) ms")
+        let t0 = monotonicSeconds()
+        let mine = Result {
+            _ = try Self.traceSegment(0, of: splits, in: session, endTarget: endTarget, sink: sink)
+            try sink.finish()
+        }
+        debug?("segment 0: \(logSink.recordCount) records traced in \(Int((monotonicSeconds() - t0) * 1000)) ms")
         if case .failure = mine { Self.release(workers) }
         // Every worker's thread is joined before anything is thrown.
         let parts = workers.map { $0.outcome.result() }
-        _ = try mine.get()
-        t0 = monotonicSeconds()
-        var workerEnd: Position?
-        for part in parts {
-            let (records, end) = try part.get()
-            try records.replay(into: sink)
-            workerEnd = end
+        try mine.get()
+        guard logSink.recordCount == places[0].records else {
+            throw Inexact(message: "segment 0 captured \(logSink.recordCount) records, its place holds \(places[0].records)")
         }
-        debug?("segments 1…\(parts.count): their records appended to the log in \(Int((monotonicSeconds() - t0) * 1000)) ms")
+        var workerEnd: Position?
+        for (k, part) in parts.enumerated() {
+            let outcome = try part.get()
+            try logSink.writer.adopt(outcome.sink.writer)
+            adopted.append(outcome.sink)
+            if let failure = outcome.failure { throw failure }
+            guard outcome.sink.recordCount == places[k + 1].records else {
+                throw Inexact(message: "segment \(k + 1) captured \(outcome.sink.recordCount) records, its place holds \(places[k + 1].records)")
+            }
+            workerEnd = outcome.end
+        }
         guard let workerEnd else { throw Inexact(message: "the last segment did not land at the end") }
         // The last worker's landing was checked where it landed (a second, independent read).
         if vmEndsWithTask { return workerEnd }
@@ -445,9 +522,12 @@ public final class TraceTask {
         try Self.appendText(w, type, info: info, cpu: cpu, text)
     }
 
+    /// A text entry's payload: at most 4096 bytes of the text.
+    static func textPayload(_ text: String) -> [UInt8] { Array(text.utf8.prefix(4096)) }
+
     /// A text entry (session start/end, landmark) of at most 4096 bytes.
     static func appendText(_ w: ReplayLogWriter, _ type: ReplayEventType, info: UInt32, cpu: CPUState, _ text: String) throws {
-        var bytes = Array(text.utf8.prefix(4096))
+        var bytes = textPayload(text)
         try bytes.withUnsafeMutableBytes { try w.append(type: type, info: info, domid: 0, vcpu: 0, cpu: cpu, payload: UnsafeRawBufferPointer($0)) }
     }
 }
