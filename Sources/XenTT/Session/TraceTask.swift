@@ -139,6 +139,8 @@ public final class TraceTask {
         var split = early
         early = nil
         adopted = []
+        // The log is closed when the run ends (its lock released), however it ends.
+        defer { log = nil }
         defer { if let split { Self.release(split.workers) } }
 
         func beginLog(_ w: ReplayLogWriter, _ cpu: CPUState) throws {
