@@ -66,10 +66,8 @@ public final class BTSWriter {
     /// A write error names the file (OutputBuffer knows only its descriptor).
     @inline(__always)
     private func named(_ body: () throws -> Void) throws {
-        do { try body() } catch let e as SystemError where e.errno != nil {
-            guard let path else { throw e }
-            throw SystemError(path: path, errno: e.errno ?? .ioError, doing: "write")
-        }
+        guard let path else { return try body() }
+        try SystemError.naming(path, "write", body)
     }
 
     /// Flush and, if this writer opened the file, close it.

@@ -83,7 +83,7 @@ extension TraceTaskOutput {
                 let header = OutputBuffer(file: fd.rawValue, at: 0, direct: nil, capacity: 4096)
                 try header.reserve(BranchRecord.size)
                 header.put(count: BranchRecord.size) { BranchRecord.extendedMagic.store(to: $0) }
-                try named { try header.flush() }
+                try SystemError.naming(partialPath(for: out), "write") { try header.flush() }
             }
         }
 
@@ -98,7 +98,7 @@ extension TraceTaskOutput {
         /// them, and rename it to OUT.
         public func commit(records: UInt64) throws -> FilePath {
             let partial = partialPath(for: out)
-            let size = try named { try fd.seek(offset: 0, from: .end) }
+            let size = try SystemError.naming(partial, "seek") { try fd.seek(offset: 0, from: .end) }
             let expected = headerBytes + records * UInt64(BranchRecord.size)
             guard UInt64(size) == expected else {
                 throw TraceTask.Inexact(message: "\(partial): \(size) bytes written in place, the window's \(records) records take \(expected)")
@@ -122,14 +122,6 @@ extension TraceTaskOutput {
             try? direct?.close()
         }
 
-        private func named<T>(_ body: () throws -> T) throws -> T {
-            do { return try body() } catch let e as SystemError {
-                throw SystemError(path: partialPath(for: out), errno: e.errno ?? .ioError, doing: "write")
-            } catch let e as Errno {
-                throw SystemError(path: partialPath(for: out), errno: e, doing: "write")
-            }
-        }
-
         /// One segment's records, in order from its place on.
         final class Segment: BranchSink {
             private let buffer: OutputBuffer
@@ -144,7 +136,7 @@ extension TraceTaskOutput {
 
             func receive(_ batch: UnsafeBufferPointer<BranchTransfer>) throws {
                 let size = BranchRecord.size
-                try named { try buffer.reserve(batch.count * size) }
+                try SystemError.naming(path, "write") { try buffer.reserve(batch.count * size) }
                 let extended = self.extended
                 buffer.put(count: batch.count * size) { p in
                     for (i, r) in batch.enumerated() {
@@ -153,13 +145,7 @@ extension TraceTaskOutput {
                 }
             }
 
-            func finish() throws { try named { try buffer.flush() } }
-
-            private func named(_ body: () throws -> Void) throws {
-                do { try body() } catch let e as SystemError {
-                    throw SystemError(path: path, errno: e.errno ?? .ioError, doing: "write")
-                }
-            }
+            func finish() throws { try SystemError.naming(path, "write") { try buffer.flush() } }
         }
     }
 }

@@ -129,10 +129,10 @@ int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int 
     return rc;
 }
 
-int tt_reopen_direct(int fd) {
+int tt_reopen_for_writing(int fd, int direct) {
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    return open(path, O_WRONLY | O_CLOEXEC | O_DIRECT);
+    return open(path, O_WRONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
 }
 
 int tt_allowed_cpus(int *cpus, int capacity) {

@@ -69,9 +69,6 @@ public final class OutputBuffer {
     }
     private var placement: Placement?
 
-    /// The file offset the next byte goes to (placed output only).
-    public var fileOffset: UInt64? { placement.map { UInt64($0.fileBase) + UInt64(used) } }
-
     /// Unflushed bytes are written on deinit; call `flush()` to see write errors.
     deinit {
         try? flush()
@@ -112,7 +109,7 @@ public final class OutputBuffer {
                 from = block
             }
             if whole > from { try writePlaced(direct, from: from, to: whole, fileBase: p.fileBase) }
-            (base).update(from: base + whole, count: used - whole)
+            base.update(from: base + whole, count: used - whole)
             p.fileBase += Int64(whole)
             p.written = 0
             used -= whole

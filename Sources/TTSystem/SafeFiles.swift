@@ -9,10 +9,18 @@ import Glibc
 /// output replaces only a regular file or nothing, through a temporary of its own that no
 /// symlink can redirect.
 public enum SafeFiles {
+    /// `fd`'s file opened again for writing (a descriptor of its own: its own flags, such
+    /// as O_DIRECT, and its own lifetime), the same file whatever its path names now.
+    public static func reopenForWriting(_ fd: FileDescriptor) throws -> FileDescriptor {
+        let d = tt_reopen_for_writing(fd.rawValue, 0)
+        guard d >= 0 else { throw Errno(rawValue: errno) }
+        return FileDescriptor(rawValue: d)
+    }
+
     /// `fd`'s file opened again for writing with O_DIRECT (for `OutputBuffer(file:at:direct:)`);
     /// nil where that is refused (tmpfs and some other file systems).
     public static func reopenDirect(_ fd: FileDescriptor) -> FileDescriptor? {
-        let d = tt_reopen_direct(fd.rawValue)
+        let d = tt_reopen_for_writing(fd.rawValue, 1)
         return d >= 0 ? FileDescriptor(rawValue: d) : nil
     }
 

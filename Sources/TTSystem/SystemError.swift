@@ -30,13 +30,16 @@ public struct SystemError: Error, CustomStringConvertible {
         SystemError(path: path, errno: Errno(rawValue: Glibc.errno), doing: doing, status: status)
     }
 
-    /// Run `body`, giving a bare `Errno` it throws (from swift-system calls) the path and
-    /// the operation, so that no error line is a lone "No space left on device".
+    /// Run `body`, giving a bare `Errno` it throws (from swift-system calls), or a failed
+    /// call's error that names no file (`OutputBuffer`'s writes), the path and the
+    /// operation, so that no error line is a lone "No space left on device".
     public static func naming<T>(_ path: FilePath, _ doing: String, status: Int32? = nil, _ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let e as Errno {
             throw SystemError(path: path, errno: e, doing: doing, status: status)
+        } catch let e as SystemError where e.path == nil && e.errno != nil {
+            throw SystemError(path: path, errno: e.errno!, doing: doing, status: status)
         }
     }
 

@@ -21,9 +21,9 @@ int tt_spawn(char *const argv[], char *const envp[], const char *cwd, const int 
  * them; their number, or -1 with errno. */
 int tt_allowed_cpus(int *cpus, int capacity);
 
-/* The file open at fd opened again for writing, O_DIRECT and close-on-exec, through
- * /proc/self/fd (the same file, whatever its path names now); -1 with errno. */
-int tt_reopen_direct(int fd);
+/* The file open at fd opened again for writing (O_DIRECT when direct), close-on-exec,
+ * through /proc/self/fd (the same file, whatever its path names now); -1 with errno. */
+int tt_reopen_for_writing(int fd, int direct);
 
 /* pidfd_open(2), close-on-exec; -1 with errno on failure. */
 int tt_pidfd_open(pid_t pid);

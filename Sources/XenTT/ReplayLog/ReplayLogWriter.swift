@@ -56,7 +56,7 @@ public final class ReplayLogWriter {
         byteCount = 0
         regionStart = nil
         direct = SafeFiles.reopenDirect(fd)
-        out = OutputBuffer(file: fd.rawValue, at: 0, direct: direct?.rawValue, capacity: Self.bufferSize(slotSize))
+        out = Self.output(fd, direct, at: 0, slotSize: slotSize)
         do {
             try lock()
             var first = header.encoded()
@@ -87,7 +87,7 @@ public final class ReplayLogWriter {
             throw ReplayLogError(.refused, path: path.string, offset: offset, "a region must begin at a slot boundary")
         }
         do {
-            fd = try FileDescriptor.open(FilePath("/proc/self/fd/\(log.fd.rawValue)"), .writeOnly, options: [.closeOnExec])
+            fd = try SafeFiles.reopenForWriting(log.fd)
         } catch let e as Errno {
             throw ReplayLogError.system(e, path: path, doing: "reopen")
         }
@@ -97,7 +97,7 @@ public final class ReplayLogWriter {
         entryCount = entryIndex
         lastStamp = [UInt64](repeating: brctr, count: log.lastStamp.count)
         lastRecord = lastStamp
-        out = OutputBuffer(file: fd.rawValue, at: offset, direct: direct?.rawValue, capacity: Self.bufferSize(slotSize))
+        out = Self.output(fd, direct, at: offset, slotSize: slotSize)
     }
 
     /// Continue after `region`'s entries, which must begin where this writer's end: its
@@ -114,7 +114,7 @@ public final class ReplayLogWriter {
         entryCount = region.entryCount
         lastStamp = region.lastStamp
         lastRecord = region.lastRecord
-        out = OutputBuffer(file: fd.rawValue, at: byteCount, direct: direct?.rawValue, capacity: Self.bufferSize(slotSize))
+        out = Self.output(fd, direct, at: byteCount, slotSize: slotSize)
     }
 
     /// Cut the file at this writer's end: whatever regions wrote beyond it (segments not
@@ -156,7 +156,7 @@ public final class ReplayLogWriter {
         }
         regionStart = nil
         direct = SafeFiles.reopenDirect(fd)
-        out = OutputBuffer(file: fd.rawValue, at: byteCount, direct: direct?.rawValue, capacity: Self.bufferSize(slotSize))
+        out = Self.output(fd, direct, at: byteCount, slotSize: slotSize)
         do {
             try lock()
             let size: Int64
@@ -183,8 +183,10 @@ public final class ReplayLogWriter {
         }
     }
 
-    private static func bufferSize(_ slot: Int) -> Int {
-        max(4 << 20, 2 * (ReplayLogFormat.entryHeaderSize + ReplayLogFormat.maxPayloadLength + slot))
+    /// The output buffer placed at `offset`, big enough for the largest entry twice.
+    private static func output(_ fd: FileDescriptor, _ direct: FileDescriptor?, at offset: UInt64, slotSize: Int) -> OutputBuffer {
+        let capacity = max(4 << 20, 2 * (ReplayLogFormat.entryHeaderSize + ReplayLogFormat.maxPayloadLength + slotSize))
+        return OutputBuffer(file: fd.rawValue, at: offset, direct: direct?.rawValue, capacity: capacity)
     }
 
     private func lock() throws {
