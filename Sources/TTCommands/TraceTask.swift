@@ -131,17 +131,19 @@ struct TraceTaskCommand: ParsableCommand {
             let recording = RecordingSymbols(dir)
             let (start, end) = try window(recording)
             let out = output.map { FilePath($0) } ?? dir.file(StateFile.traceOutput)
-            // Before running anything: OUT must be new or a regular file, in a directory.
-            try SafeFiles.requireReplaceable(out)
             let session = scope.session
             let wordSize = recording.elfWordSize ?? 64
             let task = TraceTask(session: session, start: start, end: end,
                                  logPath: dir.file(StateFile.traceLog), guestWordSize: wordSize)
             task.jobs = jobs
             if debug { task.debug = { printError("tt: trace-task: \($0)") } }
-            // OUT is written as the records are traced (every segment into its place).
+            // OUT is written as the records are traced (every segment into its place). Before
+            // running anything, InPlace checks that OUT is new or a regular file in a directory.
             let inPlace = try TraceTaskOutput.InPlace(out: out, extended: extended)
             task.output = inPlace
+            // OUT.partial stays only when something was traced into it.
+            var traced = false
+            defer { if !traced { inPlace.remove() } }
             if jobs > 1 {
                 let debug = self.debug
                 task.makeWorker = { k, cancellation in try Self.worker(k, of: scope, cancellation: cancellation, debug: debug) }
@@ -164,12 +166,14 @@ struct TraceTaskCommand: ParsableCommand {
             let window: TraceTask.Window
             do {
                 window = try task.run()
+                traced = true
                 progress.end()
             } catch let failure as TraceTask.Incomplete {
                 progress.end()
                 // The records traced in place may have gaps (segments cut short): OUT.partial
                 // is written again from the log, which keeps what was traced in order.
-                if failure.window.traced { inPlace.discard() } else { inPlace.remove() }
+                traced = failure.window.traced
+                inPlace.discard()
                 if let r = try? TraceTaskOutput.write(failure.window, to: out, extended: extended) {
                     printError("tt: trace-task incomplete: \(r.summary.records) records captured before the failure are in \(r.path) (partial)")
                 }

@@ -151,6 +151,8 @@ final class TraceTaskTests: XCTestCase {
         XCTAssertTrue(r.err.contains("before the start"), r.err)
         XCTAssertEqual(TT.processes(in: state), [])
         XCTAssertFalse(FileManager.default.fileExists(atPath: state + "/trace.bts"))
+        // Nothing was traced: no OUT.partial either (OUT is written in place while tracing).
+        XCTAssertFalse(FileManager.default.fileExists(atPath: state + "/trace.bts.partial"))
     }
 
     /// SIGINT while tracing: non-zero exit, no QEMU left, the records so far in OUT.partial

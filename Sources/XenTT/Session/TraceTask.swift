@@ -433,6 +433,10 @@ public final class TraceTask {
     /// Started by `startWorkers()` before this replay is booted, for `run`.
     private var early: (cut: [IndexedCheckpoint], workers: [Worker], places: [Placement])?
 
+    /// Workers started for a run that never came (the command's own replay failed to
+    /// boot) are given up with the task.
+    deinit { if let early { Self.release(early.workers) } }
+
     /// With a start and an end given exactly (`WHERE:brctr[:cx]`), more than one job and a
     /// checkpoint index: cut the window now and start the workers, before this command's
     /// replay boots and lands at the start, so that every replay boots (a copy of the index
