@@ -114,10 +114,10 @@ public final class QEMUReplayBackend: ReplayBackend {
         // holds `init` and the index's snapshots (and each disk's overlay with the same ones).
         let indexed = state.fileExists(F.index) && state.fileExists(F.indexImage)
             && (0..<disks.count).allSatisfy { state.fileExists(F.indexDiskOverlay($0)) }
-        try copyLargeFile(from: state.file(indexed ? F.indexImage : F.snapshot), to: state.file(F.replaySnapshot))
+        try copyFile(from: state.file(indexed ? F.indexImage : F.snapshot), to: state.file(F.replaySnapshot))
         for (n, disk) in disks.enumerated() {
             if indexed {
-                try copyLargeFile(from: state.file(F.indexDiskOverlay(n)), to: state.file(F.replayDiskOverlay(n)))
+                try copyFile(from: state.file(F.indexDiskOverlay(n)), to: state.file(F.replayDiskOverlay(n)))
             } else {
                 try disk.createOverlay(F.replayDiskOverlay(n), in: state, initSnapshot: true)
             }

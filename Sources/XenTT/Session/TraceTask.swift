@@ -126,7 +126,6 @@ public final class TraceTask {
         // Segment 0's sink: the log's, and OUT's with an output.
         var segmentSink: BranchSink?
         var tracing = false
-        let backend = session.backend
         let cancellation = session.cancellation
         session.guestWordSize = guestWordSize
         if vmEndsWithTask { session.checkpointsLandings = false }
