@@ -141,14 +141,35 @@ public struct DiskImage: Equatable, Sendable {
     /// `rrsnapshot=init` loads on every writable drive (the recording made it at the start,
     /// when the overlay was empty too).
     func createOverlay(_ name: String, in state: StateDirectory, initSnapshot: Bool) throws {
-        state.remove(name)
-        let oldMask = umask(0o077)
-        defer { umask(oldMask) }
-        try QEMURecorder.runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", "-F", format, "-b", path.string, name], in: state,
-                                         log: name.hasPrefix("replay") ? StateFile.replayLog : StateFile.recordLog)
+        try Self.createQcow2(name, over: path.string, format: format, in: state)
         if initSnapshot {
             try QEMURecorder.runToCompletion(["qemu-img", "snapshot", "-c", "init", name], in: state, log: StateFile.replayLog)
         }
+    }
+
+    /// Create the qcow2 image `name` (mode 0600) in `state` over `backing`, an image of
+    /// `format`, which it only reads (a relative name is in `state`); `size`: its own, else
+    /// the backing's.
+    static func createQcow2(_ name: String, over backing: String, format: String, size: UInt64? = nil, in state: StateDirectory) throws {
+        state.remove(name)
+        let oldMask = umask(0o077)
+        defer { umask(oldMask) }
+        try QEMURecorder.runToCompletion(["qemu-img", "create", "-q", "-f", "qcow2", "-F", format, "-b", backing, name] + (size.map { ["\($0)"] } ?? []),
+                                         in: state, log: name.hasPrefix("replay") ? StateFile.replayLog : StateFile.recordLog)
+    }
+
+    /// A replay's copy-on-write layer `name` over the checkpoint index's image `index` (in
+    /// `state`): the replay reads the index's qcow2 image through it (`QEMUMachine.image`), so
+    /// that booting costs no copy of its gigabytes and the index is never written (savevm
+    /// writes into the layer). Its raw view of the index's file is that file's size plus
+    /// 1 TiB (allocated as written): room for the image to grow by the snapshots the replay
+    /// saves.
+    static func createLayer(_ name: String, over index: String, in state: StateDirectory) throws {
+        // QEMU follows a link: only tt's own file is read.
+        guard let st = try SafeFiles.lstatIfPresent(state.file(index)), (st.st_mode & S_IFMT) == S_IFREG else {
+            throw SystemError(path: state.file(index), message: "the checkpoint index's image is not a regular file", status: ExitStatus.dataError)
+        }
+        try createQcow2(name, over: index, format: "raw", size: UInt64(st.st_size) + (1 << 40), in: state)
     }
 }
 

@@ -201,20 +201,22 @@ public struct QEMUMachine: Sendable {
 
     /// The recording's argument vector. The kernel and initrd are copies inside the
     /// state directory, so a rebuilt guest cannot break an old recording.
-    public func recordArguments(plugin: FilePath) -> [String] { arguments(plugin: plugin, replay: false) }
+    public func recordArguments(plugin: FilePath) -> [String] { arguments(plugin: plugin, replay: false, overIndex: false) }
 
     /// The replay's argument vector: the recording's with the host-side plumbing renamed,
     /// started paused (`-S`) with tt's gdb socket (no QMP socket: see HumanMonitor.swift).
     /// The guest's end (isa-debug-exit, poweroff) pauses a replay instead of ending QEMU: a
     /// live replay stays usable there (a snapshot load goes back), even when the command that was running it died and the vCPU
     /// ran on to the end.
-    public func replayArguments(plugin: FilePath) -> [String] {
-        arguments(plugin: plugin, replay: true)
+    /// `overIndex`: the replay's snapshot image and disk overlays are copy-on-write layers over
+    /// the checkpoint index's (`createLayer`), read through them.
+    public func replayArguments(plugin: FilePath, overIndex: Bool) -> [String] {
+        arguments(plugin: plugin, replay: true, overIndex: overIndex)
             + ["-S", "-gdb", "unix:\(StateFile.gdb),server=on,wait=off",
                "-action", "shutdown=pause"]
     }
 
-    private func arguments(plugin: FilePath, replay: Bool) -> [String] {
+    private func arguments(plugin: FilePath, replay: Bool, overIndex: Bool) -> [String] {
         var a = [Self.binary, "-machine", machineType, "-cpu", cpu, "-smp", "1", "-m", String(memoryMB),
                  "-kernel", StateFile.kernel]
         if initrd != nil { a += ["-initrd", StateFile.initrd] }
@@ -229,17 +231,26 @@ public struct QEMUMachine: Sendable {
         }
         a += ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
               "-icount", "shift=auto,rr=\(replay ? "replay" : "record"),rrfile=\(StateFile.recording),rrsnapshot=init",
-              "-drive", "file=\(replay ? StateFile.replaySnapshot : StateFile.snapshot),if=none,id=snapdisk"]
-        for n in 0..<diskCount { a += Self.diskArguments(n, overlay: replay ? StateFile.replayDiskOverlay(n) : StateFile.diskOverlay(n)) }
+              "-drive", Self.image(replay ? StateFile.replaySnapshot : StateFile.snapshot, overIndex: overIndex) + ",if=none,id=snapdisk"]
+        for n in 0..<diskCount {
+            a += Self.diskArguments(n, overlay: Self.image(replay ? StateFile.replayDiskOverlay(n) : StateFile.diskOverlay(n), overIndex: overIndex))
+        }
         a += ["-global", "apic-common.vapic=off"]
         a += extraArguments
         a += ["-plugin", plugin.string + ",shm=" + (replay ? StateFile.replayShm : StateFile.recordShm)]
         return a
     }
 
-    /// Disk N: its overlay, QEMU's block-replay driver over it, and an IDE disk.
+    /// A drive's image: the qcow2 file itself, or (`overIndex`) the qcow2 image whose bytes
+    /// are read through the copy-on-write layer `file`. The layer is an inline child, not a
+    /// drive of its own: savevm and loadvm take every drive, and it holds no snapshots.
+    private static func image(_ file: String, overIndex: Bool) -> String {
+        overIndex ? "driver=qcow2,file.driver=qcow2,file.file.driver=file,file.file.filename=\(file)" : "file=\(file)"
+    }
+
+    /// Disk N: its overlay (`image`), QEMU's block-replay driver over it, and an IDE disk.
     private static func diskArguments(_ n: Int, overlay: String) -> [String] {
-        ["-drive", "file=\(overlay),if=none,id=img\(n)-orig",
+        ["-drive", "\(overlay),if=none,id=img\(n)-orig",
          "-drive", "driver=blkreplay,if=none,image=img\(n)-orig,id=img\(n)",
          "-device", "ide-hd,drive=img\(n)"]
     }
@@ -266,7 +277,7 @@ public struct QEMUMachine: Sendable {
         if let snap = argv.firstIndex(of: "file=\(StateFile.snapshot),if=none,id=snapdisk") {
             var i = snap + 1
             while disks < StateFile.maxDisks, i + 6 <= argv.count,
-                  Array(argv[i..<i + 6]) == Self.diskArguments(disks, overlay: StateFile.diskOverlay(disks)) {
+                  Array(argv[i..<i + 6]) == Self.diskArguments(disks, overlay: Self.image(StateFile.diskOverlay(disks), overIndex: false)) {
                 disks += 1; i += 6
             }
         }
@@ -328,11 +339,10 @@ public enum TTInstallation {
     }
 }
 
-/// Copy a file (mode 0600): the kernel into the state directory, a snapshot or index image
-/// (gigabytes of snapshots) for a replay. Written O_DIRECT where the file system allows
-/// (`OutputBuffer(file:at:direct:)`): a 1.4 GB index image took 1.4–1.9 s so, 1.5–5.0 s
-/// through the page cache with most of it system time (and two at once, for `--jobs 2`,
-/// 1.7 s against 3.8–4.2 s; `dd` measurements).
+/// Copy a file (mode 0600): the kernel into the state directory, the recording's snapshot
+/// image (the guest's memory at its start) for a replay. Written O_DIRECT where the file
+/// system allows (`OutputBuffer(file:at:direct:)`): a 1.4 GB image took 1.4–1.9 s so,
+/// 1.5–5.0 s through the page cache with most of it system time (`dd` measurements).
 func copyFile(from: FilePath, to: FilePath) throws {
     // A kernel named on the command line must be a regular file (not a FIFO, a directory, /proc).
     let src = try SafeFiles.openForReading(from).fd

@@ -40,6 +40,8 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// or a seek made, while the one it holds lies behind the current icount, so an old one
     /// is deleted first.
     private var breakMayBeArmed = false
+    /// The VM's images are copy-on-write layers over the checkpoint index's (`boot`).
+    private var bootedOverIndex = false
 
     private func setReplayBreak(_ gdb: GDBRemoteClient, at icount: UInt64) throws {
         if breakMayBeArmed { _ = try? gdb.monitor("replay_delete_break") }
@@ -105,23 +107,24 @@ public final class QEMUReplayBackend: ReplayBackend {
         for f in [F.gdb, F.pid] { state.remove(f) }
         let record = try state.readLines(F.argv)
         let machine = try QEMUMachine(validatingRecorded: record, file: state.file(F.argv))
-        let argv = machine.replayArguments(plugin: try TTInstallation.plugin())
         let disks = try DiskImage.requireUnchanged(state)
         guard disks.count == machine.diskCount else {
             throw StateError.badFile(state.file(F.disks), "\(disks.count) disk images for the \(machine.diskCount) disks of \(F.argv)")
         }
-        // With a checkpoint index (tt index), the replay boots with a copy of its image, which
-        // holds `init` and the index's snapshots (and each disk's overlay with the same ones).
+        // With a checkpoint index (tt index), the replay boots with its image, which holds
+        // `init` and the index's snapshots (and each disk's overlay with the same ones),
+        // through copy-on-write layers; without, with a copy of the recording's image.
         let indexed = state.fileExists(F.index) && state.fileExists(F.indexImage)
             && (0..<disks.count).allSatisfy { state.fileExists(F.indexDiskOverlay($0)) }
-        try copyFile(from: state.file(indexed ? F.indexImage : F.snapshot), to: state.file(F.replaySnapshot))
-        for (n, disk) in disks.enumerated() {
-            if indexed {
-                try copyFile(from: state.file(F.indexDiskOverlay(n)), to: state.file(F.replayDiskOverlay(n)))
-            } else {
-                try disk.createOverlay(F.replayDiskOverlay(n), in: state, initSnapshot: true)
-            }
+        if indexed {
+            try DiskImage.createLayer(F.replaySnapshot, over: F.indexImage, in: state)
+            for n in disks.indices { try DiskImage.createLayer(F.replayDiskOverlay(n), over: F.indexDiskOverlay(n), in: state) }
+        } else {
+            try copyFile(from: state.file(F.snapshot), to: state.file(F.replaySnapshot))
+            for (n, disk) in disks.enumerated() { try disk.createOverlay(F.replayDiskOverlay(n), in: state, initSnapshot: true) }
         }
+        bootedOverIndex = indexed
+        let argv = machine.replayArguments(plugin: try TTInstallation.plugin(), overIndex: indexed)
         log(indexed ? "booting with the checkpoint index's snapshots (\(F.indexImage))" : "booting with \(F.snapshot)")
         shm = try PluginControlBlock.create(at: state.file(F.replayShm))
         try state.writeLines(F.replayArgv, argv)
@@ -659,6 +662,8 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// asked to quit, so that the images are closed and complete, then they are renamed.
     public func keepCheckpoints() throws {
         let (gdb, _) = try requireVM()
+        // Its images are layers over the index's (boot), not images of their own.
+        guard !bootedOverIndex else { throw QEMUError("a replay booted from the checkpoint index cannot make the index; remove the index first") }
         let vm = pid
         detachBreakpoints()
         _ = try? gdb.monitor("quit")

@@ -138,7 +138,7 @@ final class CheckpointIndexTests: XCTestCase {
             XCTAssertEqual(seekICount % Self.every, 0)
             XCTAssertLessThanOrEqual(seekICount, fromStart.icount)
         }
-        XCTAssertEqual(indexedResult.out, fromStartResult.out, "same landmark, icount and registers as from the start")
+        XCTAssertEqual(indexedResult.out, fromStartResult.out, "same landmark, icount and registers as from the start: \(indexedResult.err)")
         let ttRegisters = registers(indexedResult.out)
         try IT.tt(["replay", "-K", "g32"], state: s)
 
@@ -318,15 +318,36 @@ final class CheckpointIndexTests: XCTestCase {
         let fromStart = try IT.tt(["run-until", "--registers", "g32", "copy_block#30"], state: s)
         let target = landing(fromStart)
         try IT.tt(["replay", "-K", "g32"], state: s)
-        try IT.tt(["index", "--every", String(Self.every), "g32"], state: s)
+        // Checkpoints at 3 M and 6 M instructions: copy_block's late executions (from about
+        // 6.6 M on) are far enough from them for a landing there to be a checkpoint of its own.
+        try IT.tt(["index", "--every", "3000000", "g32"], state: s)
         for f in ["index.checkpoints", "index.qcow2", "index-disk0.qcow2"] { XCTAssertEqual(IT.mode(s + "/" + f), 0o600, f) }
         XCTAssertTrue(try IT.tt(["verify", "g32"], state: s).out.contains("checkpoints equal"))
+        let indexFiles = ["index.qcow2", "index-disk0.qcow2"]
+        let before = try indexFiles.map { try Data(contentsOf: URL(fileURLWithPath: s + "/" + $0)) }
         try IT.tt(["replay", "-p", "g32"], state: s)
         let indexed = try IT.tt(["run-until", "-d", "--registers", "g32", target.location], state: s)
-        XCTAssertTrue(indexed.err.contains("restore icount "), indexed.err)
-        XCTAssertFalse(indexed.err.contains("restore icount 0 "), indexed.err)
+        XCTAssertTrue(indexed.err.contains("restore icount 6000000 "), indexed.err)
         XCTAssertEqual(indexed.out, fromStart.out)
+        // The replay reads the index's images through layers of its own, not copies; what it
+        // saves (a landing's snapshot) goes into them, and a later run starts from it.
+        for (replay, index) in [("replay.qcow2", "index.qcow2"), ("replay-disk0.qcow2", "index-disk0.qcow2")] {
+            let info = try IT.run(["qemu-img", "info", "-U", "--output=json", s + "/" + replay])
+            let json = try JSONSerialization.jsonObject(with: Data(info.out.utf8)) as? [String: Any]
+            XCTAssertEqual(json?["backing-filename"] as? String, index, "\(replay) is a layer over \(index): \(info.out)")
+            XCTAssertEqual(json?["backing-filename-format"] as? String, "raw", info.out)
+        }
+        let middle = landing(try IT.tt(["run-until", "g32", "copy_block#24"], state: s))
+        XCTAssertGreaterThan(middle.icount, 6_500_000, "far enough from the index's last checkpoint")
+        let timeline = try IT.tt(["where", "--timeline", "g32"], state: s).out
+        XCTAssertTrue(timeline.contains("checkpoint icount \(middle.icount) brctr "), timeline)
+        try IT.tt(["run-until", "g32", "copy_block#2"], state: s)
+        let again = try IT.tt(["run-until", "-d", "--registers", "g32", target.location], state: s)
+        XCTAssertTrue(again.err.contains("restore icount \(middle.icount) "), "from the landing's snapshot, in the layers: \(again.err)")
+        XCTAssertEqual(again.out, fromStart.out)
         try IT.tt(["replay", "-K", "g32"], state: s)
+        let after = try indexFiles.map { try Data(contentsOf: URL(fileURLWithPath: s + "/" + $0)) }
+        XCTAssertTrue(before == after, "a replay never writes the index's images")
         try IT.tt(["record", "-D", "g32"], state: s)
         XCTAssertFalse(FileManager.default.fileExists(atPath: s), "every file of the recording, the index's included, is tt's")
     }
@@ -399,7 +420,7 @@ final class CheckpointIndexTests: XCTestCase {
         for n in [24, 23, 30] {
             try IT.tt(["replay", "-p", "g32"], state: s)
             let r = try IT.tt(["run-until", "-d", "g32", "copy_block#\(n)"], state: s)
-            XCTAssertEqual(r.out, baseline[n], "copy_block#\(n)")
+            XCTAssertEqual(r.out, baseline[n], "copy_block#\(n), from: \(r.err)")
             XCTAssertTrue(r.err.contains("restore icount "), r.err)
             XCTAssertFalse(r.err.contains("restore icount 0 "), r.err)
             try IT.tt(["replay", "-K", "g32"], state: s)

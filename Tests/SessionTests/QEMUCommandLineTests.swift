@@ -15,7 +15,7 @@ final class QEMUCommandLineTests: XCTestCase {
         XCTAssertTrue(record.contains("apic-common.vapic=off"))
         XCTAssertTrue(record.contains("none"), "-net none and friends")
 
-        let replay = try QEMUMachine(validatingRecorded: record, file: "qemu.argv").replayArguments(plugin: "/lib/libttplugin.so")
+        let replay = try QEMUMachine(validatingRecorded: record, file: "qemu.argv").replayArguments(plugin: "/lib/libttplugin.so", overIndex: false)
         XCTAssertEqual(Array(replay.suffix(5)), ["-S", "-gdb", "unix:gdb.sock,server=on,wait=off",
                                                  "-action", "shutdown=pause"])
         let body = Array(replay.dropLast(5))
@@ -61,7 +61,7 @@ final class QEMUCommandLineTests: XCTestCase {
         let record = QEMUMachine(kernel: "kernel", memoryMB: 64).recordArguments(plugin: "/p.so")
         XCTAssertEqual(record[record.firstIndex(of: "-machine")! + 1], "pc,hpet=off")
         var old = record; old[old.firstIndex(of: "-machine")! + 1] = "pc"
-        let replay = try QEMUMachine(validatingRecorded: old, file: "qemu.argv").replayArguments(plugin: "/p.so")
+        let replay = try QEMUMachine(validatingRecorded: old, file: "qemu.argv").replayArguments(plugin: "/p.so", overIndex: false)
         XCTAssertEqual(replay[replay.firstIndex(of: "-machine")! + 1], "pc")
     }
 
@@ -115,7 +115,7 @@ final class QEMUCommandLineTests: XCTestCase {
         XCTAssertEqual(parsed.extraArguments, ["-name", "foo", "-rtc", "base=2020-01-01T00:00:00"])
         XCTAssertEqual(parsed.recordArguments(plugin: "/p/libttplugin.so"), record)
 
-        let replay = parsed.replayArguments(plugin: "/p/libttplugin.so")
+        let replay = parsed.replayArguments(plugin: "/p/libttplugin.so", overIndex: false)
         let body = Array(replay.dropLast(5))
         XCTAssertEqual(body.count, record.count)
         var changed: [String: String] = [:]
@@ -127,6 +127,19 @@ final class QEMUCommandLineTests: XCTestCase {
             "file=disk1.qcow2,if=none,id=img1-orig": "file=replay-disk1.qcow2,if=none,id=img1-orig",
             "file:console.record": "file:console.replay",
             "/p/libttplugin.so,shm=record.shm": "/p/libttplugin.so,shm=replay.shm",
+        ])
+
+        // Booting from the checkpoint index: each image is the index's, read through the
+        // replay's copy-on-write layer (an inline child, no drive of its own).
+        let layered = Array(parsed.replayArguments(plugin: "/p/libttplugin.so", overIndex: true).dropLast(5))
+        XCTAssertEqual(layered.count, record.count)
+        var layers: [String: String] = [:]
+        for (r, p) in zip(record, layered) where r != p && r.hasPrefix("file=") { layers[r] = p }
+        func layer(_ file: String) -> String { "driver=qcow2,file.driver=qcow2,file.file.driver=file,file.file.filename=\(file)" }
+        XCTAssertEqual(layers, [
+            "file=snapshot.qcow2,if=none,id=snapdisk": layer("replay.qcow2") + ",if=none,id=snapdisk",
+            "file=disk0.qcow2,if=none,id=img0-orig": layer("replay-disk0.qcow2") + ",if=none,id=img0-orig",
+            "file=disk1.qcow2,if=none,id=img1-orig": layer("replay-disk1.qcow2") + ",if=none,id=img1-orig",
         ])
 
         let plugin = record.count - 2
@@ -198,7 +211,7 @@ final class QEMUCommandLineTests: XCTestCase {
         var serialDevice = record; serialDevice[i + 1] = "serial,id=console,path=/dev/ttyS0"
         XCTAssertThrowsError(try QEMUMachine(validatingRecorded: serialDevice, file: "qemu.argv"))
 
-        let replay = try QEMUMachine(validatingRecorded: record, file: "qemu.argv").replayArguments(plugin: "/p.so")
+        let replay = try QEMUMachine(validatingRecorded: record, file: "qemu.argv").replayArguments(plugin: "/p.so", overIndex: false)
         var changed: [String: String] = [:]
         for (r, p) in zip(record, replay) where r != p { changed[r] = p }
         XCTAssertEqual(changed, [
@@ -222,7 +235,7 @@ final class QEMUCommandLineTests: XCTestCase {
         XCTAssertFalse(record.contains("-net"))
         let parsed = try QEMUMachine(validatingRecorded: record, file: "qemu.argv")
         XCTAssertEqual(parsed.network, spec)
-        XCTAssertEqual(parsed.replayArguments(plugin: "/p.so")[i..<i + 6], record[i..<i + 6])
+        XCTAssertEqual(parsed.replayArguments(plugin: "/p.so", overIndex: false)[i..<i + 6], record[i..<i + 6])
         XCTAssertNil(try QEMUMachine(validatingRecorded: QEMUMachine(kernel: "kernel").recordArguments(plugin: "/p.so"),
                                      file: "qemu.argv").network)
 
