@@ -217,6 +217,8 @@ struct TraceTaskCommand: ParsableCommand {
         backend.cpu = cpu
         let session = ReplaySession(name: name, backend: backend, timeline: Timeline(state: dir), cancellation: cancellation)
         session.divergencePolicy = policy
+        // Its VM ends with its segment: a snapshot of where it lands would never be used.
+        session.checkpointsLandings = false
         try session.start(paused: true)
         return session
     }

@@ -46,6 +46,22 @@ public final class BackgroundThread<T> {
         // Its thread has ended (it held this object): reclaim it.
         if let t = thread { pthread_join(t, nil) }
     }
+
+    /// Run `body` on a thread nobody waits for (the process's exit waits only for a system
+    /// call the thread is in). When no thread can be made it runs inline, now.
+    public static func detached(_ body: @escaping () -> Void) {
+        let unmanaged = Unmanaged.passRetained(ThreadBox(body))
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            Unmanaged<ThreadBox>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, unmanaged.toOpaque())
+        if rc == 0 {
+            pthread_detach(thread)
+        } else {
+            unmanaged.takeRetainedValue().body()
+        }
+    }
 }
 
 struct ThreadFailure: Error, CustomStringConvertible {

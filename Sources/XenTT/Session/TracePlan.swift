@@ -263,7 +263,7 @@ public struct TracePlan: Equatable, Sendable {
             let why = dir.fileExists(Self.partialSegmentFile(k)) ? "unfinished (only \(Self.partialSegmentFile(k)): its job failed or still runs)" : "missing"
             throw Refused("segment \(k) of \(segmentCount): \(dir.file(Self.segmentFile(k))) \(why)", status: ExitStatus.noInput)
         }
-        _ = unlinkIfPresent(logPath)
+        SafeFiles.removeFreeingLater(logPath)
         let w = try ReplayLogWriter(creating: logPath, header: ReplayLogHeader(
             producer: "tt trace-task --merge", guestWordSize: guestWordSize, vcpuCount: 1))
         try TraceTask.appendText(w, .sessionStart, info: 1, cpu: TraceTask.cpu(start.landmark), name)
