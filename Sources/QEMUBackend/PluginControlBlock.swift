@@ -146,8 +146,19 @@ final class PluginControlBlock {
         }
     }
 
-    /// Put the counters back to a saved state (after a snapshot was loaded).
-    func restore(brctr: UInt64, instructions: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64, lastTarget: UInt64) {
+    /// The interrupt and exception handler entries the plugin has learned (its table's
+    /// entries, ascending). Part of a checkpoint: whether an arrival after an indirect
+    /// transfer counts as one transfer or two depends on them (tt_classify_arrival).
+    var handlers: [UInt64] {
+        (0..<Int(TT_HANDLER_SLOTS)).map { load(Offset.handlers + 8 * $0) }.filter { $0 != 0 }.sorted()
+    }
+
+    /// Put the counters and the handler table back to a saved state (after a snapshot was loaded).
+    func restore(brctr: UInt64, instructions: UInt64, lastPC: UInt64, lastSize: UInt64, lastFlags: UInt64, lastTarget: UInt64,
+                 handlers: [UInt64]) {
+        for i in 0..<Int(TT_HANDLER_SLOTS) { store(Offset.handlers + 8 * i, 0) }
+        let table = (base + Offset.handlers).assumingMemoryBound(to: UInt64.self)
+        for h in handlers { tt_handler_learn(table, h) }
         store(Offset.lastInfo, 0)
         store(Offset.delta, 0)
         store(Offset.expected, TT_EXPECT_BLOCK_STARTED)

@@ -683,16 +683,18 @@ public final class QEMUReplayBackend: ReplayBackend {
     }
 
     /// A checkpoint is a QEMU snapshot (`savevm tt-ICOUNT`, ~0.08 s) in the replay's own
-    /// image, plus the plugin's counters at that moment, which snapshots do not hold:
-    /// backendState = [brctr, insns, last_pc, last_size, last_flags, last_target].
+    /// image, plus the plugin's state at that moment, which snapshots do not hold:
+    /// backendState = [brctr, insns, last_pc, last_size, last_flags, last_target, H,
+    /// handler 1, …, handler H] (the handler entries it had learned).
     public func saveCheckpoint(at position: Position) throws -> Checkpoint? {
         let (gdb, shm) = try requireVM()
         // The start needs none: the recording's own `init` is there.
         guard let icount = position.icount, icount > 0 else { return nil }
         shm.settle()
+        let handlers = shm.handlers
         let counters = [shm.brctr, shm.instructions, shm.load(PluginControlBlock.Offset.lastPC),
                         shm.load(PluginControlBlock.Offset.lastSize), shm.load(PluginControlBlock.Offset.lastFlags),
-                        shm.load(PluginControlBlock.Offset.lastTarget)]
+                        shm.load(PluginControlBlock.Offset.lastTarget), UInt64(handlers.count)] + handlers
         do {
             let out = try gdb.monitor("savevm \(Self.snapshotName(icount))")
             guard out.trimmingWhitespace.isEmpty else {
@@ -714,11 +716,17 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// `loadvm` of the checkpoint's snapshot (the recording's initial one for the start)
     /// puts the replay exactly at its icount, stopped (HMP's loadvm returns when it is
     /// done; QMP's replay-seek returned at once and ran on to the icount); then the
-    /// plugin's counters are put back to what they were when it was taken (all 0 at the start).
+    /// plugin's state is put back to what it was when it was taken (all 0 and no handler
+    /// known at the start). Without the handlers a run on from there could count an
+    /// interrupt after an indirect transfer as one transfer where a run from the start
+    /// counts two: a checkpoint without them (taken by an older tt) is refused.
     public func restore(_ checkpoint: Checkpoint) throws -> Position {
         let (gdb, shm) = try requireVM()
-        var c = checkpoint.backendState.count >= 5 ? checkpoint.backendState : [0, 0, 0, 0, 0]
-        if c.count == 5 { c.append(0) }
+        let c = checkpoint.icount == 0 ? [0, 0, 0, 0, 0, 0, 0] : checkpoint.backendState
+        guard c.count >= 7, c[6] == UInt64(c.count - 7) else {
+            throw QEMUError("the checkpoint at icount \(checkpoint.icount) holds \(c.count) plugin words, not the counters and handler table this tt restores (an index made by an older tt: make it again with tt index)",
+                            status: ExitStatus.dataError)
+        }
         let name = Self.snapshotName(checkpoint.icount)
         log("restore icount \(checkpoint.icount) (snapshot \(name), brctr \(checkpoint.brctr))")
         cachedRegs = nil
@@ -740,7 +748,8 @@ public final class QEMUReplayBackend: ReplayBackend {
         guard try gdb.replayICount() == checkpoint.icount else {
             throw QEMUError("loading snapshot \(name) put the replay elsewhere than icount \(checkpoint.icount)")
         }
-        shm.restore(brctr: c[0], instructions: c[1], lastPC: c[2], lastSize: c[3], lastFlags: c[4], lastTarget: c[5])
+        shm.restore(brctr: c[0], instructions: c[1], lastPC: c[2], lastSize: c[3], lastFlags: c[4], lastTarget: c[5],
+                    handlers: Array(c[7...]))
         loadedSnapshot = checkpoint.icount > 0 ? checkpoint.icount : nil
         return try position()
     }

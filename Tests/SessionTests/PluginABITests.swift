@@ -1,3 +1,5 @@
+import Foundation
+import SystemPackage
 import XCTest
 import CTTPluginABI
 @testable import QEMUBackend
@@ -49,6 +51,35 @@ final class PluginABITests: XCTestCase {
         XCTAssertEqual(MemoryLayout<tt_shm_record>.offset(of: \.to), MemoryLayout<BranchTransfer>.offset(of: \.to))
         XCTAssertEqual(MemoryLayout<tt_shm_record>.offset(of: \.brctr), MemoryLayout<BranchTransfer>.offset(of: \.brctr))
         XCTAssertEqual(PluginControlBlock.recordBytes, 24)
+    }
+
+    /// An interrupt that came right after a `ret` (P, an indirect transfer) is two
+    /// transfers (docs/bts.md): the ret's, to where it returned (the frame's saved address),
+    /// then the interrupt's from there into the handler — when the handler entry is known;
+    /// unknown, it reads as the ret's own transfer into the handler. A checkpoint restores the
+    /// table it saved (replacing whatever the block had learned since), so a run from it
+    /// classifies as the run that learned the handlers did.
+    func testRestoredHandlerTableClassifiesAsTheRunThatLearnedIt() throws {
+        let path = NSTemporaryDirectory() + "tt-shm-\(UUID().uuidString)"
+        defer { unlink(path) }
+        let block = try PluginControlBlock.create(at: FilePath(path), ringCapacity: 64)
+        let ret: UInt64 = 0x1000, returnedTo: UInt64 = 0x2000, handler: UInt64 = 0x8000
+        let indirect = UInt64(TT_SHM_FLAG_VALID) | UInt64(TT_KIND_INDIRECT.rawValue) << UInt64(TT_SHM_KIND_SHIFT)
+        // A 64-bit frame at a stack pointer ≡ 8 (mod 16): rip, cs, rflags.
+        var frame = [UInt8](repeating: 0, count: 48)
+        for (i, v) in [returnedTo, 0x10, 0x202].enumerated() { withUnsafeBytes(of: v.littleEndian) { frame.replaceSubrange(8 * i..<8 * i + 8, with: $0) } }
+        let reader: PluginControlBlock.FrameReader = { (frame, 64, 0x7ff8) }
+        func arrivals() -> [[UInt64]] { block.pendingArrivals(at: handler, readFrame: reader).map { [$0.from, $0.to] } }
+        func restore(_ handlers: [UInt64]) {
+            block.restore(brctr: 10, instructions: 100, lastPC: ret, lastSize: 1, lastFlags: indirect, lastTarget: 0, handlers: handlers)
+        }
+
+        restore([0x9000, handler])
+        XCTAssertEqual(block.handlers, [handler, 0x9000])
+        XCTAssertEqual(arrivals(), [[ret, returnedTo], [returnedTo, handler]])
+        restore([])
+        XCTAssertEqual(block.handlers, [], "a restore replaces the table")
+        XCTAssertEqual(arrivals(), [[ret, handler]])
     }
 
     func testMagicIsTheDocumentedString() {
