@@ -34,8 +34,11 @@ public final class QEMUReplayBackend: ReplayBackend {
     /// The icount of the snapshot last loaded (not the recording's start), while runs since
     /// then are watched for a stall.
     private var loadedSnapshot: UInt64?
-    /// A run that executes no instruction for this long after a snapshot load is stuck.
+    /// A run that executes no instruction for this long is stuck (QEMU 10 can spin so after
+    /// a snapshot load, and once in an index pass after a savevm): it is interrupted.
     public var stallTimeoutMS = 5000
+    /// A VM that has not stopped this long after it was interrupted is ended.
+    public var stopTimeoutMS = 10_000
     /// QEMU may hold a replay break tt set: QEMU aborts (an assertion) when a new one is set,
     /// or a seek made, while the one it holds lies behind the current icount, so an old one
     /// is deleted first.
@@ -548,22 +551,38 @@ public final class QEMUReplayBackend: ReplayBackend {
         var deadlinePassed = false
         var reply = ""
         var lastCount = shm.instructions, lastMove = monotonicMilliseconds(), stalled = false
+        var waitingForStop: Int?
         while true {
             if let packet = try gdb.receivePacketIfStarted() {
                 reply = packet
                 break
             }
-            // After loading a snapshot, QEMU 10 can spin without executing anything (measured
-            // with a Linux guest past its decompressor): stop it and say so, instead of waiting.
-            if let loaded = loadedSnapshot, !interruptSent {
+            // QEMU 10 can spin without executing anything (measured with a Linux guest past
+            // its decompressor after a snapshot load, and once after a savevm in a delay loop):
+            // stop it and say so, instead of waiting.
+            if !interruptSent {
                 if shm.instructions != lastCount {
                     lastCount = shm.instructions
                     lastMove = monotonicMilliseconds()
                 } else if monotonicMilliseconds() - lastMove >= stallTimeoutMS {
-                    log("no instruction executed for \(stallTimeoutMS) ms since the snapshot at icount \(loaded) was loaded")
+                    log("no instruction executed for \(stallTimeoutMS) ms at instruction \(lastCount)")
                     stalled = true
                     interruptSent = true
                     try gdb.sendInterrupt()
+                }
+            }
+            // An interrupted VM that does not stop (the one after a savevm did not, ran on
+            // and then spun) is ended: the command fails instead of waiting for ever.
+            if interruptSent {
+                let now = monotonicMilliseconds()
+                if waitingForStop == nil { waitingForStop = now }
+                if let since = waitingForStop, now - since >= stopTimeoutMS {
+                    let at = shm.instructions
+                    _ = RunningProcess(pid: pid).terminate()
+                    markEnded()
+                    pid = 0
+                    throw QEMUError("the replay VM did not stop within \(stopTimeoutMS / 1000) s of being interrupted (at instruction \(at)\(stalled ? ", where it had executed nothing for \(stallTimeoutMS / 1000) s" : "")): QEMU is stuck; it was ended",
+                                    status: ExitStatus.unavailable)
                 }
             }
             var fds = [pollfd(fd: gdb.fileDescriptor, events: Int16(POLLIN), revents: 0),
@@ -594,10 +613,14 @@ public final class QEMUReplayBackend: ReplayBackend {
         }
         if reply.hasPrefix("W") || reply.hasPrefix("X") { try drainRing(); markEnded(); return .exited }
         try drainRing()
-        if stalled, let loaded = loadedSnapshot {
+        if stalled {
             deleteReplayBreak(gdb)
             armedWatch = nil
-            throw SessionError.stalled(checkpointICount: loaded, at: try landmark(), seconds: stallTimeoutMS / 1000)
+            if let loaded = loadedSnapshot {
+                throw SessionError.stalled(checkpointICount: loaded, at: try landmark(), seconds: stallTimeoutMS / 1000)
+            }
+            throw QEMUError("the replay executed no instruction for \(stallTimeoutMS / 1000) s at \(try landmark()): QEMU's replay is stuck there",
+                            status: ExitStatus.unavailable)
         }
         if interruptSent { return deadlinePassed && !cancellation.isCancelled ? .deadline : .interrupted }
         return .stopped(try linearIP(try readRegs()))

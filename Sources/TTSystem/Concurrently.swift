@@ -18,19 +18,24 @@ public final class BackgroundThread<T> {
 
     public init(_ body: @escaping () throws -> T) {
         // The thread holds this object until its body is done: it is never freed under it.
-        let box = ThreadBox { self.outcome = Result { try body() } }
+        thread = Self.start(ThreadBox { self.outcome = Result { try body() } })
+    }
+
+    /// `box`'s body on a new thread (which holds the box until the body is done), or, when
+    /// no thread can be made, inline now (nil).
+    private static func start(_ box: ThreadBox) -> pthread_t? {
         var thread = pthread_t()
         let unmanaged = Unmanaged.passRetained(box)
         let rc = pthread_create(&thread, nil, { raw in
             Unmanaged<ThreadBox>.fromOpaque(raw!).takeRetainedValue().body()
             return nil
         }, unmanaged.toOpaque())
-        if rc == 0 {
-            self.thread = thread
-        } else {
+        guard rc == 0 else {
             unmanaged.release()
             box.body()
+            return nil
         }
+        return thread
     }
 
     /// Wait for the body (once; later calls return the same result).
@@ -50,17 +55,7 @@ public final class BackgroundThread<T> {
     /// Run `body` on a thread nobody waits for (the process's exit waits only for a system
     /// call the thread is in). When no thread can be made it runs inline, now.
     public static func detached(_ body: @escaping () -> Void) {
-        let unmanaged = Unmanaged.passRetained(ThreadBox(body))
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            Unmanaged<ThreadBox>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, unmanaged.toOpaque())
-        if rc == 0 {
-            pthread_detach(thread)
-        } else {
-            unmanaged.takeRetainedValue().body()
-        }
+        if let thread = start(ThreadBox(body)) { pthread_detach(thread) }
     }
 }
 
