@@ -250,8 +250,19 @@ public final class QEMUReplayBackend: ReplayBackend {
         var realMode: Bool { cr0.map { $0 & 1 == 0 } ?? false }
     }
 
-    /// Registers of the current stop (the vCPU has not moved since they were read).
-    private var cachedRegs: Regs?
+    /// Registers of the current stop (the vCPU has not moved since they were read); set to
+    /// nil wherever the vCPU may move, which forgets the stop's icount too.
+    private var cachedRegs: Regs? { didSet { if cachedRegs == nil { cachedICount = nil } } }
+    /// QEMU's instruction count at the current stop, once read (`stopICount`).
+    private var cachedICount: UInt64?
+
+    /// QEMU's instruction count at this stop (one monitor round trip per stop).
+    private func stopICount() throws -> UInt64 {
+        if let cachedICount { return cachedICount }
+        let n = try requireVM().0.replayICount()
+        cachedICount = n
+        return n
+    }
 
     private func readRegs() throws -> Regs {
         if let cachedRegs { return cachedRegs }
@@ -290,7 +301,7 @@ public final class QEMUReplayBackend: ReplayBackend {
     public func position() throws -> Position {
         let here = try landmark()
         if ended, let shm { shm.settle(); return Position(landmark: here, icount: shm.instructions) }
-        return Position(landmark: here, icount: try requireVM().0.replayICount())
+        return Position(landmark: here, icount: try stopICount())
     }
 
     public func landmark() throws -> Landmark {
@@ -366,7 +377,7 @@ public final class QEMUReplayBackend: ReplayBackend {
         // an I/O access): below the break, this stop is not it, with no monitor round
         // trip at each breakpoint hit. Near it, QEMU's icount decides.
         guard shm.instructions >= armed else { return false }
-        let now = try requireVM().0.replayICount()
+        let now = try stopICount()
         if now < armed { return false }
         armedWatch = nil
         if now > armed {
@@ -390,13 +401,13 @@ public final class QEMUReplayBackend: ReplayBackend {
         if let armed = armedWatch {
             guard plugin >= armed else { return }
             let (gdb, _) = try requireVM()
-            guard try gdb.replayICount() >= armed else { return }
+            guard try stopICount() >= armed else { return }
             deleteReplayBreak(gdb)
             armedWatch = nil
         }
         guard nextWatched(after: plugin > Self.countDrift ? plugin - Self.countDrift : 0) != nil else { return }
         let (gdb, _) = try requireVM()
-        guard let w = nextWatched(after: try gdb.replayICount()) else { return }
+        guard let w = nextWatched(after: try stopICount()) else { return }
         try setReplayBreak(gdb, at: w)
         armedWatch = w
     }
@@ -487,11 +498,18 @@ public final class QEMUReplayBackend: ReplayBackend {
             armedWatch = nil
             let outcome = try runOnce(cancellation: cancellation, progress: progress)
             if case .exited = outcome { return .exited }
-            deleteReplayBreak(gdb)
-            if case .interrupted = outcome { return .interrupted }
-            let now = try gdb.replayICount()
+            guard case .stopped = outcome else {
+                deleteReplayBreak(gdb)
+                return .interrupted
+            }
+            let now = try stopICount()
             // Not where the break was set (and no breakpoint is armed): the replay ran out.
-            if now != stopAt { return .ended }
+            guard now == stopAt else {
+                deleteReplayBreak(gdb)
+                return .ended
+            }
+            // Stopped by the break, which QEMU deletes as it stops (replay_stop_vm).
+            breakMayBeArmed = false
             if watched.contains(now) {
                 log("passing checkpoint icount \(now)")
                 try watchHandler?(try position())
@@ -653,7 +671,7 @@ public final class QEMUReplayBackend: ReplayBackend {
 
     public func runToICount(_ icount: UInt64, deadline: Double?, cancellation: Cancellation, progress: ((UInt64) -> Void)?) throws -> StopReason {
         let (gdb, _) = try requireVM()
-        let now = try gdb.replayICount()
+        let now = try stopICount()
         if now == icount { return .stepped }
         guard now < icount else { throw QEMUError("cannot run to icount \(icount): the replay is already at \(now)") }
         if try gdb.guestEnded() { return .ended }
@@ -668,7 +686,7 @@ public final class QEMUReplayBackend: ReplayBackend {
             if case .exited = outcome { return .exited }
             deleteReplayBreak(gdb)
             if case .interrupted = outcome { return .interrupted }
-            let now = try gdb.replayICount()
+            let now = try stopICount()
             if now == icount { return .stepped }
             // The deadline's interrupt and the end of the recording can meet: the end wins.
             if case .deadline = outcome, try !gdb.guestEnded() { return .deadline }
