@@ -160,6 +160,63 @@ final class CheckpointIndexTests: XCTestCase {
         }
     }
 
+    /// A timer interrupt that comes right after a `ret` is two transfers (the ret's, then the
+    /// interrupt's from where it returned: docs/bts.md), which the plugin tells by the
+    /// handler entries it has learned. A run from a checkpoint taken between the interrupt
+    /// before it and this one must count it as the run from the start does, so the
+    /// checkpoint holds the learned handlers; without them the run counted one transfer
+    /// less and the landmark after it was "not reached" (measured with the table emptied at
+    /// restore). The event is found in the recording's own trace from the start (objdump
+    /// says which source is a `ret`, nm which targets are the handlers); a recording whose
+    /// second half has none is skipped.
+    func testACheckpointBeforeAnInterruptAfterARetCountsAsFromTheStart() throws {
+        let s = Self.state
+        let out = Self.base + "/whole.bts"
+        func removeIndex() { for f in ["index.checkpoints", "index.qcow2", "index.hits"] { try? FileManager.default.removeItem(atPath: s + "/" + f) } }
+        removeIndex()
+        // The other tests make the index they expect.
+        defer {
+            removeIndex()
+            try? FileManager.default.removeItem(atPath: out)
+        }
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let end = landing(try IT.tt(["run-until", "g32", "copy_block#30"], state: s))
+        try IT.tt(["trace-task", "--start", "0xfffffff0:0", "--end", end.location, "-o", out, "--print-limit", "0", "g32"], state: s)
+        let records: [(from: UInt64, to: UInt64)] = try IT.run([IT.tt, "bts", "dump", out]).out.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ")
+            guard f.count == 4, let from = UInt64(f[1].dropFirst(2), radix: 16), let to = UInt64(f[3].dropFirst(2), radix: 16) else { return nil }
+            return (from, to)
+        }
+        XCTAssertEqual(UInt64(records.count), end.brctr, "the trace from the start holds every transfer")
+        let handlers: Set<UInt64> = [try IT.symbolAddress(Self.elf32, "irq0_entry"), try IT.symbolAddress(Self.elf32, "irq_ignore_entry")]
+        let rets = Set(try IT.run(["objdump", "-d", "-w", Self.elf32]).out.split(separator: "\n").compactMap { line -> UInt64? in
+            let cols = line.split(separator: "\t", omittingEmptySubsequences: false)
+            guard cols.count >= 3, cols[0].hasSuffix(":"), cols[2].trimmingCharacters(in: .whitespaces).hasPrefix("ret") else { return nil }
+            return UInt64(cols[0].dropLast().trimmingCharacters(in: .whitespaces), radix: 16)
+        })
+        // Record k has brctr k + 1. The event: k - 1 is a ret's transfer to r, k is r -> handler.
+        let arrivals = records.indices.filter { handlers.contains(records[$0].to) }
+        guard let event = arrivals.dropFirst().first(where: { k in
+            k >= records.count / 2 && k + 2 < records.count && rets.contains(records[k - 1].from) && records[k - 1].to == records[k].from
+        }), let before = arrivals.last(where: { $0 < event }) else {
+            try IT.tt(["replay", "-K", "g32"], state: s)
+            throw XCTSkip("this recording has no timer interrupt right after a ret in its second half")
+        }
+        let previous = landing(try IT.tt(["run-until", "g32", "0x\(String(records[before].to, radix: 16)):\(before + 1)"], state: s))
+        let arrival = landing(try IT.tt(["run-until", "g32", "0x\(String(records[event].to, radix: 16)):\(event + 1)"], state: s))
+        let target = try IT.tt(["run-until", "--registers", "g32", "0x\(String(records[event + 2].to, radix: 16)):\(event + 3)"], state: s)
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        // One checkpoint between the two arrivals (the next multiple lies past the end).
+        let every = previous.icount + (arrival.icount - previous.icount) / 2
+        XCTAssertGreaterThan(2 * every, end.icount)
+        try IT.tt(["index", "--every", String(every), "g32"], state: s)
+        try IT.tt(["replay", "-p", "g32"], state: s)
+        let fromCheckpoint = try IT.tt(["run-until", "-d", "--registers", "g32", landing(target).location], state: s)
+        try IT.tt(["replay", "-K", "g32"], state: s)
+        XCTAssertTrue(fromCheckpoint.err.contains("restore icount \(every) "), fromCheckpoint.err)
+        XCTAssertEqual(fromCheckpoint.out, target.out, "from the checkpoint as from the start: \(fromCheckpoint.err)")
+    }
+
     /// verify on the untouched recording: every checkpoint equal, exit 0.
     func testVerifyReportsEveryCheckpointEqual() throws {
         let checkpoints = try ensureIndex()
