@@ -167,8 +167,8 @@ final class CheckpointIndexTests: XCTestCase {
     /// checkpoint holds the learned handlers; without them the run counted one transfer
     /// less and the landmark after it was "not reached" (measured with the table emptied at
     /// restore). The event is found in the recording's own trace from the start (objdump
-    /// says which source is a `ret`, nm which targets are the handlers); a recording whose
-    /// second half has none is skipped.
+    /// says which source is a `ret`, nm which targets are the handlers); a recording with
+    /// none is skipped.
     func testACheckpointBeforeAnInterruptAfterARetCountsAsFromTheStart() throws {
         let s = Self.state
         let out = Self.base + "/whole.bts"
@@ -189,26 +189,24 @@ final class CheckpointIndexTests: XCTestCase {
         }
         XCTAssertEqual(UInt64(records.count), end.brctr, "the trace from the start holds every transfer")
         let handlers: Set<UInt64> = [try IT.symbolAddress(Self.elf32, "irq0_entry"), try IT.symbolAddress(Self.elf32, "irq_ignore_entry")]
-        let rets = Set(try IT.run(["objdump", "-d", "-w", Self.elf32]).out.split(separator: "\n").compactMap { line -> UInt64? in
-            let cols = line.split(separator: "\t", omittingEmptySubsequences: false)
-            guard cols.count >= 3, cols[0].hasSuffix(":"), cols[2].trimmingCharacters(in: .whitespaces).hasPrefix("ret") else { return nil }
-            return UInt64(cols[0].dropLast().trimmingCharacters(in: .whitespaces), radix: 16)
-        })
-        // Record k has brctr k + 1. The event: k - 1 is a ret's transfer to r, k is r -> handler.
+        let rets = Set(try IT.instructionTable(Self.elf32).filter { $0.value.mnemonic.hasPrefix("ret") }.keys)
+        // Record k has brctr k + 1. The event: k - 1 is a ret's transfer to r, k is r -> a
+        // handler that an earlier arrival (`before`, the last) has made known.
         let arrivals = records.indices.filter { handlers.contains(records[$0].to) }
-        guard let event = arrivals.dropFirst().first(where: { k in
-            k >= records.count / 2 && k + 2 < records.count && rets.contains(records[k - 1].from) && records[k - 1].to == records[k].from
-        }), let before = arrivals.last(where: { $0 < event }) else {
+        func lastBefore(_ k: Int) -> Int? { arrivals.last { $0 < k && records[$0].to == records[k].to } }
+        guard let event = arrivals.first(where: { k in
+            k + 2 < records.count && rets.contains(records[k - 1].from) && records[k - 1].to == records[k].from && lastBefore(k) != nil
+        }), let before = lastBefore(event) else {
             try IT.tt(["replay", "-K", "g32"], state: s)
-            throw XCTSkip("this recording has no timer interrupt right after a ret in its second half")
+            throw XCTSkip("this recording has no interrupt right after a ret into a handler entered before")
         }
         let previous = landing(try IT.tt(["run-until", "g32", "0x\(String(records[before].to, radix: 16)):\(before + 1)"], state: s))
         let arrival = landing(try IT.tt(["run-until", "g32", "0x\(String(records[event].to, radix: 16)):\(event + 1)"], state: s))
         let target = try IT.tt(["run-until", "--registers", "g32", "0x\(String(records[event + 2].to, radix: 16)):\(event + 3)"], state: s)
         try IT.tt(["replay", "-K", "g32"], state: s)
-        // One checkpoint between the two arrivals (the next multiple lies past the end).
+        // One checkpoint between the two arrivals; the next multiple lies past the target.
         let every = previous.icount + (arrival.icount - previous.icount) / 2
-        XCTAssertGreaterThan(2 * every, end.icount)
+        XCTAssertGreaterThan(2 * every, landing(target).icount)
         try IT.tt(["index", "--every", String(every), "g32"], state: s)
         try IT.tt(["replay", "-p", "g32"], state: s)
         let fromCheckpoint = try IT.tt(["run-until", "-d", "--registers", "g32", landing(target).location], state: s)

@@ -65,6 +65,8 @@ enum IT {
         /// Always transfers when it completes, also to the next instruction (jmp, call, ret,
         /// far forms, iret, int, syscall/sysret...): objdump's mnemonic says so.
         var unconditional: Bool = false
+        /// objdump's text of it ("ret", "jne    100380 <...>").
+        var mnemonic: String = ""
     }
 
     static func instructionTable(_ elf: String) throws -> [UInt64: Instruction] {
@@ -84,7 +86,8 @@ enum IT {
                 || op == "syscall" || op == "sysret" || op == "ud2"
             let unconditional = ["jmp", "ljmp", "call", "lcall", "ret", "lret", "iret", "int", "syscall", "sysret", "sysenter", "sysexit"]
                 .contains { op == $0 || (op.hasPrefix($0) && op.count <= $0.count + 1) } || op.hasPrefix("iret") || op.hasPrefix("int")
-            table[addr] = Instruction(size: UInt64(bytes), rep: rep, transfers: transfers, unconditional: unconditional && !op.hasPrefix("into"))
+            table[addr] = Instruction(size: UInt64(bytes), rep: rep, transfers: transfers, unconditional: unconditional && !op.hasPrefix("into"),
+                                      mnemonic: mnemonic)
         }
         return table
     }
