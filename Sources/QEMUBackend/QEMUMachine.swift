@@ -233,7 +233,7 @@ public struct QEMUMachine: Sendable {
               "-icount", "shift=auto,rr=\(replay ? "replay" : "record"),rrfile=\(StateFile.recording),rrsnapshot=init",
               "-drive", Self.image(replay ? StateFile.replaySnapshot : StateFile.snapshot, overIndex: overIndex) + ",if=none,id=snapdisk"]
         for n in 0..<diskCount {
-            a += Self.diskArguments(n, overlay: Self.image(replay ? StateFile.replayDiskOverlay(n) : StateFile.diskOverlay(n), overIndex: overIndex))
+            a += Self.diskArguments(n, image: Self.image(replay ? StateFile.replayDiskOverlay(n) : StateFile.diskOverlay(n), overIndex: overIndex))
         }
         a += ["-global", "apic-common.vapic=off"]
         a += extraArguments
@@ -248,9 +248,10 @@ public struct QEMUMachine: Sendable {
         overIndex ? "driver=qcow2,file.driver=qcow2,file.file.driver=file,file.file.filename=\(file)" : "file=\(file)"
     }
 
-    /// Disk N: its overlay (`image`), QEMU's block-replay driver over it, and an IDE disk.
-    private static func diskArguments(_ n: Int, overlay: String) -> [String] {
-        ["-drive", "\(overlay),if=none,id=img\(n)-orig",
+    /// Disk N: its overlay (`image`: how the drive opens it), QEMU's block-replay driver
+    /// over it, and an IDE disk.
+    private static func diskArguments(_ n: Int, image: String) -> [String] {
+        ["-drive", "\(image),if=none,id=img\(n)-orig",
          "-drive", "driver=blkreplay,if=none,image=img\(n)-orig,id=img\(n)",
          "-device", "ide-hd,drive=img\(n)"]
     }
@@ -277,7 +278,7 @@ public struct QEMUMachine: Sendable {
         if let snap = argv.firstIndex(of: "file=\(StateFile.snapshot),if=none,id=snapdisk") {
             var i = snap + 1
             while disks < StateFile.maxDisks, i + 6 <= argv.count,
-                  Array(argv[i..<i + 6]) == Self.diskArguments(disks, overlay: Self.image(StateFile.diskOverlay(disks), overIndex: false)) {
+                  Array(argv[i..<i + 6]) == Self.diskArguments(disks, image: Self.image(StateFile.diskOverlay(disks), overIndex: false)) {
                 disks += 1; i += 6
             }
         }

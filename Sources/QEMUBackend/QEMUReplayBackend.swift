@@ -593,8 +593,9 @@ public final class QEMUReplayBackend: ReplayBackend {
             // and then spun) is ended: the command fails instead of waiting for ever.
             if interruptSent {
                 let now = monotonicMilliseconds()
-                if waitingForStop == nil { waitingForStop = now }
-                if let since = waitingForStop, now - since >= stopTimeoutMS {
+                let since = waitingForStop ?? now
+                waitingForStop = since
+                if now - since >= stopTimeoutMS {
                     let at = shm.instructions
                     _ = RunningProcess(pid: pid).terminate()
                     markEnded()

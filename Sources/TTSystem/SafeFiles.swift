@@ -129,7 +129,7 @@ public enum SafeFiles {
         let replaced = openToFreeLater(path)
         guard rename(temporary.string, path.string) == 0 else {
             let e = SystemError.last(temporary, doing: "rename to \(path)", status: ExitStatus.cannotCreate)
-            if let replaced { _ = close(replaced) }
+            try? replaced?.close()
             throw e
         }
         if let replaced { freeLater(replaced) }
@@ -145,21 +145,14 @@ public enum SafeFiles {
 
     /// The regular file at `path` (not followed) held open, so that replacing or unlinking
     /// the name does not free its blocks yet; nil for anything else or nothing.
-    private static func openToFreeLater(_ path: FilePath) -> Int32? {
-        let fd = open(path.string, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-            _ = close(fd)
-            return nil
-        }
-        return fd
+    private static func openToFreeLater(_ path: FilePath) -> FileDescriptor? {
+        try? openForReading(path, pseudoFiles: true, noFollow: true).fd
     }
 
     /// Close the last hold on a file whose name is gone on a thread of its own: ext4 frees a
     /// file's blocks at that close, about 0.2 s a GB (a trace's output or log of gigabytes),
     /// which the caller need not wait for.
-    private static func freeLater(_ fd: Int32) {
-        BackgroundThread<Void>.detached { _ = close(fd) }
+    private static func freeLater(_ fd: FileDescriptor) {
+        BackgroundThread<Void>.detached { try? fd.close() }
     }
 }
